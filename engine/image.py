@@ -1,0 +1,182 @@
+"""Pillow <-> MLX image I/O: NHWC float32 in [0, 1], EXIF orientation, alpha, atomic saves."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, OutputError
+
+# Anything above this many pixels is treated as a decompression bomb (Pillow's own default
+# only warns at 89 MP); 16k x 8k covers any real photo or painting.
+MAX_PIXELS = 16384 * 8192
+
+
+@dataclass
+class Picture:
+    """A loaded image: RGB as (1, H, W, 3) float32 in [0, 1]; alpha as (H, W) float32 or None."""
+
+    rgb: mx.array
+    alpha: np.ndarray | None
+    path: Path | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.rgb.shape[2], self.rgb.shape[1]
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{path}: too many pixels (over {MAX_PIXELS // 1_000_000} megapixels); "
+            "downscale it first"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read; use PNG, JPEG, WebP or TIFF") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: unreadable or truncated image ({error}); re-export it") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if image.width == 0 or image.height == 0:
+        raise ImageError(f"{path}: the image is empty (0 pixels)")
+    return image
+
+
+def _to_float_planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode -> (H, W, 3) float32 RGB and optional (H, W) float32 alpha, in [0, 1]."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode != "I" or grey.max() > 255 else 255.0
+        grey = np.clip(grey / top, 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2), None
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2), None
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0, None
+
+
+def fit_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """Scale (width, height) down so that the longest side is at most max_size."""
+    if not max_size or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a (H, W) or (H, W, C) float array with Lanczos, channel by channel."""
+    if planes.shape[1] == width and planes.shape[0] == height:
+        return planes
+    if planes.ndim == 2:
+        return np.asarray(
+            Image.fromarray(planes, mode="F").resize((width, height), Image.Resampling.LANCZOS)
+        )
+    channels = [resize_planes(np.ascontiguousarray(planes[..., c]), width, height)
+                for c in range(planes.shape[2])]
+    return np.clip(np.stack(channels, axis=2), 0.0, 1.0)
+
+
+def load_image(path: str | os.PathLike, max_size: int | None = None) -> Picture:
+    """Read an image file, upright per EXIF, scaled so its longest side is at most max_size."""
+    path = Path(path)
+    image = _open(path)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block should not lose the picture
+        pass
+    rgb, alpha = _to_float_planes(image)
+    width, height = fit_size(image.width, image.height, max_size)
+    rgb = resize_planes(rgb, width, height)
+    if alpha is not None:
+        alpha = np.clip(resize_planes(alpha, width, height), 0.0, 1.0)
+    return Picture(mx.array(rgb)[None], alpha, path)
+
+
+def resize(rgb: mx.array, width: int, height: int) -> mx.array:
+    """Resize a (1, H, W, 3) image array (Lanczos)."""
+    if rgb.shape[2] == width and rgb.shape[1] == height:
+        return rgb
+    return mx.array(resize_planes(np.array(rgb[0]), width, height))[None]
+
+
+def check_output(path: str | os.PathLike, inputs: tuple[Path, ...] = (), overwrite: bool = False
+                 ) -> Path:
+    """Fail early, before any work, if `path` cannot be written safely."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise OutputError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name")
+    if not overwrite:
+        for source in inputs:
+            if source is not None and path.exists() and path.resolve() == Path(source).resolve():
+                raise OutputError(
+                    f"{path}: is also an input; choose another output or pass --overwrite"
+                )
+    return path
+
+
+def to_pil(rgb: mx.array | np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
+    """(1, H, W, 3) or (H, W, 3) floats in [0, 1] (+ optional (H, W) alpha) -> a Pillow image."""
+    array = np.array(rgb, dtype=np.float32)
+    if array.ndim == 4:
+        array = array[0]
+    pixels = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if alpha is None:
+        return Image.fromarray(pixels, mode="RGB")
+    height, width = pixels.shape[:2]
+    alpha = resize_planes(np.asarray(alpha, dtype=np.float32), width, height)
+    alpha8 = np.round(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(np.dstack([pixels, alpha8]), mode="RGBA")
+
+
+def save_image(path: str | os.PathLike, rgb: mx.array | np.ndarray,
+               alpha: np.ndarray | None = None) -> Path:
+    """Write atomically: a temporary file in the target folder, then a rename over the target."""
+    path = check_output(path, overwrite=True)
+    image = to_pil(rgb, alpha)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    if image.mode == "RGBA" and fmt in ("JPEG", "BMP", "PPM"):
+        image = image.convert("RGB")  # these formats have no alpha channel
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            image.save(stream, format=fmt, **options)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a picture is not
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"{path}: could not write ({error.strerror or error})") from None
+        raise
+    return path

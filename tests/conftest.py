@@ -1,0 +1,69 @@
+import os
+from unittest import mock
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.vgg import VGG, save_vgg, tiny_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own cache and style folder; real VGG weights stay shared (see below)."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("ENGINE_HOME", str(home / "engine"))
+    monkeypatch.delenv("ENGINE_VGG_WEIGHTS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    yield home
+
+
+@pytest.fixture(scope="session")
+def tiny_vgg() -> VGG:
+    mx.random.seed(1)
+    model = VGG(tiny_spec())
+    mx.eval(model.parameters())
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_vgg_file(tiny_vgg, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vgg") / "tiny-vgg.safetensors"
+    save_vgg(tiny_vgg, path, source="random, for tests")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_vgg_weights() -> Path:
+    """The real VGG16 weights, fetched once into the user's own cache (CI fetches them once)."""
+    from engine.vgg import VGG16, cache_dir, resolve_weights
+
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(USER_CACHE)}):
+        try:
+            return resolve_weights(VGG16)
+        except Exception as error:  # offline with no cache: fail loudly, never pretend
+            pytest.fail(f"real VGG16 weights unavailable (cache {cache_dir()}): {error}")
+
+
+def write_image(path: Path, size=(20, 14), mode="RGB", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}[mode]
+    pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode=mode).save(path)
+    return path
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    return write_image(tmp_path / "photo.png", (24, 18), seed=1)
+
+
+@pytest.fixture
+def painting(tmp_path) -> Path:
+    return write_image(tmp_path / "painting.png", (20, 20), seed=2)
