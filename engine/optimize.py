@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 
-from .errors import UsageError
+from .errors import ImageError, UsageError
 from .image import resize
 from .losses import content_loss, gram, style_loss, total_variation
 from .vgg import VGG
@@ -86,12 +86,14 @@ class _Interrupted(Exception):
         self.best, self.loss = best, loss
 
 
-def level_sizes(width: int, height: int, coarse_size: int) -> list[tuple[int, int]]:
-    """Sizes from coarse to fine: halve while the longest side exceeds coarse_size."""
+def level_sizes(width: int, height: int, coarse_size: int, minimum: int = 16
+                ) -> list[tuple[int, int]]:
+    """Sizes from coarse to fine: halve while the longest side exceeds coarse_size and the
+    shortest side stays at least `minimum`."""
     sizes = [(width, height)]
-    while max(sizes[0]) > coarse_size:
+    while max(sizes[0]) > coarse_size and min(sizes[0]) // 2 >= minimum:
         w, h = sizes[0]
-        sizes.insert(0, (max(16, w // 2), max(16, h // 2)))
+        sizes.insert(0, (w // 2, h // 2))
     return sizes
 
 
@@ -206,7 +208,11 @@ def optimize(vgg: VGG, content: mx.array, styles: Sequence[mx.array],
     blend = np.asarray(settings.style_blend or [1.0] * len(styles), dtype=np.float64)
     blend = blend / blend.sum()
     height, width = content.shape[1], content.shape[2]
-    sizes = level_sizes(width, height, settings.coarse_size)
+    smallest = vgg.min_size([*settings.content_layers, *settings.style_layers])
+    if min(width, height) < smallest:
+        raise ImageError(f"the content image is {width}x{height}; the VGG layers used need at "
+                         f"least {smallest} px on each side: use a larger image or --max-size")
+    sizes = level_sizes(width, height, settings.coarse_size, smallest)
     mx.random.seed(settings.seed)
 
     x = None

@@ -76,6 +76,10 @@ class VGG(nn.Module):
         self._std = mx.array(IMAGENET_STD)
         self.freeze()
 
+    def min_size(self, taps: Iterable[str]) -> int:
+        """The smallest image side that still has a pixel at every tap (2 ** poolings)."""
+        return max(2 ** (int(tap[4:].split("_")[0]) - 1) for tap in taps)
+
     def __call__(self, x: mx.array, taps: Iterable[str]) -> dict[str, mx.array]:
         wanted = set(taps)
         unknown = wanted - set(self.spec.taps)

@@ -1,0 +1,116 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+runner = CliRunner()
+FAST = ["--iterations", "3", "--max-size", "24"]
+
+
+def _run(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def _one_line_error(result, needle):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_optimize_writes_the_output(tmp_path, photo, painting, tiny_vgg_file):
+    out = tmp_path / "out.png"
+    result = _run("optimize", photo, painting, "-o", out, *FAST,
+                  env={"ENGINE_VGG_WEIGHTS": str(tiny_vgg_file)})
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (24, 18)
+    assert "wrote" in result.output
+
+
+def test_optimize_with_two_styles_preserve_color_and_alpha(tmp_path, painting, tiny_vgg_file):
+    rgba = np.zeros((16, 20, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 180, 90
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "cut.png")
+    out = tmp_path / "out.png"
+    result = _run("optimize", tmp_path / "cut.png", painting, painting, "--blend", "0.3,0.7",
+                  "--preserve-color", "--method", "adam", "-o", out, *FAST,
+                  "--vgg-weights", tiny_vgg_file)
+    assert result.exit_code == 0, result.output
+    written = np.asarray(Image.open(out))
+    assert written.shape == (16, 20, 4) and (written[..., 3] == 90).all()
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "missing_folder", "bad_weights",
+                                  "blend", "same_as_input"])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, photo, painting, tiny_vgg_file,
+                                                  case):
+    content, out, weights = photo, tmp_path / "out.png", tiny_vgg_file
+    extra = []
+    needle = {"missing": "no such file", "not_image": "not an image",
+              "missing_folder": "does not exist", "bad_weights": "not a readable safetensors",
+              "blend": "one weight per style", "same_as_input": "also an input"}[case]
+    if case == "missing":
+        content = tmp_path / "nope.jpg"
+    elif case == "not_image":
+        content = tmp_path / "text.jpg"
+        content.write_text("not a picture")
+    elif case == "missing_folder":
+        out = tmp_path / "no" / "out.png"
+    elif case == "bad_weights":
+        weights = tmp_path / "broken.safetensors"
+        weights.write_bytes(b"garbage")
+    elif case == "blend":
+        extra = ["--blend", "1,2"]
+    elif case == "same_as_input":
+        out = painting
+    before = painting.read_bytes()
+    result = _run("optimize", content, painting, "-o", out, *FAST, *extra,
+                  "--vgg-weights", weights)
+    _one_line_error(result, needle)
+    assert painting.read_bytes() == before
+    if case != "same_as_input":
+        assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_example_runs_with_no_files(tmp_path, tiny_vgg_file):
+    out = tmp_path / "example.png"
+    result = _run("optimize", "--example", "-o", out, *FAST, "--vgg-weights", tiny_vgg_file)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] == 24
+
+
+def test_installed_console_script_runs(tmp_path, photo, painting, tiny_vgg_file):
+    exe = shutil.which("engine") or pytest.fail("the `engine` console script is not installed")
+    out = tmp_path / "out.png"
+    env = dict(os.environ, ENGINE_VGG_WEIGHTS=str(tiny_vgg_file))
+    done = subprocess.run([exe, "optimize", str(photo), str(painting), "-o", str(out), *FAST],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()
+    missing = subprocess.run([exe, "optimize", str(tmp_path / "x.png"), str(painting)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert sys.executable  # the script runs in this interpreter's environment
+
+
+def test_real_weights_end_to_end(tmp_path, real_vgg_weights):
+    photo = tmp_path / "gradient.png"
+    grid = np.linspace(0, 255, 32, dtype=np.uint8)
+    Image.fromarray(np.dstack([np.tile(grid, (32, 1))] * 3)).save(photo)
+    stripes = tmp_path / "stripes.png"
+    Image.fromarray(((np.indices((32, 32)).sum(0) % 6 < 3) * 255).astype(np.uint8)).save(stripes)
+    out = tmp_path / "out.png"
+    result = _run("optimize", photo, stripes, "-o", out, "--iterations", "5", "--max-size", "32",
+                  "--vgg-weights", real_vgg_weights)
+    assert result.exit_code == 0, result.output
+    written = np.asarray(Image.open(out), dtype=np.float32)
+    original = np.asarray(Image.open(photo), dtype=np.float32)
+    assert np.abs(written - original).mean() > 1.0  # the style changed the picture
