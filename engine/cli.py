@@ -64,7 +64,8 @@ def optimize(
     size: Annotated[int, typer.Option("--max-size", "-s", min=16,
                                       help="Longest side of the output.")] = 512,
     iterations: Annotated[int, typer.Option("--iterations", "-n", min=1)] = DEFAULTS.iterations,
-    method: Annotated[str, typer.Option(help="lbfgs or adam.")] = DEFAULTS.method,
+    method: Annotated[str, typer.Option(
+        help="lbfgs (on the device), lbfgsb (scipy's L-BFGS-B) or adam.")] = DEFAULTS.method,
     init: Annotated[str, typer.Option(help="Start from the content or from noise.")
                     ] = DEFAULTS.init,
     content_weight: Annotated[float, typer.Option()] = DEFAULTS.content_weight,

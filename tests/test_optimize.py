@@ -16,7 +16,7 @@ def _images(seed=0, size=(24, 20)):
     return content, style
 
 
-@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+@pytest.mark.parametrize("method", ["lbfgs", "lbfgsb", "adam"])
 def test_loss_falls(tiny_vgg, method):
     content, style = _images()
     losses = []
