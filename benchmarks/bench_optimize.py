@@ -160,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("content")
     parser.add_argument("style")
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--size", type=int, default=512, help="the content is resized to size^2")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--vgg-weights", default=None)
     parser.add_argument("--torch", action="store_true", help="also measure PyTorch")
@@ -175,7 +175,8 @@ def main() -> None:
     if args.no_compile:
         mx.compile = lambda function, *_, **__: function
     weights = resolve_weights(VGG16, args.vgg_weights)
-    content = load_image(args.content, args.size).rgb
+    content = load_image(args.content).rgb
+    content = resize(content, args.size, args.size)  # exactly size x size
     style = load_image(args.style, args.size * 2).rgb
     settings = OptimizeSettings(iterations=args.iterations, content_layers=CONTENT_LAYERS,
                                 style_layers=STYLE_LAYERS)

@@ -31,7 +31,7 @@ class OptimizeSettings:
     method: str = "lbfgs"  # on-device L-BFGS; "lbfgsb" for scipy's L-BFGS-B; or "adam"
     init: str = "content"  # or "noise"
     content_weight: float = 1.0
-    style_weight: float = 1e6
+    style_weight: float = 5e6
     tv_weight: float = 10.0
     style_scale: float = 1.0
     style_blend: Sequence[float] | None = None  # one weight per style image
