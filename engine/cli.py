@@ -9,13 +9,16 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 
 from . import examples
 from .errors import EngineError, UsageError
 from .optimize import OptimizeSettings
+from .train import TrainSettings
 
 DEFAULTS = OptimizeSettings()
+TRAIN_DEFAULTS = TrainSettings()
 
 app = typer.Typer(
     help="Neural style transfer and image generation on MLX.",
@@ -143,3 +146,145 @@ def _with_progress(work, iterations: int):
 
 def main() -> None:
     app()
+
+
+# ------------------------------------------------------------------ feed-forward styles
+
+
+@app.command("train-style")
+def train_style(
+    style_image: Annotated[Path, typer.Argument(help="The painting to learn.")],
+    name: Annotated[Optional[str], typer.Option(help="Style name (default: the file's stem).")
+                    ] = None,
+    content: Annotated[Optional[Path], typer.Option(
+        help="Folder of training photos (default: the photos inside scikit-image).")] = None,
+    steps: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.steps,
+    batch: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.batch,
+    size: Annotated[int, typer.Option(help="Training crop size.")] = TRAIN_DEFAULTS.size,
+    style_size: Annotated[int, typer.Option(help="Longest side of the style image.")
+                          ] = TRAIN_DEFAULTS.style_size,
+    content_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.content_weight,
+    style_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.style_weight,
+    tv_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.tv_weight,
+    content_layer: Annotated[str, typer.Option(help="relu2_2 or relu3_3.")
+                             ] = TRAIN_DEFAULTS.content_layer,
+    learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
+    width: Annotated[int, typer.Option(help="Network width (32 full, 16 slim).")
+                     ] = TRAIN_DEFAULTS.width,
+    slim: Annotated[bool, typer.Option(help="The slim network for CPUs (width 16).")] = False,
+    seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
+                      ] = False,
+    preview: Annotated[Optional[Path], typer.Option(help="A photo to stylize as training goes.")
+                       ] = None,
+    vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
+) -> None:
+    """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
+    from .image import find_images
+    from .train import TrainSettings, run_dir, train_style as run
+    from .vgg import load_vgg
+
+    with user_errors():
+        name = name or style_image.stem
+        settings = TrainSettings(
+            steps=steps, batch=batch, size=size, style_size=style_size,
+            content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+            content_layer=content_layer, learning_rate=learning_rate,
+            width=16 if slim else width, seed=seed, checkpoint_every=checkpoint_every,
+            preview_every=checkpoint_every)
+        settings.check()
+        photos = find_images(content) if content else examples.photos()
+        vgg = load_vgg(path=vgg_weights)
+        columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[terms]}"))
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("train", total=steps, rate="", terms="")
+
+            def on_step(step) -> None:
+                terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
+                progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
+                                rate=f"{step.images_per_second / batch:.1f} it/s")
+
+            result = run(vgg, style_image, name, photos, settings, resume=resume,
+                         preview=preview, on_step=on_step)
+        state = "interrupted; resume with --resume" if result.interrupted else "done"
+        err.print(f"{state}: style {name!r} after {result.steps} steps -> {result.style_path}"
+                  f" (checkpoints, previews and loss.png in {run_dir(name)})")
+        if result.interrupted:
+            raise typer.Exit(130)
+
+
+@app.command()
+def apply(
+    inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.")],
+    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                   help="Output file (one input only).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the outputs (default: next to each input).")] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Downscale inputs first.")] = None,
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    preserve_color: Annotated[bool, typer.Option()] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
+                     ] = 8,
+    tile: Annotated[int, typer.Option(help="Images larger than this go through tiles.")
+                    ] = 2048,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Stylize images with a trained style: one compiled forward pass per batch."""
+    from .apply import apply_files, plan_outputs
+    from .registry import style_path
+    from .stylize import Stylizer
+
+    with user_errors():
+        jobs = plan_outputs(inputs, style, output, out_dir, overwrite)
+        stylizer = Stylizer.from_file(style_path(style), strength=strength,
+                                      preserve_color=preserve_color, max_tile=tile)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as progress:
+            task = progress.add_task(f"applying {style}", total=len(jobs))
+            for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
+                progress.update(task, completed=done)
+        err.print(f"wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))
+
+
+@app.command("styles")
+def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the registered styles: name, plugin, network size, training, preview."""
+    import json
+
+    from rich.table import Table
+
+    from .registry import styles
+
+    with user_errors():
+        rows = []
+        for entry in styles().entries.values():
+            info = getattr(entry, "info", None)
+            rows.append({
+                "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
+                "path": str(entry.item.path), "problem": entry.problem,
+                "width": info.config.width if info else None,
+                "parameters": info.parameters if info else None,
+                "steps": info.steps if info else None,
+                "training": info.training if info else None,
+                "preview": str(info.preview) if info and info.preview else None})
+        if json_output:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("name", "plugin", "network", "training", "preview")
+        for row in rows:
+            if row["problem"]:
+                table.add_row(row["name"], row["plugin"], "[red]broken", row["problem"], "")
+                continue
+            t = row["training"] or {}
+            training = (f"{row['steps']} steps, {t.get('size', '?')} px, style "
+                        f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
+                        f"sw {t.get('style_weight', '?')}")
+            name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+            table.add_row(name, row["plugin"],
+                          f"width {row['width']}, {row['parameters'] / 1e6:.2f}M weights",
+                          training, row["preview"] or "")
+        Console().print(table)

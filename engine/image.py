@@ -14,6 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
 # Anything above this many pixels is treated as a decompression bomb (Pillow's own default
 # only warns at 89 MP); 16k x 8k covers any real photo or painting.
 MAX_PIXELS = 16384 * 8192
@@ -115,6 +117,18 @@ def load_image(path: str | os.PathLike, max_size: int | None = None) -> Picture:
     if alpha is not None:
         alpha = np.clip(resize_planes(alpha, width, height), 0.0, 1.0)
     return Picture(mx.array(rgb)[None], alpha, path)
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under a folder (recursively, sorted); an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a folder of images")
+    found = sorted(p for p in folder.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not found:
+        raise ImageError(f"{folder}: holds no images (.jpg, .png, ...)")
+    return found
 
 
 def resize(rgb: mx.array, width: int, height: int) -> mx.array:

@@ -298,7 +298,7 @@ def load_vgg(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None) -> VG
     params, spec = _read_safetensors(weights)
     model = VGG(spec)
     try:
-        model.load_weights(list(params.items()), strict=True)
+        model.load_weights([(k, v.astype(mx.float32)) for k, v in params.items()], strict=True)
     except ValueError as error:
         raise WeightsError(
             f"{weights}: does not hold {spec.name} weights ({error}); replace or delete it"

@@ -1,0 +1,86 @@
+"""The plugin manager: built-in plugins, third-party plugins from entry points, loaded once."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+
+import pluggy
+
+from . import hookspecs
+
+ENTRY_POINT_GROUP = "engine_mlx.plugins"  # unique to this project
+DISABLE_ENV = "ENGINE_NO_PLUGINS"  # "1": third-party plugins are not loaded (for debugging)
+
+DEFAULT_PLUGINS = (
+    "engine_plugins.user_styles",
+    "engine_plugins.shipped_styles",
+)
+
+
+@dataclass
+class PluginFailure:
+    plugin: str
+    error: str
+
+
+pm = pluggy.PluginManager(hookspecs.PROJECT)
+pm.add_hookspecs(hookspecs)
+failures: list[PluginFailure] = []
+_loaded = False
+
+
+def third_party_enabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "") not in ("1", "true", "yes")
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register the built-in plugins, then the installed ones; idempotent and lazy."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    for name in DEFAULT_PLUGINS:
+        _register_module(name, name)
+    if third_party_enabled():
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            label = entry_point.dist.name if entry_point.dist else entry_point.name
+            try:
+                module = entry_point.load()
+            except Exception as error:  # a broken plugin must not break the engine
+                failures.append(PluginFailure(label, f"failed to import: {error!r}"))
+                continue
+            if pm.is_registered(module):
+                continue
+            _register(module, label)
+    return pm
+
+
+def _register_module(module_name: str, label: str) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        failures.append(PluginFailure(label, f"failed to import: {error!r}"))
+        return
+    _register(module, label)
+
+
+def _register(module, label: str) -> None:
+    try:
+        pm.register(module, name=label)
+        pm.check_pending()
+    except Exception as error:  # misspelled hooks, a duplicate plugin name
+        if pm.is_registered(module):
+            pm.unregister(module)
+        failures.append(PluginFailure(label, str(error)))
+
+
+def reset() -> None:
+    """Forget every plugin (tests)."""
+    global _loaded
+    for plugin in list(pm.get_plugins()):
+        pm.unregister(plugin)
+    failures.clear()
+    _loaded = False

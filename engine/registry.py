@@ -1,0 +1,104 @@
+"""Runs the register_* hooks; owns names, aliases, collisions and which plugin provided what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError, WeightsError
+from .plugins import PluginFailure, failures, load_plugins
+
+
+@dataclass
+class Style:
+    """What a plugin declares: a name and a weights file (no code runs at import)."""
+
+    name: str
+    path: Path
+    description: str = ""
+
+
+@dataclass
+class Entry:
+    """A registered thing (style or generator) with the plugin that provided it."""
+
+    name: str
+    plugin: str
+    item: object
+    aliases: tuple[str, ...] = ()
+    problem: str | None = None  # set when the entry is broken; the reason a user reads
+
+
+@dataclass
+class Catalog:
+    kind: str  # "style" or "generator"
+    entries: dict[str, Entry] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def add(self, plugin: str, item: object, aliases=()) -> None:
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            failures.append(PluginFailure(plugin, f"registered a {self.kind} without a name"))
+            return
+        if name in self.entries:
+            first = self.entries[name]
+            first.problem = (f"the {self.kind} name {name!r} is registered by both plugin "
+                             f"{first.plugin!r} and plugin {plugin!r}; uninstall or rename one")
+            return
+        self.entries[name] = Entry(name, plugin, item, tuple(aliases))
+        for alias in aliases:
+            if alias in self.aliases or alias in self.entries:
+                failures.append(PluginFailure(plugin, f"alias {alias!r} of {name!r} is taken"))
+                continue
+            self.aliases[alias] = name
+
+    def get(self, name: str) -> Entry:
+        entry = self.entries.get(self.aliases.get(name, name))
+        if entry is None:
+            known = ", ".join(sorted(self.entries)) or "none yet"
+            raise UsageError(f"unknown {self.kind} {name!r}; known: {known}")
+        if entry.problem:
+            raise WeightsError(f"{self.kind} {name!r} is broken: {entry.problem}")
+        return entry
+
+
+def _collect(hook_name: str, kind: str) -> Catalog:
+    pm = load_plugins()
+    catalog = Catalog(kind)
+    hook = getattr(pm.hook, hook_name)
+    for impl in reversed(hook.get_hookimpls()):  # in registration order
+        def register(item, aliases=(), _plugin=impl.plugin_name):
+            catalog.add(_plugin, item, aliases)
+        try:
+            impl.function(register=register)
+        except Exception as error:  # one broken plugin never breaks the others
+            failures.append(PluginFailure(impl.plugin_name, f"{hook_name} raised {error!r}"))
+    return catalog
+
+
+def styles() -> Catalog:
+    """Every registered style; broken ones carry their problem (weights missing or malformed)."""
+    from .styles import read_info
+
+    catalog = _collect("register_styles", "style")
+    for entry in catalog.entries.values():
+        if entry.problem:
+            continue
+        style = entry.item
+        try:
+            entry.info = read_info(Path(style.path))
+        except WeightsError as error:
+            entry.problem = str(error)
+    return catalog
+
+
+def generators() -> Catalog:
+    return _collect("register_generators", "generator")
+
+
+def style_path(name: str) -> Path:
+    """The weights file of a registered style, or of a .safetensors path given directly."""
+    candidate = Path(name)
+    if candidate.suffix == ".safetensors" and candidate.is_file():
+        return candidate
+    return Path(styles().get(name).item.path)

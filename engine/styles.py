@@ -1,0 +1,114 @@
+"""Trained style files: a TransformerNet's weights in safetensors, its configuration in metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from . import __version__
+from .errors import WeightsError
+from .transformer import NetConfig, TransformerNet
+
+FORMAT = "engine-style"
+
+
+def engine_home() -> Path:
+    """The user's engine folder: $ENGINE_HOME, else $XDG_DATA_HOME/engine (~/.local/share)."""
+    if os.environ.get("ENGINE_HOME"):
+        return Path(os.environ["ENGINE_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "engine"
+
+
+def style_dir() -> Path:
+    """Where `engine train-style` saves styles and where the registry finds them."""
+    return engine_home() / "styles"
+
+
+@dataclass
+class StyleInfo:
+    """What a style file says about itself (read from metadata, without loading the weights)."""
+
+    path: Path
+    config: NetConfig
+    training: dict = field(default_factory=dict)
+    steps: int = 0
+    style_sha256: str = ""
+    engine_version: str = ""
+
+    @property
+    def preview(self) -> Path | None:
+        candidate = self.path.with_suffix(".png")
+        return candidate if candidate.is_file() else None
+
+    @property
+    def parameters(self) -> int:
+        """Number of weights of the network its configuration describes."""
+        return sum(v.size for _, v in tree_flatten(TransformerNet(self.config).parameters()))
+
+
+def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
+    """Write safetensors to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors",
+                                         dir=path.parent)
+    os.close(handle)
+    try:
+        mx.save_safetensors(temporary, arrays, metadata=metadata)
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError)):
+            raise WeightsError(f"{path}: could not write ({error})") from None
+        raise
+
+
+def save_style(path: Path, net: TransformerNet, training: dict, steps: int,
+               style_sha256: str) -> None:
+    metadata = {"format": FORMAT, "config": net.config.to_json(),
+                "training": json.dumps(training), "steps": str(steps),
+                "style_sha256": style_sha256, "engine_version": __version__}
+    arrays = {k: v.astype(mx.float16) for k, v in tree_flatten(net.parameters())}
+    save_atomic(path, arrays, metadata)
+
+
+def read_info(path: Path) -> StyleInfo:
+    """Check a style file's header and metadata; WeightsError says what is wrong."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: style weights file not found")
+    try:
+        _, metadata = mx.load(str(path), return_metadata=True)
+    except Exception as error:
+        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT:
+        raise WeightsError(f"{path}: not an engine style (no '{FORMAT}' metadata)")
+    try:
+        config = NetConfig.from_json(metadata["config"])
+        training = json.loads(metadata.get("training", "{}"))
+        steps = int(metadata.get("steps", "0"))
+    except (KeyError, ValueError, TypeError) as error:
+        raise WeightsError(f"{path}: unreadable style metadata ({error})") from None
+    return StyleInfo(path, config, training, steps, metadata.get("style_sha256", ""),
+                     metadata.get("engine_version", ""))
+
+
+def load_style(path: Path) -> tuple[TransformerNet, StyleInfo]:
+    """The network of a style file, weights checked against its configuration."""
+    info = read_info(path)
+    net = TransformerNet(info.config)
+    try:
+        weights = mx.load(str(path))
+        net.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()], strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise WeightsError(
+            f"{path}: weights do not match the network in its metadata ({error})") from None
+    mx.eval(net.parameters())
+    return net, info

@@ -1,0 +1,137 @@
+"""Applying a trained style: a compiled forward pass, batches, any size, tiles for huge images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import UsageError
+from .optimize import preserve_color as keep_colors
+from .styles import StyleInfo, load_style
+from .transformer import NormStats, TransformerNet
+
+
+def default_dtype() -> mx.Dtype:
+    """Half precision where a GPU runs it well; float32 on the CPU."""
+    return mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
+
+
+class Stylizer:
+    """One style network, reusable across calls: a compiled forward pass per input shape.
+
+    Input and output are (B, H, W, 3) float32 in [0, 1] of any H and W.
+    """
+
+    def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
+                 dtype: mx.Dtype | None = None, strength: float = 1.0,
+                 preserve_color: bool = False, max_tile: int = 2048, overlap: int = 64):
+        if not 0.0 <= strength <= 1.0:
+            raise UsageError(f"strength {strength} is outside 0..1")
+        self.net, self.info = net, info
+        self.dtype = dtype or default_dtype()
+        if self.dtype != mx.float32:
+            net.set_dtype(self.dtype)
+        self.strength, self.preserve_color = strength, preserve_color
+        self.max_tile, self.overlap = max_tile, overlap
+        self._forward = mx.compile(self._run)  # mx.compile keeps one trace per input shape
+
+    @classmethod
+    def from_file(cls, path: Path, **options) -> Stylizer:
+        net, info = load_style(path)
+        return cls(net, info, **options)
+
+    def _run(self, x: mx.array) -> mx.array:
+        return self.net(x.astype(self.dtype)).astype(mx.float32)
+
+    def _finish(self, stylized: mx.array, original: mx.array) -> mx.array:
+        stylized = mx.clip(stylized, 0.0, 1.0)
+        if self.preserve_color:
+            stylized = keep_colors(stylized, original)
+        if self.strength < 1.0:
+            stylized = self.strength * stylized + (1.0 - self.strength) * original
+        return stylized
+
+    def __call__(self, images: mx.array) -> mx.array:
+        height, width = images.shape[1:3]
+        if max(height, width) > self.max_tile:
+            out = mx.concatenate([self._tiled(images[i:i + 1]) for i in range(images.shape[0])])
+        else:
+            out = crop(self._forward(pad4(images)), height, width)
+        out = self._finish(out, images)
+        mx.eval(out)
+        return out
+
+    def frames(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """numpy (B, H, W, 3) float32 batches in, stylized numpy batches out."""
+        for batch in batches:
+            yield np.array(self(mx.array(batch, dtype=mx.float32)))
+
+    # ----------------------------------------------------------------- tiles
+
+    def _tiled(self, image: mx.array) -> mx.array:
+        """Overlapping tiles with feathered seams; every tile uses the instance-norm statistics
+        of the whole image (taken from a pass over a downscaled copy)."""
+        from .image import resize
+
+        height, width = image.shape[1:3]
+        scale = self.max_tile / max(height, width)
+        small = resize(image, max(4, round(width * scale)), max(4, round(height * scale)))
+        recorder = NormStats()
+        self.net(pad4(small).astype(self.dtype), recorder)
+        mx.eval(recorder.recorded)
+        tile, overlap = self.max_tile, self.overlap
+        step = tile - 2 * overlap
+        total = mx.zeros((height, width, 3))
+        weights = mx.zeros((height, width, 1))
+        for top in _starts(height, tile, step):
+            for left in _starts(width, tile, step):
+                bottom, right = min(top + tile, height), min(left + tile, width)
+                patch = image[:, top:bottom, left:right]
+                out = self.net(pad4(patch).astype(self.dtype), NormStats(recorder.recorded))
+                out = crop(out.astype(mx.float32), bottom - top, right - left)[0]
+                ramp = _feather(bottom - top, right - left, overlap, top > 0, left > 0,
+                                bottom < height, right < width)
+                total[top:bottom, left:right] += out * ramp
+                weights[top:bottom, left:right] += ramp
+                mx.eval(total, weights)
+        return (total / mx.maximum(weights, 1e-6))[None]
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _feather(height: int, width: int, overlap: int, top: bool, left: bool, bottom: bool,
+             right: bool) -> mx.array:
+    """Weights rising linearly across the overlaps that have a neighbour."""
+    def ramp(n: int, rise: bool, fall: bool) -> np.ndarray:
+        w = np.ones(n, dtype=np.float32)
+        k = min(overlap, n // 2)
+        if k:
+            edge = (np.arange(k, dtype=np.float32) + 0.5) / k
+            if rise:
+                w[:k] = edge
+            if fall:
+                w[n - k:] = edge[::-1]
+        return w
+    return mx.array(np.outer(ramp(height, top, bottom), ramp(width, left, right))[..., None])
+
+
+def pad4(x: mx.array) -> mx.array:
+    """Reflect-pad H and W up to multiples of 4 (the network halves them twice)."""
+    height, width = x.shape[1:3]
+    pad_h, pad_w = (-height) % 4, (-width) % 4
+    if pad_h or pad_w:
+        mode = "reflect" if min(height, width) > 4 else "edge"
+        x = mx.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], mode=mode)
+    return x
+
+
+def crop(x: mx.array, height: int, width: int) -> mx.array:
+    return x[:, :height, :width]

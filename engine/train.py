@@ -1,0 +1,301 @@
+"""Training a feed-forward style (Johnson et al. 2016) against VGG perceptual losses.
+
+One compiled training step over [model.state, optimizer.state]; random crops with scale jitter
+and flips; checkpoints written atomically so a crash or a kill never corrupts the last good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import queue
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+from PIL import Image
+
+from .errors import EngineError, ImageError, UsageError, WeightsError
+from .image import find_images, load_image, resize, save_image
+from .losses import content_loss, gram, style_loss, total_variation
+from .styles import engine_home, save_atomic, save_style, style_dir
+from .stylize import crop, pad4
+from .transformer import NetConfig, TransformerNet
+from .vgg import VGG
+
+@dataclass
+class TrainSettings:
+    steps: int = 2000
+    batch: int = 4
+    size: int = 256
+    style_size: int = 512
+    content_weight: float = 1.0
+    style_weight: float = 1e5
+    tv_weight: float = 10.0
+    content_layer: str = "relu2_2"
+    style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    learning_rate: float = 1e-3
+    width: int = 32
+    res_blocks: int = 5
+    seed: int = 0
+    checkpoint_every: int = 250
+    preview_every: int = 250
+
+    def check(self) -> None:
+        if self.content_layer not in ("relu2_2", "relu3_3"):
+            raise UsageError("the content layer must be relu2_2 or relu3_3")
+        if self.steps < 1 or self.batch < 1:
+            raise UsageError("steps and batch must be at least 1")
+        if self.size < 16 or self.size % 4:
+            raise UsageError("--size must be a multiple of 4, at least 16")
+        if self.width < 1 or self.res_blocks < 0:
+            raise UsageError("the network needs a positive width")
+        if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
+            raise UsageError("loss weights must not be negative")
+
+    @property
+    def config(self) -> NetConfig:
+        return NetConfig(self.width, self.res_blocks)
+
+
+@dataclass
+class TrainStep:
+    step: int
+    steps: int
+    loss: float
+    terms: dict[str, float]
+    images_per_second: float
+
+
+@dataclass
+class TrainResult:
+    style_path: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+
+# ------------------------------------------------------------------------- data
+
+
+class ContentSet:
+    """Content photos held in memory as uint8, served as random jittered square crops."""
+
+    def __init__(self, paths: Sequence[Path], size: int):
+        self.size = size
+        self.images: list[np.ndarray] = []
+        skipped = []
+        for path in paths:
+            try:
+                picture = load_image(path, max_size=max(2 * size, 512))
+            except ImageError as error:
+                skipped.append(str(error))
+                continue
+            self.images.append((np.array(picture.rgb[0]) * 255).astype(np.uint8))
+        if not self.images:
+            raise ImageError(f"no readable content images ({'; '.join(skipped[:3])})")
+        self.skipped = skipped
+
+    def crop(self, rng: np.random.Generator) -> np.ndarray:
+        image = self.images[rng.integers(len(self.images))]
+        height, width = image.shape[:2]
+        short = min(height, width)
+        side = int(short * rng.uniform(0.5, 1.0)) if short > self.size // 2 else short
+        side = max(8, side)
+        top = rng.integers(0, height - side + 1)
+        left = rng.integers(0, width - side + 1)
+        patch = Image.fromarray(image[top:top + side, left:left + side])
+        patch = patch.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(patch, dtype=np.float32) / 255.0
+        return pixels[:, ::-1] if rng.random() < 0.5 else pixels
+
+    def batches(self, rng: np.random.Generator, batch: int, count: int):
+        """Yield `count` batches (B, size, size, 3), prepared on a background thread."""
+        ready: queue.Queue = queue.Queue(maxsize=4)
+
+        def produce():
+            for _ in range(count):
+                ready.put(np.stack([self.crop(rng) for _ in range(batch)]))
+            ready.put(None)
+
+        threading.Thread(target=produce, daemon=True).start()
+        while (item := ready.get()) is not None:
+            yield item
+
+
+# -------------------------------------------------------------------- training
+
+
+def style_grams(vgg: VGG, style: mx.array, layers: Sequence[str], style_size: int
+                ) -> dict[str, mx.array]:
+    height, width = style.shape[1:3]
+    scale = style_size / max(height, width)
+    sized = resize(style, max(1, round(width * scale)), max(1, round(height * scale)))
+    features = vgg(sized, layers)
+    grams = {name: gram(features[name]) for name in layers}
+    mx.eval(grams)
+    return grams
+
+
+def run_dir(name: str) -> Path:
+    return engine_home() / "runs" / name
+
+
+def _checkpoint_path(name: str) -> Path:
+    return run_dir(name) / "checkpoint.safetensors"
+
+
+def save_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer, step: int,
+                    settings: TrainSettings, style_sha: str, rng: np.random.Generator,
+                    losses: list[float]) -> None:
+    arrays = {f"model.{k}": v for k, v in tree_flatten(net.parameters())}
+    arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(optimizer.state)})
+    metadata = {"format": "engine-checkpoint", "step": str(step),
+                "settings": json.dumps(asdict(settings)), "style_sha256": style_sha,
+                "rng": json.dumps(rng.bit_generator.state), "losses": json.dumps(losses)}
+    save_atomic(path, arrays, metadata)
+
+
+def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
+                    ) -> tuple[int, dict, np.random.Generator, list[float]]:
+    try:
+        arrays, metadata = mx.load(str(path), return_metadata=True)
+        if metadata.get("format") != "engine-checkpoint":
+            raise ValueError("not an engine checkpoint")
+        model = [(k[len("model."):], v) for k, v in arrays.items() if k.startswith("model.")]
+        net.load_weights(model, strict=True)
+        state = [(k[len("optimizer."):], v) for k, v in arrays.items()
+                 if k.startswith("optimizer.")]
+        optimizer.state = tree_unflatten(state)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = json.loads(metadata["rng"])
+        return (int(metadata["step"]), metadata, rng, json.loads(metadata.get("losses", "[]")))
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
+                           "start again without --resume") from None
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def plot_losses(losses: list[float], path: Path) -> None:
+    """A small loss-curve PNG (log scale), drawn with Pillow."""
+    from PIL import ImageDraw
+
+    width, height, margin = 640, 320, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    values = np.log10(np.maximum(np.asarray(losses, dtype=np.float64), 1e-12))
+    if len(values) >= 2:
+        low, high = values.min(), values.max()
+        span = max(high - low, 1e-9)
+        xs = margin + np.arange(len(values)) * (width - 2 * margin) / (len(values) - 1)
+        ys = height - margin - (values - low) / span * (height - 2 * margin)
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(200, 40, 40), width=2)
+        draw.text((4, 4), f"loss (log10) {high:.2f} .. {low:.2f}, {len(values)} steps",
+                  fill="black")
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
+    image.save(path)
+
+
+def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
+                settings: TrainSettings, resume: bool = False, preview: Path | None = None,
+                on_step: Callable[[TrainStep], None] | None = None,
+                out_dir: Path | None = None) -> TrainResult:
+    """Train a style network; write <name>.safetensors (+ preview .png) into the style folder."""
+    settings.check()
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise UsageError(f"{name!r} is not a usable style name; use letters, digits, - and _")
+    style = load_image(style_path)
+    if min(style.size) < 64:
+        raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
+                         "use one at least 64 px on each side")
+    style_sha = _sha256_file(style_path)
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+    grams = style_grams(vgg, style.rgb, settings.style_layers, settings.style_size)
+    data = ContentSet(content, settings.size)
+    preview_image = load_image(preview, 512).rgb if preview else mx.array(
+        data.images[0][None].astype(np.float32) / 255.0)
+
+    net = TransformerNet(settings.config)
+    optimizer = optim.Adam(learning_rate=settings.learning_rate)
+    run = run_dir(name)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint = _checkpoint_path(name)
+    step, losses = 0, []
+    rng = np.random.default_rng(settings.seed)
+    mx.random.seed(settings.seed)
+    if resume:
+        if not checkpoint.is_file():
+            raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
+        step, metadata, rng, losses = load_checkpoint(checkpoint, net, optimizer)
+        if metadata.get("style_sha256") != style_sha:
+            raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
+    mx.eval(net.parameters())
+
+    def loss_fn(model, x):
+        y = model(x)
+        features = vgg(y, layers)
+        target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
+        c = content_loss(features[settings.content_layer], target) * settings.content_weight
+        s = style_loss(features, grams) * settings.style_weight
+        t = total_variation(y) * settings.tv_weight
+        return c + s + t, (c, s, t)
+
+    loss_and_grad = nn.value_and_grad(net, loss_fn)
+    state = [net.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def train_step(x):
+        (loss, terms), grads = loss_and_grad(net, x)
+        optimizer.update(net, grads)
+        return loss, terms
+
+    target_dir = out_dir or style_dir()
+    style_file = target_dir / f"{name}.safetensors"
+    training = {**asdict(settings), "style_image": Path(style_path).name, "name": name}
+
+    def export(steps_done: int) -> None:
+        save_style(style_file, net, training, steps_done, style_sha)
+        stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
+        save_image(style_file.with_suffix(".png"), crop(stylized, *preview_image.shape[1:3]))
+
+    def save_progress(steps_done: int) -> None:
+        save_checkpoint(checkpoint, net, optimizer, steps_done, settings, style_sha, rng, losses)
+        export(steps_done)
+        plot_losses(losses, run / "loss.png")
+
+    interrupted = False
+    started = time.perf_counter()
+    first = step
+    try:
+        for batch in data.batches(rng, settings.batch, settings.steps - step):
+            loss, terms = train_step(mx.array(batch))
+            mx.eval(loss, terms, state)
+            step += 1
+            losses.append(float(loss))
+            if on_step:
+                rate = (step - first) * settings.batch / (time.perf_counter() - started)
+                on_step(TrainStep(step, settings.steps, float(loss),
+                                  dict(zip(("content", "style", "tv"), map(float, terms))), rate))
+            if step % settings.checkpoint_every == 0 and step < settings.steps:
+                save_progress(step)
+            if settings.preview_every and step % settings.preview_every == 0:
+                stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
+                save_image(run / f"preview-{step:06d}.png", crop(stylized, *preview_image.shape[1:3]))
+    except KeyboardInterrupt:
+        interrupted = True
+    if not np.isfinite(losses[-1] if losses else 0.0):
+        raise EngineError("training diverged (the loss is not finite); lower --learning-rate "
+                          "or --style-weight")
+    save_progress(step)
+    return TrainResult(style_file, step, losses, interrupted)

@@ -1,0 +1,1 @@
+"""Shipped weights (safetensors); not code."""
