@@ -27,7 +27,8 @@ class Stylizer:
 
     def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
                  dtype: mx.Dtype | None = None, strength: float = 1.0,
-                 preserve_color: bool = False, max_tile: int = 2048, overlap: int = 64):
+                 preserve_color: bool = False, max_tile: int = 2048, overlap: int = 64,
+                 stats_size: int | None = None):
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength {strength} is outside 0..1")
         self.net, self.info = net, info
@@ -36,6 +37,7 @@ class Stylizer:
             net.set_dtype(self.dtype)
         self.strength, self.preserve_color = strength, preserve_color
         self.max_tile, self.overlap = max_tile, overlap
+        self.stats_size = stats_size or max_tile  # longest side of the statistics pass
         self._forward = mx.compile(self._run)  # mx.compile keeps one trace per input shape
 
     @classmethod
@@ -71,13 +73,13 @@ class Stylizer:
 
     # ----------------------------------------------------------------- tiles
 
-    def _tiled(self, image: mx.array) -> mx.array:
+    def _tiled(self, image: mx.array, shared_stats: bool = True) -> mx.array:
         """Overlapping tiles with feathered seams; every tile uses the instance-norm statistics
         of the whole image (taken from a pass over a downscaled copy)."""
         from .image import resize
 
         height, width = image.shape[1:3]
-        scale = self.max_tile / max(height, width)
+        scale = min(1.0, self.stats_size / max(height, width))
         small = resize(image, max(4, round(width * scale)), max(4, round(height * scale)))
         recorder = NormStats()
         self.net(pad4(small).astype(self.dtype), recorder)
@@ -90,7 +92,8 @@ class Stylizer:
             for left in _starts(width, tile, step):
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 patch = image[:, top:bottom, left:right]
-                out = self.net(pad4(patch).astype(self.dtype), NormStats(recorder.recorded))
+                stats = NormStats(recorder.recorded) if shared_stats else None
+                out = self.net(pad4(patch).astype(self.dtype), stats)
                 out = crop(out.astype(mx.float32), bottom - top, right - left)[0]
                 ramp = _feather(bottom - top, right - left, overlap, top > 0, left > 0,
                                 bottom < height, right < width)

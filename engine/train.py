@@ -145,6 +145,32 @@ def style_grams(vgg: VGG, style: mx.array, layers: Sequence[str], style_size: in
     return grams
 
 
+def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
+                    grams: dict[str, mx.array], settings: TrainSettings):
+    """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place."""
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+
+    def loss_fn(model, x):
+        y = model(x)
+        features = vgg(y, layers)
+        target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
+        c = content_loss(features[settings.content_layer], target) * settings.content_weight
+        s = style_loss(features, grams) * settings.style_weight
+        t = total_variation(y) * settings.tv_weight
+        return c + s + t, (c, s, t)
+
+    loss_and_grad = nn.value_and_grad(net, loss_fn)
+    state = [net.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def train_step(x):
+        (loss, terms), grads = loss_and_grad(net, x)
+        optimizer.update(net, grads)
+        return loss, terms
+
+    return train_step, state
+
+
 def run_dir(name: str) -> Path:
     return engine_home() / "runs" / name
 
@@ -220,7 +246,6 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
                          "use one at least 64 px on each side")
     style_sha = _sha256_file(style_path)
-    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
     grams = style_grams(vgg, style.rgb, settings.style_layers, settings.style_size)
     data = ContentSet(content, settings.size)
     preview_image = load_image(preview, 512).rgb if preview else mx.array(
@@ -242,23 +267,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
     mx.eval(net.parameters())
 
-    def loss_fn(model, x):
-        y = model(x)
-        features = vgg(y, layers)
-        target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
-        c = content_loss(features[settings.content_layer], target) * settings.content_weight
-        s = style_loss(features, grams) * settings.style_weight
-        t = total_variation(y) * settings.tv_weight
-        return c + s + t, (c, s, t)
-
-    loss_and_grad = nn.value_and_grad(net, loss_fn)
-    state = [net.state, optimizer.state]
-
-    @partial(mx.compile, inputs=state, outputs=state)
-    def train_step(x):
-        (loss, terms), grads = loss_and_grad(net, x)
-        optimizer.update(net, grads)
-        return loss, terms
+    train_step, state = make_train_step(vgg, net, optimizer, grams, settings)
 
     target_dir = out_dir or style_dir()
     style_file = target_dir / f"{name}.safetensors"

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from engine import train as train_module
+from engine.cli import app
+from engine.errors import ImageError, UsageError
+from engine.styles import load_style, read_info, style_dir
+from engine.train import TrainSettings, train_style
+
+from .conftest import write_image
+
+runner = CliRunner()
+TINY = dict(batch=2, size=32, style_size=48, width=4, res_blocks=1, checkpoint_every=4,
+            preview_every=4, learning_rate=5e-3)
+
+
+@pytest.fixture
+def content_dir(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        smooth = np.cumsum(rng.normal(size=(48, 64, 3)), axis=1)
+        pixels = ((smooth - smooth.min()) / np.ptp(smooth) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i}.jpg")
+    return folder
+
+
+@pytest.fixture
+def style_image(tmp_path):
+    stripes = (np.indices((96, 96)).sum(0) % 12 < 6)
+    pixels = np.dstack([stripes * 230, stripes * 40 + 20, 200 - stripes * 150]).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "stripes.png")
+    return tmp_path / "stripes.png"
+
+
+def test_training_lowers_the_loss_and_saves_a_style(tiny_vgg, content_dir, style_image):
+    settings = TrainSettings(steps=16, **TINY)
+    photos = sorted(content_dir.glob("*.jpg"))
+    result = train_style(tiny_vgg, style_image, "stripes", photos, settings)
+    assert result.steps == 16 and not result.interrupted
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert last < 0.8 * first
+    info = read_info(result.style_path)
+    assert result.style_path == style_dir() / "stripes.safetensors"
+    assert info.steps == 16 and info.config.width == 4 and info.training["size"] == 32
+    assert len(info.style_sha256) == 64 and info.engine_version
+    assert info.preview is not None
+    run = style_dir().parent / "runs" / "stripes"
+    assert (run / "loss.png").is_file() and (run / "preview-000004.png").is_file()
+    net, _ = load_style(result.style_path)
+    assert net.config.width == 4
+
+
+def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
+    photos = sorted(content_dir.glob("*.jpg"))
+    calls = []
+
+    def stop_after_five(step):
+        calls.append(step.step)
+        if step.step == 5:
+            raise KeyboardInterrupt
+
+    interrupted = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=12, **TINY),
+                              on_step=stop_after_five)
+    assert interrupted.interrupted and interrupted.steps == 5
+    assert read_info(interrupted.style_path).steps == 5  # Ctrl-C leaves a usable style
+    resumed = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=12, **TINY),
+                          resume=True)
+    assert resumed.steps == 12 and len(resumed.losses) == 12
+    assert resumed.losses[:5] == interrupted.losses
+
+
+def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
+                                                             monkeypatch):
+    photos = sorted(content_dir.glob("*.jpg"))
+    train_style(tiny_vgg, style_image, "c", photos, TrainSettings(steps=4, **TINY))
+    checkpoint = train_module._checkpoint_path("c")
+    good = checkpoint.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_module.mx, "save_safetensors", full_disk)
+    with pytest.raises(Exception, match="No space left"):
+        train_style(tiny_vgg, style_image, "c", photos, TrainSettings(steps=8, **TINY),
+                    resume=True)
+    assert checkpoint.read_bytes() == good
+    assert not [p for p in checkpoint.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
+    photos = sorted(content_dir.glob("*.jpg"))
+    small = write_image(tmp_path / "small.png", (20, 20))
+    with pytest.raises(ImageError, match="at least 64 px"):
+        train_style(tiny_vgg, small, "s", photos, TrainSettings(steps=1, **TINY))
+    with pytest.raises(UsageError, match="nothing to resume"):
+        train_style(tiny_vgg, style_image, "fresh", photos, TrainSettings(steps=1, **TINY),
+                    resume=True)
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["train-style", str(style_image), "--content",
+                                 str(tmp_path / "empty"), "--steps", "1"])
+    assert result.exit_code == 2 and "holds no images" in result.output
+
+
+def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir, style_image,
+                                            tmp_path):
+    result = runner.invoke(app, [
+        "train-style", str(style_image), "--name", "stripes", "--content", str(content_dir),
+        "--steps", "4", "--batch", "2", "--size", "32", "--style-size", "48", "--width", "4",
+        "--vgg-weights", str(tiny_vgg_file)])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(app, ["styles", "--json"])
+    assert '"name": "stripes"' in listed.output
+    photo = write_image(tmp_path / "photo.png", (30, 22))
+    out = tmp_path / "out.png"
+    applied = runner.invoke(app, ["apply", "--style", "stripes", str(photo), "-o", str(out)])
+    assert applied.exit_code == 0, applied.output
+    assert Image.open(out).size == (30, 22)
+    folder_out = tmp_path / "outs"
+    folder_out.mkdir()
+    many = runner.invoke(app, ["apply", "--style", "stripes", str(content_dir), "--out-dir",
+                               str(folder_out), "--strength", "0.5"])
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in folder_out.iterdir()) == [
+        "p0-stripes.png", "p1-stripes.png", "p2-stripes.png"]
+
+
+def test_apply_bad_input(tmp_path, photo):
+    unknown = runner.invoke(app, ["apply", "--style", "nope", str(photo)])
+    assert unknown.exit_code == 2 and "unknown style 'nope'; known:" in unknown.output
+    broken = style_dir() / "broken.safetensors"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"not weights")
+    result = runner.invoke(app, ["apply", "--style", "broken", str(photo)])
+    assert result.exit_code == 2 and "broken" in result.output
+    assert "Traceback" not in result.output
+    missing = runner.invoke(app, ["apply", "--style", "broken", str(photo), "-o",
+                                  str(tmp_path / "no" / "x.png")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    listing = runner.invoke(app, ["styles"])
+    assert listing.exit_code == 0 and "broken" in listing.output
