@@ -1,0 +1,107 @@
+"""Applying a style: ms per frame, MLX against the same network in PyTorch, in one run.
+
+    python benchmarks/bench_apply.py [--torch] [--sizes 512x512,1920x1080,3840x2160] [--batches 1,8]
+
+Random weights (speed does not depend on them). Prints one JSON line per configuration.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine.stylize import Stylizer  # noqa: E402
+from engine.transformer import NetConfig, TransformerNet  # noqa: E402
+
+
+def timed(run, sync, repeats):
+    run()
+    sync()
+    run()
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def bench_mlx(width, height, batch, dtype, repeats, config):
+    stylizer = Stylizer(TransformerNet(config), dtype=dtype)
+    x = mx.random.uniform(shape=(batch, height, width, 3))
+    mx.eval(x)
+    started = time.perf_counter()
+    stylizer(x)
+    warmup = time.perf_counter() - started
+    seconds = timed(lambda: stylizer(x), lambda: None, repeats)
+    return {"framework": f"mlx {dtype}", "ms_per_frame": seconds * 1000 / batch,
+            "first_call_s": warmup}
+
+
+def bench_torch(width, height, batch, repeats, config, results):
+    import torch
+    from torch_transformer import TorchTransformerNet
+
+    base = TorchTransformerNet(config.width, config.res_blocks).cuda().eval()
+    x32 = torch.rand(batch, 3, height, width, device="cuda")
+    for dtype in (torch.float16,):
+        for channels_last in (False, True):
+            for compiled in (False, True):
+                net = base.to(dtype)
+                x = x32.to(dtype)
+                if channels_last:
+                    net = net.to(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                run_net = torch.compile(net) if compiled else net
+                started = time.perf_counter()
+                try:
+                    with torch.inference_mode():
+                        run_net(x)
+                        torch.cuda.synchronize()
+                        warmup = time.perf_counter() - started
+                        seconds = timed(lambda: run_net(x), torch.cuda.synchronize, repeats)
+                except Exception as error:  # report, keep going
+                    results.append({"framework": "torch", "error": repr(error)[:200]})
+                    continue
+                results.append({"framework": "torch" + (".compile" if compiled else "")
+                                + f" {str(dtype).split('.')[-1]}"
+                                + (" channels_last" if channels_last else ""),
+                                "ms_per_frame": seconds * 1000 / batch, "first_call_s": warmup})
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="512x512,1920x1080,3840x2160")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--dtypes", default="bfloat16")
+    args = parser.parse_args()
+    config = NetConfig(args.width, 5)
+    for size in args.sizes.split(","):
+        width, height = map(int, size.split("x"))
+        for batch in map(int, args.batches.split(",")):
+            results = [bench_mlx(width, height, batch, getattr(mx, d), args.repeats, config)
+                       for d in args.dtypes.split(",")]
+            if args.torch:
+                bench_torch(width, height, batch, args.repeats, config, results)
+            for result in results:
+                print(json.dumps({"size": size, "batch": batch, "width": args.width, **result}),
+                      flush=True)
+            torch_best = min((r["ms_per_frame"] for r in results
+                              if r["framework"].startswith("torch") and "ms_per_frame" in r),
+                             default=None)
+            if torch_best:
+                print(json.dumps({"size": size, "batch": batch,
+                                  "mlx_over_best_torch": results[0]["ms_per_frame"] / torch_best}),
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Training a style: ms per step (batch 8, 256x256, VGG16 losses, Adam), MLX against PyTorch.
+
+    python benchmarks/bench_train.py [--torch] [--steps 30] [--vgg-weights W]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine.train import TrainSettings, make_train_step, style_grams  # noqa: E402
+from engine.transformer import NetConfig, TransformerNet  # noqa: E402
+from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
+
+
+def bench_mlx(vgg, settings, steps, batch):
+    grams = style_grams(vgg, mx.random.uniform(shape=(1, 256, 256, 3)), settings.style_layers, 256)
+    net = TransformerNet(NetConfig(settings.width, settings.res_blocks))
+    optimizer = optim.Adam(learning_rate=1e-3)
+    step, state = make_train_step(vgg, net, optimizer, grams, settings)
+    x = mx.random.uniform(shape=(batch, settings.size, settings.size, 3))
+    started = time.perf_counter()
+    for _ in range(3):
+        loss, _ = step(x)
+        mx.eval(loss, state)
+    warmup = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = step(x)
+        mx.eval(loss, state)
+    return {"framework": "mlx fp32 compiled", "ms_per_step": (time.perf_counter() - started)
+            * 1000 / steps, "warmup_s": warmup}
+
+
+def bench_torch(weights, settings, steps, batch, results):
+    import torch
+    import torch.nn.functional as F
+    from torch_transformer import TorchTransformerNet
+
+    params, _ = _read_safetensors(weights)
+    convs = [(torch.from_numpy(np.array(params[f"convs.{i}.weight"].astype(mx.float32)))
+              .permute(0, 3, 1, 2).contiguous().cuda(),
+              torch.from_numpy(np.array(params[f"convs.{i}.bias"].astype(mx.float32))).cuda())
+             for i in range(13)]
+    mean = torch.tensor([0.485, 0.456, 0.406], device="cuda").view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device="cuda").view(1, 3, 1, 1)
+    wanted = {settings.content_layer, *settings.style_layers}
+
+    def vgg(x):
+        x, out, i = (x - mean) / std, {}, 0
+        for b, block in enumerate(VGG16.blocks):
+            if b:
+                x = F.max_pool2d(x, 2)
+            for j in range(len(block)):
+                x = torch.relu(F.conv2d(x, *convs[i], padding=1))
+                i += 1
+                if f"relu{b + 1}_{j + 1}" in wanted:
+                    out[f"relu{b + 1}_{j + 1}"] = x
+                    if len(out) == len(wanted):
+                        return out
+        return out
+
+    def gram(f):
+        b, c, h, w = f.shape
+        f = f.reshape(b, c, h * w)
+        return f @ f.transpose(1, 2) / (c * h * w)
+
+    with torch.no_grad():
+        targets = {k: gram(v) for k, v in vgg(torch.rand(1, 3, 256, 256, device="cuda")).items()}
+
+    for label, dtype, compiled, channels_last in (("fp32", None, False, False),
+                                                  ("fp32", None, True, True),
+                                                  ("bf16 autocast", torch.bfloat16, True, True)):
+        net = TorchTransformerNet(settings.width, settings.res_blocks).cuda()
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def step(x):
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                y = net(x)
+                fy, fx = vgg(y), vgg(x)
+                c = F.mse_loss(fy[settings.content_layer], fx[settings.content_layer].detach())
+                s = sum(F.mse_loss(gram(fy[k].float()), targets[k]) for k in settings.style_layers)
+                tv = ((y[:, :, 1:] - y[:, :, :-1]) ** 2).mean() + (
+                    (y[:, :, :, 1:] - y[:, :, :, :-1]) ** 2).mean()
+                loss = c + settings.style_weight * s + settings.tv_weight * tv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = torch.compile(step) if compiled else step
+        x = torch.rand(batch, 3, settings.size, settings.size, device="cuda")
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        started = time.perf_counter()
+        for _ in range(3):
+            run(x)
+        torch.cuda.synchronize()
+        warmup = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(steps):
+            run(x)
+        torch.cuda.synchronize()
+        results.append({"framework": f"torch {label}" + (" compiled" if compiled else "")
+                        + (" channels_last" if channels_last else ""),
+                        "ms_per_step": (time.perf_counter() - started) * 1000 / steps,
+                        "warmup_s": warmup})
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--vgg-weights", default=None)
+    parser.add_argument("--torch", action="store_true")
+    args = parser.parse_args()
+    settings = TrainSettings(size=args.size)
+    vgg = load_vgg(path=args.vgg_weights)
+    results = [bench_mlx(vgg, settings, args.steps, args.batch)]
+    if args.torch:
+        from engine.vgg import resolve_weights
+        bench_torch(resolve_weights(VGG16, args.vgg_weights), settings, args.steps, args.batch,
+                    results)
+    for result in results:
+        print(json.dumps({"batch": args.batch, "size": args.size, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

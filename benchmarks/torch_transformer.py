@@ -1,0 +1,44 @@
+"""The same Johnson et al. network in PyTorch, as the peer for benchmarks (never used by engine)."""
+
+import torch
+from torch import nn
+
+
+class Conv(nn.Module):
+    def __init__(self, cin, cout, k, stride=1):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(k // 2)
+        self.conv = nn.Conv2d(cin, cout, k, stride)
+
+    def forward(self, x):
+        return self.conv(self.pad(x))
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c1, self.n1 = Conv(c, c, 3), nn.InstanceNorm2d(c, affine=True)
+        self.c2, self.n2 = Conv(c, c, 3), nn.InstanceNorm2d(c, affine=True)
+
+    def forward(self, x):
+        return x + self.n2(self.c2(torch.relu(self.n1(self.c1(x)))))
+
+
+class TorchTransformerNet(nn.Module):
+    def __init__(self, width=32, res_blocks=5):
+        super().__init__()
+        w = width
+        self.down = nn.ModuleList([Conv(3, w, 9), Conv(w, 2 * w, 3, 2), Conv(2 * w, 4 * w, 3, 2)])
+        self.dn = nn.ModuleList([nn.InstanceNorm2d(c, affine=True) for c in (w, 2 * w, 4 * w)])
+        self.blocks = nn.Sequential(*[Residual(4 * w) for _ in range(res_blocks)])
+        self.up = nn.ModuleList([Conv(4 * w, 2 * w, 3), Conv(2 * w, w, 3)])
+        self.un = nn.ModuleList([nn.InstanceNorm2d(c, affine=True) for c in (2 * w, w)])
+        self.out = Conv(w, 3, 9)
+
+    def forward(self, x):
+        for conv, norm in zip(self.down, self.dn):
+            x = torch.relu(norm(conv(x)))
+        x = self.blocks(x)
+        for conv, norm in zip(self.up, self.un):
+            x = torch.relu(norm(conv(nn.functional.interpolate(x, scale_factor=2))))
+        return self.out(x)
