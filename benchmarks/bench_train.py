@@ -126,13 +126,19 @@ def main():
     args = parser.parse_args()
     settings = TrainSettings(size=args.size)
     vgg = load_vgg(path=args.vgg_weights)
-    results = [bench_mlx(vgg, settings, args.steps, args.batch)]
+    def show(result):
+        print(json.dumps({"batch": args.batch, "size": args.size, **result}), flush=True)
+
+    show(bench_mlx(vgg, settings, args.steps, args.batch))
     if args.torch:
         from engine.vgg import resolve_weights
+
+        class Printer(list):
+            def append(self, result):
+                show(result)
+
         bench_torch(resolve_weights(VGG16, args.vgg_weights), settings, args.steps, args.batch,
-                    results)
-    for result in results:
-        print(json.dumps({"batch": args.batch, "size": args.size, **result}), flush=True)
+                    Printer())
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
 
 
 def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def plot_losses(losses: list[float], path: Path) -> None:

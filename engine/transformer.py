@@ -30,6 +30,11 @@ class NetConfig:
         return cls(width=int(values["width"]), res_blocks=int(values["res_blocks"]))
 
 
+# The last convolution works in 0..255 pixel units, as in Johnson's network: an Adam step then
+# moves output pixels by a fraction of a percent instead of by their whole range, which in [0, 1]
+# units made training noisy and left the network unable to learn fine texture.
+OUTPUT_SCALE = 1.0 / 255.0
+
 FULL = NetConfig(32, 5)
 SLIM = NetConfig(16, 5)  # about 4x fewer multiply-adds, for CPUs
 
@@ -128,4 +133,4 @@ class TransformerNet(nn.Module):
             x = block(x, stats)
         for conv, norm in zip(self.up, self.up_norms):
             x = nn.relu(_norm(norm, conv(upsample2x(x)), stats))
-        return self.out(x)
+        return self.out(x) * OUTPUT_SCALE
