@@ -63,6 +63,7 @@ def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str
         mx.save_safetensors(temporary, arrays, metadata=metadata)
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)

@@ -142,3 +142,15 @@ def test_apply_bad_input(tmp_path, photo):
     assert missing.exit_code == 2 and "does not exist" in missing.output
     listing = runner.invoke(app, ["styles"])
     assert listing.exit_code == 0 and "broken" in listing.output
+
+
+def test_shipped_style_is_registered_and_applies(tmp_path, photo):
+    listed = runner.invoke(app, ["styles", "--json"])
+    assert listed.exit_code == 0
+    assert '"name": "starry_night"' in listed.output and '"starry"' in listed.output
+    out = tmp_path / "starry.png"
+    result = runner.invoke(app, ["apply", "--style", "starry", str(photo), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    stylized = np.asarray(Image.open(out), dtype=np.float32)
+    original = np.asarray(Image.open(photo), dtype=np.float32)
+    assert stylized.shape == original.shape and np.abs(stylized - original).mean() > 5
