@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from . import examples
 from .errors import EngineError, UsageError
+from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
 from .train import TrainSettings
 
@@ -30,8 +33,11 @@ err = Console(stderr=True)
 
 
 @app.callback()
-def _root() -> None:
+def _root(no_plugins: Annotated[bool, typer.Option(
+        "--no-plugins", help="Load only the built-in plugins (for debugging).")] = False) -> None:
     """Neural style transfer and image generation on MLX."""
+    if no_plugins:
+        os.environ[DISABLE_ENV] = "1"
 
 
 @contextlib.contextmanager
@@ -145,6 +151,11 @@ def _with_progress(work, iterations: int):
 
 
 def main() -> None:
+    if "--no-plugins" in sys.argv[1:2]:
+        os.environ[DISABLE_ENV] = "1"
+    from .registry import add_commands
+
+    add_commands(app)
     app()
 
 
@@ -288,3 +299,88 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
                           f"width {row['width']}, {row['parameters'] / 1e6:.2f}M weights",
                           training, row["preview"] or "")
         Console().print(table)
+
+
+# ---------------------------------------------------------------- plugins and generators
+
+
+def _print_rows(rows: list[dict], columns: list[str], json_output: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(", ".join(v) if isinstance(v, list) else str(v if v is not None else "")
+                        for v in (row[c] for c in columns)))
+    Console().print(table)
+
+
+@app.command("plugins")
+def list_plugins(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the loaded plugins (name, version, hooks) and any that failed."""
+    from .plugins import plugin_summaries
+
+    with user_errors():
+        _print_rows(plugin_summaries(), ["name", "version", "hooks", "error"], json_output)
+
+
+@app.command("generators")
+def list_generators(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the registered image generators."""
+    from .registry import generators
+
+    with user_errors():
+        rows = [{"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
+                 "description": getattr(e.item, "description", ""), "problem": e.problem}
+                for e in generators().entries.values()]
+        _print_rows(rows, ["name", "plugin", "description", "problem"], json_output)
+
+
+@app.command()
+def generate(
+    generator: Annotated[str, typer.Option("--generator", "-g")],
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the images.")],
+    count: Annotated[int, typer.Option("-n", help="How many images (1..1024).")] = 16,
+    seed: Annotated[int, typer.Option()] = 0,
+    size: Annotated[Optional[int], typer.Option(min=16, max=4096)] = None,
+    style: Annotated[Optional[str], typer.Option(help="Stylize the images with this style.")
+                     ] = None,
+) -> None:
+    """Generate images (and a grid), optionally stylized with a registered style."""
+    from .image import save_image
+    from .registry import generators, style_path
+    from .stylize import Stylizer
+
+    with user_errors():
+        if not 1 <= count <= 1024:
+            raise UsageError(f"-n {count} is out of range; ask for 1 to 1024 images")
+        if not out_dir.is_dir():
+            raise UsageError(f"{out_dir}: the output folder does not exist; create it first")
+        maker = generators().get(generator).item
+        stylizer = Stylizer.from_file(style_path(style)) if style else None
+        images = maker.generate(count, seed, size)
+        if stylizer:
+            images = stylizer(images)
+        label = f"{generator}-{seed}" + (f"-{Path(style).stem}" if style else "")
+        for index in range(count):
+            save_image(out_dir / f"{label}-{index:03d}.png", images[index])
+        save_image(out_dir / f"{label}-grid.png", _grid(images))
+        err.print(f"wrote {count} images and {label}-grid.png to {out_dir}")
+
+
+def _grid(images):
+    """(N, H, W, 3) -> one (1, rows*H, cols*W, 3) image."""
+    import math
+
+    import mlx.core as mx
+
+    count, height, width, _ = images.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    padded = mx.concatenate([images, mx.ones((rows * cols - count, height, width, 3))])
+    grid = padded.reshape(rows, cols, height, width, 3).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(1, rows * height, cols * width, 3)

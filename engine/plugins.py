@@ -17,6 +17,7 @@ DISABLE_ENV = "ENGINE_NO_PLUGINS"  # "1": third-party plugins are not loaded (fo
 DEFAULT_PLUGINS = (
     "engine_plugins.user_styles",
     "engine_plugins.shipped_styles",
+    "engine_plugins.noise_generators",
 )
 
 
@@ -29,6 +30,7 @@ class PluginFailure:
 pm = pluggy.PluginManager(hookspecs.PROJECT)
 pm.add_hookspecs(hookspecs)
 failures: list[PluginFailure] = []
+versions: dict[str, str] = {}
 _loaded = False
 
 
@@ -42,11 +44,15 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
+    from . import __version__
+
     for name in DEFAULT_PLUGINS:
+        versions[name] = __version__
         _register_module(name, name)
     if third_party_enabled():
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             label = entry_point.dist.name if entry_point.dist else entry_point.name
+            versions[label] = entry_point.dist.version if entry_point.dist else ""
             try:
                 module = entry_point.load()
             except Exception as error:  # a broken plugin must not break the engine
@@ -77,10 +83,21 @@ def _register(module, label: str) -> None:
         failures.append(PluginFailure(label, str(error)))
 
 
+def plugin_summaries() -> list[dict]:
+    """Name, version and hooks of every loaded plugin, then the ones that failed."""
+    load_plugins()
+    rows = [{"name": name, "version": versions.get(name, ""), "error": None,
+             "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])}
+            for name, plugin in pm.list_name_plugin()]
+    return rows + [{"name": f.plugin, "version": versions.get(f.plugin, ""), "hooks": [],
+                    "error": f.error} for f in failures]
+
+
 def reset() -> None:
     """Forget every plugin (tests)."""
     global _loaded
     for plugin in list(pm.get_plugins()):
         pm.unregister(plugin)
     failures.clear()
+    versions.clear()
     _loaded = False

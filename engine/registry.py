@@ -62,18 +62,31 @@ class Catalog:
         return entry
 
 
-def _collect(hook_name: str, kind: str) -> Catalog:
+def _call_each(hook_name: str, argument) -> None:
+    """Call every implementation of a hook, in registration order, one plugin at a time.
+
+    `argument(plugin_name)` gives the value passed to that plugin. A plugin that raises is
+    recorded with its error and the others still run.
+    """
     pm = load_plugins()
-    catalog = Catalog(kind)
-    hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # in registration order
-        def register(item, aliases=(), _plugin=impl.plugin_name):
-            catalog.add(_plugin, item, aliases)
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        name = impl.argnames[0] if impl.argnames else None
         try:
-            impl.function(register=register)
-        except Exception as error:  # one broken plugin never breaks the others
+            impl.function(**({name: argument(impl.plugin_name)} if name else {}))
+        except Exception as error:
             failures.append(PluginFailure(impl.plugin_name, f"{hook_name} raised {error!r}"))
+
+
+def _collect(hook_name: str, kind: str) -> Catalog:
+    catalog = Catalog(kind)
+    _call_each(hook_name, lambda plugin: lambda item, aliases=(): catalog.add(plugin, item,
+                                                                               aliases))
     return catalog
+
+
+def add_commands(app) -> None:
+    """Let plugins add Typer commands (register_commands)."""
+    _call_each("register_commands", lambda plugin: app)
 
 
 def styles() -> Catalog:
