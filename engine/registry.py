@@ -69,7 +69,7 @@ def _call_each(hook_name: str, argument) -> None:
     recorded with its error and the others still run.
     """
     pm = load_plugins()
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
         name = impl.argnames[0] if impl.argnames else None
         try:
             impl.function(**({name: argument(impl.plugin_name)} if name else {}))

@@ -67,3 +67,13 @@ def photo(tmp_path) -> Path:
 @pytest.fixture
 def painting(tmp_path) -> Path:
     return write_image(tmp_path / "painting.png", (20, 20), seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_style_file(tmp_path_factory) -> Path:
+    from engine.styles import save_style
+    from engine.transformer import NetConfig, TransformerNet
+
+    path = tmp_path_factory.mktemp("style") / "tiny.safetensors"
+    save_style(path, TransformerNet(NetConfig(4, 1)), {"size": 32}, 1, "0" * 64)
+    return path
