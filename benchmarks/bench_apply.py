@@ -45,7 +45,7 @@ def bench_mlx(width, height, batch, dtype, repeats, config):
 
 def bench_torch(width, height, batch, repeats, config, results):
     import torch
-    from torch_transformer import TorchTransformerNet
+    from torch_peers import TorchTransformerNet
 
     base = TorchTransformerNet(config.width, config.res_blocks).cuda().eval()
     x32 = torch.rand(batch, 3, height, width, device="cuda")

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 from engine.image import load_image, resize
 from engine.optimize import CONTENT_LAYERS, STYLE_LAYERS, OptimizeSettings, optimize
 from engine.vgg import VGG16, _read_safetensors, load_vgg, resolve_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_peers import torch_vgg16  # noqa: E402
 
 
 def bench_mlx(content, style, settings, weights) -> dict:
@@ -45,33 +50,10 @@ def bench_torch(content, style, settings, weights, channels_last: bool, compiled
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     params, _ = _read_safetensors(weights)
-    convs = []
-    for i in range(len(VGG16.taps)):
-        weight = torch.from_numpy(np.array(params[f"convs.{i}.weight"])).permute(0, 3, 1, 2)
-        bias = torch.from_numpy(np.array(params[f"convs.{i}.bias"]))
-        convs.append((weight.contiguous().to(device), bias.to(device)))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    convs = [(w.to(memory_format=memory_format), b) for w, b in convs]
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-    wanted = set(settings.content_layers) | set(settings.style_layers)
-
-    def features(x):
-        x = ((x - mean) / std).contiguous(memory_format=memory_format)
-        out, index = {}, 0
-        for b, block in enumerate(VGG16.blocks):
-            if b > 0:
-                x = torch.nn.functional.max_pool2d(x, 2, 2)
-            for i in range(len(block)):
-                w, bias = convs[index]
-                x = torch.relu(torch.nn.functional.conv2d(x, w, bias, padding=1))
-                index += 1
-                name = f"relu{b + 1}_{i + 1}"
-                if name in wanted:
-                    out[name] = x
-                    if len(out) == len(wanted):
-                        return out
-        return out
+    features = torch_vgg16({k: v.astype(mx.float32) for k, v in params.items()},
+                           set(settings.content_layers) | set(settings.style_layers), device,
+                           memory_format)
 
     def gram(f):
         b, c, h, w = f.shape
@@ -103,7 +85,6 @@ def bench_torch(content, style, settings, weights, channels_last: bool, compiled
 
     if compiled:
         objective = torch.compile(objective)
-    shape = content_t.shape
 
     def run(iterations, history=settings.history):
         x = content_t.clone().requires_grad_(True)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.optimizers as optim
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,30 +41,11 @@ def bench_mlx(vgg, settings, steps, batch):
 def bench_torch(weights, settings, steps, batch, results):
     import torch
     import torch.nn.functional as F
-    from torch_transformer import TorchTransformerNet
+    from torch_peers import TorchTransformerNet, torch_vgg16
 
     params, _ = _read_safetensors(weights)
-    convs = [(torch.from_numpy(np.array(params[f"convs.{i}.weight"].astype(mx.float32)))
-              .permute(0, 3, 1, 2).contiguous().cuda(),
-              torch.from_numpy(np.array(params[f"convs.{i}.bias"].astype(mx.float32))).cuda())
-             for i in range(13)]
-    mean = torch.tensor([0.485, 0.456, 0.406], device="cuda").view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device="cuda").view(1, 3, 1, 1)
-    wanted = {settings.content_layer, *settings.style_layers}
-
-    def vgg(x):
-        x, out, i = (x - mean) / std, {}, 0
-        for b, block in enumerate(VGG16.blocks):
-            if b:
-                x = F.max_pool2d(x, 2)
-            for j in range(len(block)):
-                x = torch.relu(F.conv2d(x, *convs[i], padding=1))
-                i += 1
-                if f"relu{b + 1}_{j + 1}" in wanted:
-                    out[f"relu{b + 1}_{j + 1}"] = x
-                    if len(out) == len(wanted):
-                        return out
-        return out
+    vgg = torch_vgg16({k: v.astype(mx.float32) for k, v in params.items()},
+                      {settings.content_layer, *settings.style_layers})
 
     def gram(f):
         b, c, h, w = f.shape

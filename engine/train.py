@@ -24,7 +24,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
 from .errors import EngineError, ImageError, UsageError, WeightsError
-from .image import find_images, load_image, resize, save_image
+from .image import load_image, resize, save_image
 from .losses import content_loss, gram, style_loss, total_variation
 from .styles import engine_home, save_atomic, save_style, style_dir
 from .stylize import crop, pad4

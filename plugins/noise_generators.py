@@ -10,7 +10,7 @@ from engine.hookspecs import hookimpl
 
 def _upsample(grid: mx.array, size: int) -> mx.array:
     """Bilinear upsampling of (N, g, g, C) grids to (N, size, size, C)."""
-    count, cells = grid.shape[0], grid.shape[1]
+    cells = grid.shape[1]
     position = mx.linspace(0, cells - 1, size)
     low = mx.floor(position).astype(mx.int32)
     high = mx.minimum(low + 1, cells - 1)

@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten
 
 from engine import vgg as vgg_module
 from engine.errors import WeightsError
-from engine.vgg import (VGG, VGG16, VGGSpec, convert_lpips_checkpoint, load_numpy_pickle,
+from engine.vgg import (VGG16, VGGSpec, convert_lpips_checkpoint, load_numpy_pickle,
                         load_vgg, resolve_weights, tiny_spec)
 
 from . import reference

@@ -42,3 +42,38 @@ class TorchTransformerNet(nn.Module):
         for conv, norm in zip(self.up, self.un):
             x = torch.relu(norm(conv(nn.functional.interpolate(x, scale_factor=2))))
         return self.out(x)
+
+
+def torch_vgg16(params: dict, wanted: set, device: str = "cuda",
+                memory_format=torch.contiguous_format):
+    """features(x) -> {tap: activation} for VGG16 taps in `wanted`, from engine's MLX-layout
+    weights dict (OHWI numpy-convertible arrays); x is NCHW RGB in [0, 1]."""
+    import numpy as np
+
+    blocks = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+    convs = []
+    for i in range(13):
+        weight = torch.from_numpy(np.array(params[f"convs.{i}.weight"], dtype=np.float32))
+        bias = torch.from_numpy(np.array(params[f"convs.{i}.bias"], dtype=np.float32))
+        convs.append((weight.permute(0, 3, 1, 2).contiguous().to(device)
+                      .to(memory_format=memory_format), bias.to(device)))
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+
+    def features(x):
+        x = ((x - mean) / std).contiguous(memory_format=memory_format)
+        out, index = {}, 0
+        for b, block in enumerate(blocks):
+            if b > 0:
+                x = nn.functional.max_pool2d(x, 2, 2)
+            for i in range(len(block)):
+                x = torch.relu(nn.functional.conv2d(x, *convs[index], padding=1))
+                index += 1
+                name = f"relu{b + 1}_{i + 1}"
+                if name in wanted:
+                    out[name] = x
+                    if len(out) == len(wanted):
+                        return out
+        return out
+
+    return features
