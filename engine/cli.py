@@ -62,7 +62,6 @@ def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
         raise typer.BadParameter(f"{what} must be comma-separated numbers, e.g. 0.7,0.3") from None
 
 
-@app.command()
 def optimize(
     images: Annotated[Optional[list[Path]], typer.Argument(
         help="CONTENT then one or more STYLE images.", show_default=False)] = None,
@@ -150,13 +149,20 @@ def _with_progress(work, iterations: int):
         return work(on_step)
 
 
+def get_app() -> typer.Typer:
+    """The app with the commands that plugins add (the reference optimizer among them), once."""
+    if not getattr(app, "_plugin_commands_added", False):
+        from .registry import add_commands
+
+        add_commands(app)
+        app._plugin_commands_added = True
+    return app
+
+
 def main() -> None:
     if "--no-plugins" in sys.argv[1:2]:
         os.environ[DISABLE_ENV] = "1"
-    from .registry import add_commands
-
-    add_commands(app)
-    app()
+    get_app()()
 
 
 # ------------------------------------------------------------------ feed-forward styles

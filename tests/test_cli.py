@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from engine.cli import app
+from engine.cli import get_app
 
 runner = CliRunner()
+app = get_app()
 FAST = ["--iterations", "3", "--max-size", "24"]
 
 

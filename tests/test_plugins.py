@@ -169,3 +169,16 @@ def test_third_party_plugin_in_a_subprocess(tmp_path, photo):
     assert demo["version"] == "0.1.0" and "register_styles" in demo["hooks"]
     off = json.loads(_engine("--no-plugins", "styles", "--json").stdout)
     assert "demo-wave" not in {row["name"] for row in off}
+
+
+def test_the_reference_optimizer_comes_from_a_built_in_plugin():
+    rows = {row["name"]: row for row in plugins.plugin_summaries()}
+    assert rows["engine_plugins.reference_optimizer"]["hooks"] == ["register_commands"]
+    app = typer.Typer()
+
+    @app.command()
+    def other():
+        pass
+
+    registry.add_commands(app)
+    assert "optimize" in {command.name for command in app.registered_commands}
