@@ -11,16 +11,19 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.optimizers as optim
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine.train import TrainSettings, make_train_step, style_grams  # noqa: E402
+from engine.optimize import style_target  # noqa: E402
+from engine.train import TrainSettings, make_train_step  # noqa: E402
 from engine.transformer import NetConfig, TransformerNet  # noqa: E402
 from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
 
 
 def bench_mlx(vgg, settings, steps, batch):
-    grams = style_grams(vgg, mx.random.uniform(shape=(1, 256, 256, 3)), settings.style_layers, 256)
+    grams = style_target(vgg, [mx.random.uniform(shape=(1, 256, 256, 3))], np.ones(1),
+                         settings.style_layers, 256, 1.0)
     net = TransformerNet(NetConfig(settings.width, settings.res_blocks))
     optimizer = optim.Adam(learning_rate=1e-3)
     step, state = make_train_step(vgg, net, optimizer, grams, settings)

@@ -99,7 +99,7 @@ def level_sizes(width: int, height: int, coarse_size: int, minimum: int = 16
     return sizes
 
 
-def _style_target(vgg: VGG, styles: Sequence[mx.array], blend: np.ndarray, layers: Sequence[str],
+def style_target(vgg: VGG, styles: Sequence[mx.array], blend: np.ndarray, layers: Sequence[str],
                   longest: int, scale: float) -> dict[str, mx.array]:
     """Blend the Gram matrices of the style images, each resized to scale * longest side.
 
@@ -277,7 +277,7 @@ def optimize(vgg: VGG, content: mx.array, styles: Sequence[mx.array],
                  np.array(mx.random.uniform(0.0, 1.0, level_content.shape)))
         else:
             x = np.array(resize(mx.array(x), w, h))
-        grams = _style_target(vgg, styles, blend, settings.style_layers, max(w, h),
+        grams = style_target(vgg, styles, blend, settings.style_layers, max(w, h),
                               settings.style_scale)
         objective = make_objective(vgg, level_content, grams, settings)
 

