@@ -351,12 +351,20 @@ def generate(
     generator: Annotated[str, typer.Option("--generator", "-g")],
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the images.")],
     count: Annotated[int, typer.Option("-n", help="How many images (1..1024).")] = 16,
-    seed: Annotated[int, typer.Option()] = 0,
-    size: Annotated[Optional[int], typer.Option(min=16, max=4096)] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    size: Annotated[Optional[int], typer.Option(min=8, max=4096)] = None,
     style: Annotated[Optional[str], typer.Option(help="Stylize the images with this style.")
                      ] = None,
+    optimize_style: Annotated[Optional[Path], typer.Option(
+        "--optimize-style", help="Stylize with the reference optimizer and this painting.")
+                              ] = None,
+    iterations: Annotated[int, typer.Option(help="Optimizer iterations per image.")] = 100,
+    interpolate: Annotated[Optional[str], typer.Option(
+        help="SEED_A,SEED_B: -n images walking from one seed's image to the other's.")] = None,
+    vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
 ) -> None:
-    """Generate images (and a grid), optionally stylized with a registered style."""
+    """Generate images (and a grid), optionally stylized by a style or the optimizer."""
+    from .generators import grid
     from .image import save_image
     from .registry import generators, style_path
     from .stylize import Stylizer
@@ -364,29 +372,93 @@ def generate(
     with user_errors():
         if not 1 <= count <= 1024:
             raise UsageError(f"-n {count} is out of range; ask for 1 to 1024 images")
+        if style and optimize_style:
+            raise UsageError("pick one of --style and --optimize-style")
         if not out_dir.is_dir():
             raise UsageError(f"{out_dir}: the output folder does not exist; create it first")
         maker = generators().get(generator).item
         stylizer = Stylizer.from_file(style_path(style)) if style else None
-        images = maker.generate(count, seed, size)
+        if interpolate:
+            try:
+                seed_a, seed_b = (int(part) for part in interpolate.split(","))
+            except ValueError:
+                raise UsageError(f"--interpolate {interpolate!r}: give two seeds, e.g. 3,9"
+                                 ) from None
+            images = maker.between(seed_a, seed_b, count, size)
+            label = f"{generator}-{seed_a}-to-{seed_b}"
+        else:
+            images = maker.generate(count, seed, size)
+            label = f"{generator}-{seed}"
         if stylizer:
             images = stylizer(images)
-        label = f"{generator}-{seed}" + (f"-{Path(style).stem}" if style else "")
+            label += f"-{style}"
+        elif optimize_style:
+            images = _optimize_each(images, optimize_style, iterations, vgg_weights)
+            label += f"-{optimize_style.stem}"
         for index in range(count):
             save_image(out_dir / f"{label}-{index:03d}.png", images[index])
-        save_image(out_dir / f"{label}-grid.png", _grid(images))
+        save_image(out_dir / f"{label}-grid.png", grid(images))
         err.print(f"wrote {count} images and {label}-grid.png to {out_dir}")
 
 
-def _grid(images):
-    """(N, H, W, 3) -> one (1, rows*H, cols*W, 3) image."""
-    import math
-
+def _optimize_each(images, painting: Path, iterations: int, vgg_weights: Optional[Path]):
     import mlx.core as mx
 
-    count, height, width, _ = images.shape
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    padded = mx.concatenate([images, mx.ones((rows * cols - count, height, width, 3))])
-    grid = padded.reshape(rows, cols, height, width, 3).transpose(0, 2, 1, 3, 4)
-    return grid.reshape(1, rows * height, cols * width, 3)
+    from .image import load_image
+    from .optimize import OptimizeSettings, optimize as run
+    from .vgg import load_vgg
+
+    vgg = load_vgg(path=vgg_weights)
+    style = load_image(painting)
+    settings = OptimizeSettings(iterations=iterations)
+    results = []
+    with Progress(TextColumn("[bold]optimizing"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err) as progress:
+        task = progress.add_task("optimize", total=images.shape[0])
+        for index in range(images.shape[0]):
+            results.append(run(vgg, images[index:index + 1], [style.rgb], settings).image)
+            progress.update(task, completed=index + 1)
+    return mx.concatenate(results)
+
+
+@app.command("train-generator")
+def train_generator(
+    folder: Annotated[Path, typer.Argument(help="Folder of training images (any sizes, modes).")],
+    name: Annotated[str, typer.Option(help="Generator name.")],
+    size: Annotated[int, typer.Option(help="Image size: a power of two (64, 128).")] = 64,
+    epochs: Annotated[int, typer.Option(min=1)] = 25,
+    batch: Annotated[int, typer.Option(min=2)] = 128,
+    width: Annotated[int, typer.Option(min=1, help="Narrowest layer's channels.")] = 64,
+    latent: Annotated[int, typer.Option(min=1)] = 128,
+    learning_rate: Annotated[float, typer.Option()] = 2e-4,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
+                      ] = False,
+) -> None:
+    """Train a DCGAN on a folder of images; it then registers as a generator named NAME."""
+    from .gan import GanSettings, ImageSet, train_generator as run
+
+    with user_errors():
+        settings = GanSettings(size=size, latent=latent, width=width, epochs=epochs,
+                               batch=batch, learning_rate=learning_rate, seed=seed)
+        settings.check()
+        data = ImageSet(folder, size)
+        columns = (TextColumn("[bold]training {task.fields[name]}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[terms]}"))
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("train", total=None, name=name, epoch="", rate="",
+                                     terms="")
+
+            def on_step(step) -> None:
+                progress.update(task, total=step.steps, completed=step.step,
+                                epoch=f"{step.epoch}/{settings.epochs}",
+                                rate=f"{step.images_per_second:.0f} img/s",
+                                terms=f"D {step.d_loss:.3f} G {step.g_loss:.3f}")
+
+            result = run(folder, name, settings, resume=resume, on_step=on_step, data=data)
+        state = "interrupted; resume with --resume" if result.interrupted else "done"
+        err.print(f"{state}: generator {name!r} after {result.epochs} epochs -> {result.path}")
+        if result.interrupted:
+            raise typer.Exit(130)

@@ -18,6 +18,7 @@ DEFAULT_PLUGINS = (
     "engine_plugins.user_styles",
     "engine_plugins.shipped_styles",
     "engine_plugins.noise_generators",
+    "engine_plugins.trained_generators",
     "engine_plugins.reference_optimizer",
 )
 
