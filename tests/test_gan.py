@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import mlx.core as mx
 import numpy as np
 import pytest
 
