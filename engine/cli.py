@@ -377,6 +377,7 @@ def generate(
         if not out_dir.is_dir():
             raise UsageError(f"{out_dir}: the output folder does not exist; create it first")
         maker = generators().get(generator).item
+        maker = _guarded(maker, generators().get(generator).plugin)
         stylizer = Stylizer.from_file(style_path(style)) if style else None
         if interpolate:
             try:
@@ -399,6 +400,27 @@ def generate(
             save_image(out_dir / f"{label}-{index:03d}.png", images[index])
         save_image(out_dir / f"{label}-grid.png", grid(images))
         err.print(f"wrote {count} images and {label}-grid.png to {out_dir}")
+
+
+def _guarded(maker, plugin: str):
+    """A generator whose failures (third-party code) become one-line errors naming the plugin."""
+    from .errors import PluginError
+
+    class Guarded:
+        def __getattr__(self, name):
+            method = getattr(maker, name)
+
+            def call(*args, **kwargs):
+                try:
+                    return method(*args, **kwargs)
+                except EngineError:
+                    raise
+                except Exception as error:
+                    raise PluginError(f"generator {maker.name!r} of plugin {plugin!r} failed: "
+                                      f"{error!r}; report it to the plugin's author") from None
+            return call
+
+    return Guarded()
 
 
 def _optimize_each(images, painting: Path, iterations: int, vgg_weights: Optional[Path]):

@@ -19,3 +19,7 @@ class WeightsError(EngineError):
 
 class UsageError(EngineError):
     """Options that do not fit together or are out of range."""
+
+
+class PluginError(EngineError):
+    """Code from a plugin failed while doing what it registered for."""

@@ -298,7 +298,8 @@ def as_generator(name: str, path, description: str = "") -> Generator:
         images = (network()(z) + 1) / 2
         if size != images.shape[1]:
             from .image import resize
-            images = resize(images, (size, size))
+            images = mx.concatenate([resize(images[i:i + 1], size, size)
+                                     for i in range(images.shape[0])])
         return images
 
     def make(count: int, seed: int, size: int) -> mx.array:
