@@ -267,6 +267,41 @@ def apply(
         err.print(f"wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))
 
 
+@app.command()
+def sheet(
+    photo: Annotated[Path, typer.Argument(help="The photo to show in every style.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The sheet image to write.")
+                      ] = Path("sheet.png"),
+    max_size: Annotated[int, typer.Option(min=64, help="Longest side of each cell.")] = 384,
+    columns: Annotated[Optional[int], typer.Option(min=1)] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated style names.")] = None,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """The photo in every registered style (or --only some), labelled, on one sheet."""
+    from .image import check_output, load_image, save_image
+    from .registry import style_path, styles
+    from .sheet import make_sheet
+    from .stylize import Stylizer
+
+    with user_errors():
+        target = check_output(output, (photo,), overwrite)
+        picture = load_image(photo, max_size=max_size)
+        catalog = styles()
+        names = [n.strip() for n in only.split(",")] if only else [
+            name for name, entry in catalog.entries.items() if not entry.problem]
+        if not names:
+            raise UsageError("no usable styles are registered; train one with engine train-style")
+        paths = {name: style_path(name) for name in names}  # unknown names fail before work
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as progress:
+            task = progress.add_task("stylizing", total=len(names))
+            image = make_sheet(
+                picture.rgb, ((n, Stylizer.from_file(p)) for n, p in paths.items()), columns,
+                on_style=lambda name: progress.advance(task))
+        save_image(target, image)
+        err.print(f"wrote {target}: {photo.name} in {len(names)} styles")
+
+
 @app.command("styles")
 def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the registered styles: name, plugin, network size, training, preview."""

@@ -154,3 +154,53 @@ def test_shipped_style_is_registered_and_applies(tmp_path, photo):
     stylized = np.asarray(Image.open(out), dtype=np.float32)
     original = np.asarray(Image.open(photo), dtype=np.float32)
     assert stylized.shape == original.shape and np.abs(stylized - original).mean() > 5
+
+
+SHIPPED = {"starry_night", "wave", "scream", "composition", "udnie", "shipwreck", "matisse"}
+
+
+def test_every_shipped_style_changes_a_photo_its_own_way(tmp_path):
+    """The seven shipped styles load, apply, and differ from the photo and from each other."""
+    import json
+
+    import mlx.core as mx
+
+    from engine.registry import style_path
+    from engine.stylize import Stylizer
+
+    rows = json.loads(runner.invoke(app, ["styles", "--json"]).output)
+    shipped = {row["name"]: row for row in rows if row["plugin"] == "engine_plugins.shipped_styles"}
+    assert set(shipped) == SHIPPED
+    assert all(row["steps"] >= 2000 and row["training"]["style_image"] for row in shipped.values())
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    photo = mx.array(np.stack([xx, yy, 0.5 + 0.3 * np.sin(6 * xx)], -1)[None].astype(np.float32))
+    outputs = {name: np.array(Stylizer.from_file(style_path(name))(photo)[0]) for name in SHIPPED}
+    for name, image in outputs.items():
+        assert np.abs(image - np.array(photo[0])).mean() > 0.02, name
+    names = sorted(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(outputs[a] - outputs[b]).mean() > 0.02, (a, b)
+
+
+def test_sheet_shows_the_photo_in_every_style(tmp_path, photo, tiny_style_file):
+    import json
+    import shutil
+
+    style_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_style_file, style_dir() / "mine.safetensors")
+    out = tmp_path / "sheet.png"
+    result = runner.invoke(app, ["sheet", str(photo), "-o", str(out), "--columns", "3"])
+    assert result.exit_code == 0, result.output
+    sheet = Image.open(out)
+    listed = json.loads(runner.invoke(app, ["styles", "--json"]).output)
+    assert {"mine", *SHIPPED} <= {row["name"] for row in listed}
+    cells = 1 + sum(not row["problem"] for row in listed)  # the photo, then every usable style
+    rows = -(-cells // 3)
+    assert sheet.size == (3 * 24, rows * (18 + 28))
+    only = runner.invoke(app, ["sheet", str(photo), "-o", str(tmp_path / "two.png"),
+                               "--only", "mine,starry", "--columns", "3"])
+    assert only.exit_code == 0 and Image.open(tmp_path / "two.png").size == (72, 18 + 28)
+    bad = runner.invoke(app, ["sheet", str(photo), "-o", str(tmp_path / "x.png"), "--only", "nope"])
+    assert bad.exit_code == 2 and "unknown style" in bad.output
+    assert not (tmp_path / "x.png").exists()
