@@ -66,6 +66,11 @@ class Stylizer:
         mx.eval(out)
         return out
 
+    def uint8(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) frames in, stylized uint8 frames out; converted on the device."""
+        out = self(mx.array(frames).astype(mx.float32) / 255.0)
+        return np.array((out * 255.0 + 0.5).astype(mx.uint8))
+
     def frames(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """numpy (B, H, W, 3) float32 batches in, stylized numpy batches out."""
         for batch in batches:
