@@ -237,7 +237,7 @@ def _get(q: queue.Queue, errors: list):
 
 def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8,
                   max_size: int | None = None, stabilize: bool = False, codec: str = "libx264",
-                  crf: int = 18, overwrite: bool = False,
+                  crf: int = 18, preset: str = "veryfast", overwrite: bool = False,
                   on_progress: Callable[[VideoProgress], None] | None = None) -> VideoInfo:
     """Decode, stylize in batches and encode `source` to `target`, keeping the frame timing,
     the frame count, the size (unless max_size) and the audio streams."""
@@ -269,7 +269,8 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
         video_out.width, video_out.height = width, height
         video_out.pix_fmt = "yuv420p"
         video_out.time_base = video_in.time_base
-        video_out.options = {"crf": str(crf)} if codec == "libx264" else {}
+        video_out.options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
+        video_out.thread_type = "AUTO"
         audio = {}
         for stream in container.streams.audio:
             try:
