@@ -26,7 +26,7 @@ from . import __version__
 from .errors import EngineError, ImageError, UsageError, WeightsError
 from .generators import Generator, image_key
 from .image import find_images, save_image
-from .styles import engine_home, save_atomic
+from .styles import check_name, engine_home, read_metadata, save_atomic
 
 FORMAT = "engine-generator"
 MAX_IMAGES = 200_000
@@ -260,19 +260,15 @@ def save_generator(path: Path, generator: GeneratorNet, training: dict, epochs: 
 
 def load_generator(path) -> tuple[GeneratorNet, dict]:
     """A trained generator network (in eval mode) and its metadata; WeightsError if unusable."""
-    try:
-        arrays, metadata = mx.load(str(path), return_metadata=True)
-    except Exception as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not an engine generator (no '{FORMAT}' metadata)")
+    metadata = read_metadata(path, FORMAT, "generator")
     try:
         net = GeneratorNet(GanConfig.from_json(metadata["config"]))
-        net.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in arrays.items()]))
-        mx.eval(net.state)
-        wanted = {k: v.shape for k, v in tree_flatten(GeneratorNet(net.config).parameters())}
+        arrays = mx.load(str(path))
+        wanted = {k: v.shape for k, v in tree_flatten(net.parameters())}
         if wanted != {k: v.shape for k, v in arrays.items()}:
             raise ValueError("weights do not match the configuration")
+        net.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in arrays.items()]))
+        mx.eval(net.parameters())
     except (KeyError, ValueError, TypeError) as error:
         raise WeightsError(f"{path}: unusable generator ({error})") from None
     net.eval()
@@ -284,9 +280,8 @@ def as_generator(name: str, path, description: str = "") -> Generator:
     loaded: list[GeneratorNet] = []
     config = None
     try:
-        _, metadata = mx.load(str(path), return_metadata=True)
-        config = GanConfig.from_json(metadata["config"])
-    except Exception:
+        config = GanConfig.from_json(read_metadata(path, FORMAT, "generator")["config"])
+    except (WeightsError, KeyError, ValueError, TypeError):
         pass  # load_generator reports the problem when the generator is used
 
     def network() -> GeneratorNet:
@@ -329,8 +324,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
                     out_dir: Path | None = None, data: ImageSet | None = None) -> GanResult:
     """Train a DCGAN on a folder of images; write <name>.safetensors into the generator folder."""
     settings.check()
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise UsageError(f"{name!r} is not a usable generator name; use letters, digits, - and _")
+    check_name(name, "generator")
     data = data or ImageSet(folder, settings.size)
     if len(data) < settings.batch:
         settings.batch = len(data) - len(data) % 2

@@ -12,7 +12,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from . import __version__
-from .errors import WeightsError
+from .errors import UsageError, WeightsError
 from .transformer import NetConfig, TransformerNet
 
 FORMAT = "engine-style"
@@ -81,16 +81,35 @@ def save_style(path: Path, net: TransformerNet, training: dict, steps: int,
     save_atomic(path, arrays, metadata)
 
 
+def check_name(name: str, kind: str) -> None:
+    """A style or generator name must be usable as a file name inside the user's folder."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise UsageError(f"{name!r} is not a usable {kind} name; use letters, digits, - and _")
+
+
+def read_metadata(path, fmt: str, kind: str) -> dict[str, str]:
+    """The metadata of an engine safetensors file of format `fmt`, read from the header alone
+    (the weights are not loaded); WeightsError says what is wrong."""
+    try:
+        with open(path, "rb") as stream:
+            length = int.from_bytes(stream.read(8), "little")
+            if not 2 <= length <= 100_000_000:
+                raise ValueError("bad header length")
+            metadata = json.loads(stream.read(length)).get("__metadata__") or {}
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: {kind} weights file not found") from None
+    except (OSError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != fmt:
+        raise WeightsError(f"{path}: not an engine {kind} (no '{fmt}' metadata)")
+    return metadata
+
+
 def read_info(path: Path) -> StyleInfo:
     """Check a style file's header and metadata; WeightsError says what is wrong."""
     if not path.is_file():
         raise WeightsError(f"{path}: style weights file not found")
-    try:
-        _, metadata = mx.load(str(path), return_metadata=True)
-    except Exception as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not an engine style (no '{FORMAT}' metadata)")
+    metadata = read_metadata(path, FORMAT, "style")
     try:
         config = NetConfig.from_json(metadata["config"])
         training = json.loads(metadata.get("training", "{}"))

@@ -27,7 +27,7 @@ from .errors import EngineError, ImageError, UsageError, WeightsError
 from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
-from .styles import engine_home, save_atomic, save_style, style_dir
+from .styles import check_name, engine_home, save_atomic, save_style, style_dir
 from .stylize import crop, pad4
 from .transformer import NetConfig, TransformerNet
 from .vgg import VGG
@@ -229,8 +229,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 out_dir: Path | None = None) -> TrainResult:
     """Train a style network; write <name>.safetensors (+ preview .png) into the style folder."""
     settings.check()
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise UsageError(f"{name!r} is not a usable style name; use letters, digits, - and _")
+    check_name(name, "style")
     style = load_image(style_path)
     if min(style.size) < 64:
         raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
