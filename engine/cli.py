@@ -19,9 +19,11 @@ from .errors import EngineError, UsageError
 from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
 from .train import TrainSettings
+from .transformer import FAST, FULL
 
 DEFAULTS = OptimizeSettings()
 TRAIN_DEFAULTS = TrainSettings()
+NETS = {"full": FULL, "fast": FAST}
 
 app = typer.Typer(
     help="Neural style transfer and image generation on MLX.",
@@ -186,9 +188,10 @@ def train_style(
     content_layer: Annotated[str, typer.Option(help="relu2_2 or relu3_3.")
                              ] = TRAIN_DEFAULTS.content_layer,
     learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
-    width: Annotated[int, typer.Option(help="Network width (32 full, 16 slim).")
-                     ] = TRAIN_DEFAULTS.width,
-    slim: Annotated[bool, typer.Option(help="The slim network for CPUs (width 16).")] = False,
+    net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
+                                    "network: 7x faster there).")] = "full",
+    width: Annotated[Optional[int], typer.Option(
+        help="Override the network's width (full: 32, fast: 64).")] = None,
     seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
@@ -203,12 +206,15 @@ def train_style(
     from .vgg import load_vgg
 
     with user_errors():
+        if net not in NETS:
+            raise UsageError(f"unknown --net {net!r}; use full or fast")
+        preset = NETS[net]
         name = name or style_image.stem
         settings = TrainSettings(
             steps=steps, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
-            width=16 if slim else width, seed=seed, checkpoint_every=checkpoint_every,
+            width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch, seed=seed, checkpoint_every=checkpoint_every,
             preview_every=checkpoint_every)
         settings.check()
         photos = find_images(content) if content else examples.photos()

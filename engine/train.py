@@ -29,7 +29,7 @@ from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
 from .styles import check_name, engine_home, save_atomic, save_style, style_dir
 from .stylize import crop, pad4
-from .transformer import NetConfig, TransformerNet
+from .transformer import ARCHS, NetConfig, TransformerNet
 from .vgg import VGG
 
 @dataclass
@@ -46,6 +46,7 @@ class TrainSettings:
     learning_rate: float = 1e-3
     width: int = 32
     res_blocks: int = 5
+    arch: str = "johnson"
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
@@ -59,12 +60,14 @@ class TrainSettings:
             raise UsageError("--size must be a multiple of 4, at least 16")
         if self.width < 1 or self.res_blocks < 0:
             raise UsageError("the network needs a positive width")
+        if self.arch not in ARCHS:
+            raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
             raise UsageError("loss weights must not be negative")
 
     @property
     def config(self) -> NetConfig:
-        return NetConfig(self.width, self.res_blocks)
+        return NetConfig(self.width, self.res_blocks, self.arch)
 
 
 @dataclass

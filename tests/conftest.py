@@ -2,6 +2,7 @@ import os
 from unittest import mock
 from pathlib import Path
 
+import engine  # noqa: F401 - first, so that its BLAS is loaded before mlx.core
 import mlx.core as mx
 import numpy as np
 import pytest

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from engine.stylize import Stylizer
-from engine.transformer import FULL, SLIM, InstanceNorm, NetConfig, NormStats, TransformerNet, \
-    upsample2x
+from engine.transformer import FAST, FULL, InstanceNorm, NetConfig, NormStats, TransformerNet, \
+    conv2d_cpu, depth_to_space, reflect_pad, space_to_depth, upsample2x
 
 
 def test_shapes_and_configs():
@@ -12,8 +12,52 @@ def test_shapes_and_configs():
     net = TransformerNet(NetConfig(8, 2))
     y = net(mx.random.uniform(shape=(2, 16, 20, 3)))
     assert y.shape == (2, 16, 20, 3)
-    assert SLIM.width < FULL.width and FULL.res_blocks == 5
+    assert FULL.res_blocks == 5 and FAST.arch == "shuffle"
     assert NetConfig.from_json(FULL.to_json()) == FULL
+    assert NetConfig.from_json(FAST.to_json()) == FAST
+    # files written before the fast network existed have no "arch": they are Johnson networks
+    assert NetConfig.from_json('{"width": 32, "res_blocks": 5}') == FULL
+    with pytest.raises(ValueError, match="architecture"):
+        NetConfig.from_json('{"width": 32, "res_blocks": 5, "arch": "unet"}')
+
+
+def test_fast_network_any_multiple_of_four_and_batch():
+    net = TransformerNet(NetConfig(8, 2, "shuffle"))
+    y = net(mx.random.uniform(shape=(3, 12, 20, 3)))
+    assert y.shape == (3, 12, 20, 3)
+    recorder = NormStats()
+    a = net(mx.random.uniform(shape=(1, 8, 8, 3)), recorder)
+    assert len(recorder.recorded) == 1 + 2 * 2 + 1 and a.shape == (1, 8, 8, 3)
+
+
+def test_space_to_depth_round_trip_keeps_each_block_together():
+    x = mx.random.uniform(shape=(2, 8, 12, 3))
+    packed = space_to_depth(x, 4)
+    assert packed.shape == (2, 2, 3, 48)
+    np.testing.assert_array_equal(np.array(packed[0, 1, 2]).reshape(4, 4, 3),
+                                  np.array(x[0, 4:8, 8:12]))
+    np.testing.assert_array_equal(np.array(depth_to_space(packed, 4)), np.array(x))
+
+
+@pytest.mark.parametrize("batch,cin,cout,k,h,w", [(1, 3, 5, 9, 11, 14), (2, 6, 4, 3, 7, 5),
+                                                  (3, 8, 8, 3, 4, 9)])
+def test_cpu_convolution_matches_mx_conv2d(batch, cin, cout, k, h, w):
+    x = mx.random.normal((batch, h, w, cin))
+    weight = mx.random.normal((cout, k, k, cin))
+    padded = reflect_pad(x, k // 2)
+    reference = mx.pad(x, [(0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(np.array(padded), np.array(reference))
+    np.testing.assert_allclose(np.array(conv2d_cpu(padded, weight)),
+                               np.array(mx.conv2d(reference, weight)), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_convolution_gradients_match_mx_conv2d():
+    x = mx.random.normal((2, 6, 7, 4))
+    weight = mx.random.normal((3, 3, 3, 4))
+    ours = mx.grad(lambda x, w: (conv2d_cpu(x, w) ** 2).sum(), argnums=(0, 1))(x, weight)
+    theirs = mx.grad(lambda x, w: (mx.conv2d(x, w) ** 2).sum(), argnums=(0, 1))(x, weight)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-3)
 
 
 def test_instance_norm_normalizes_each_image_and_channel():
