@@ -16,7 +16,7 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.stylize import Stylizer  # noqa: E402
-from engine.transformer import NetConfig, TransformerNet  # noqa: E402
+from engine.transformer import FAST, FULL, TransformerNet  # noqa: E402
 
 
 def timed(run, sync, repeats):
@@ -45,9 +45,9 @@ def bench_mlx(width, height, batch, dtype, repeats, config):
 
 def bench_torch(width, height, batch, repeats, config, results):
     import torch
-    from torch_peers import TorchTransformerNet
+    from torch_peers import torch_net
 
-    base = TorchTransformerNet(config.width, config.res_blocks).cuda().eval()
+    base = torch_net(config).cuda().eval()
     x32 = torch.rand(batch, 3, height, width, device="cuda")
     for dtype in (torch.float16,):
         for channels_last in (False, True):
@@ -79,11 +79,11 @@ def main():
     parser.add_argument("--sizes", default="512x512,1920x1080,3840x2160")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--net", choices=("full", "fast"), default="full")
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--dtypes", default="bfloat16")
     args = parser.parse_args()
-    config = NetConfig(args.width, 5)
+    config = FULL if args.net == "full" else FAST
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))
         for batch in map(int, args.batches.split(",")):
@@ -92,7 +92,7 @@ def main():
             if args.torch:
                 bench_torch(width, height, batch, args.repeats, config, results)
             for result in results:
-                print(json.dumps({"size": size, "batch": batch, "width": args.width, **result}),
+                print(json.dumps({"size": size, "batch": batch, "net": args.net, **result}),
                       flush=True)
             torch_best = min((r["ms_per_frame"] for r in results
                               if r["framework"].startswith("torch") and "ms_per_frame" in r),

@@ -44,6 +44,32 @@ class TorchTransformerNet(nn.Module):
         return self.out(x)
 
 
+class TorchShuffleNet(nn.Module):
+    """engine's fast CPU network ("shuffle"): pixel-unshuffle trunk at 1/4 resolution."""
+
+    def __init__(self, width=64, res_blocks=5, half=16):
+        super().__init__()
+        self.down = nn.ModuleList([Conv(12, half, 3), Conv(4 * half, width, 3)])
+        self.dn = nn.ModuleList([nn.InstanceNorm2d(c, affine=True) for c in (half, width)])
+        self.blocks = nn.Sequential(*[Residual(width) for _ in range(res_blocks)])
+        self.up, self.un = Conv(width, 4 * half, 3), nn.InstanceNorm2d(4 * half, affine=True)
+        self.out = Conv(half, 12, 3)
+
+    def forward(self, x):
+        for conv, norm in zip(self.down, self.dn):
+            x = torch.relu(norm(conv(nn.functional.pixel_unshuffle(x, 2))))
+        x = self.blocks(x)
+        x = torch.relu(self.un(self.up(x)))
+        return nn.functional.pixel_shuffle(self.out(nn.functional.pixel_shuffle(x, 2)), 2)
+
+
+def torch_net(config):
+    """The PyTorch twin of an engine NetConfig."""
+    if config.arch == "shuffle":
+        return TorchShuffleNet(config.width, config.res_blocks)
+    return TorchTransformerNet(config.width, config.res_blocks)
+
+
 def torch_vgg16(params: dict, wanted: set, device: str = "cuda",
                 memory_format=torch.contiguous_format):
     """features(x) -> {tap: activation} for VGG16 taps in `wanted`, from engine's MLX-layout

@@ -23,6 +23,9 @@ from .transformer import FAST, FULL
 
 DEFAULTS = OptimizeSettings()
 TRAIN_DEFAULTS = TrainSettings()
+NetChoice = Annotated[str, typer.Option(
+    "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
+    "on a GPU), full or fast.")]
 NETS = {"full": FULL, "fast": FAST}
 
 app = typer.Typer(
@@ -255,6 +258,7 @@ def apply(
     tile: Annotated[int, typer.Option(help="Images larger than this go through tiles.")
                     ] = 2048,
     overwrite: Annotated[bool, typer.Option()] = False,
+    net: NetChoice = "auto",
 ) -> None:
     """Stylize images with a trained style: one compiled forward pass per batch."""
     from .apply import apply_files, plan_outputs
@@ -263,7 +267,7 @@ def apply(
 
     with user_errors():
         jobs = plan_outputs(inputs, style, output, out_dir, overwrite)
-        stylizer = Stylizer.from_file(style_path(style), strength=strength,
+        stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
                                       preserve_color=preserve_color, max_tile=tile)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err) as progress:
@@ -282,6 +286,7 @@ def sheet(
     columns: Annotated[Optional[int], typer.Option(min=1)] = None,
     only: Annotated[Optional[str], typer.Option(help="Comma-separated style names.")] = None,
     overwrite: Annotated[bool, typer.Option()] = False,
+    net: NetChoice = "auto",
 ) -> None:
     """The photo in every registered style (or --only some), labelled, on one sheet."""
     from .image import check_output, load_image, save_image
@@ -297,7 +302,7 @@ def sheet(
             name for name, entry in catalog.entries.items() if not entry.problem]
         if not names:
             raise UsageError("no usable styles are registered; train one with engine train-style")
-        paths = {name: style_path(name) for name in names}  # unknown names fail before work
+        paths = {name: style_path(name, net) for name in names}  # unknown fail before work
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err) as progress:
             task = progress.add_task("stylizing", total=len(names))
@@ -323,6 +328,7 @@ def video(
     crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality (lower is better).")
                    ] = 18,
     overwrite: Annotated[bool, typer.Option()] = False,
+    net: NetChoice = "auto",
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
     from .registry import style_path
@@ -331,7 +337,7 @@ def video(
 
     with user_errors():
         info = probe(source)
-        stylizer = Stylizer.from_file(style_path(style), strength=strength,
+        stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
                                       preserve_color=preserve_color)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[fps]}"), TimeElapsedColumn(),
@@ -360,6 +366,7 @@ def webcam(
     window: Annotated[bool, typer.Option(help="Show the live preview window.")] = True,
     frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")
                       ] = None,
+    net: NetChoice = "auto",
 ) -> None:
     """Stylize a camera live: preview window with FPS; n/p switch style, q quits."""
     from .registry import style_path
@@ -368,7 +375,7 @@ def webcam(
 
     with user_errors():
         names = [n.strip() for n in style.split(",") if n.strip()]
-        paths = {name: style_path(name) for name in names}
+        paths = {name: style_path(name, net) for name in names}
         if record is not None:
             check_video_output(record)
         if not window and record is None:
@@ -403,7 +410,10 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
             rows.append({
                 "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
                 "path": str(entry.item.path), "problem": entry.problem,
+                "network": info.config.arch if info else None,
                 "width": info.config.width if info else None,
+                "fast_path": str(entry.item.fast_path) if getattr(entry.item, "fast_path", None)
+                else None,
                 "parameters": info.parameters if info else None,
                 "steps": info.steps if info else None,
                 "training": info.training if info else None,
@@ -421,9 +431,10 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
                         f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
                         f"sw {t.get('style_weight', '?')}")
             name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-            table.add_row(name, row["plugin"],
-                          f"width {row['width']}, {row['parameters'] / 1e6:.2f}M weights",
-                          training, row["preview"] or "")
+            network = (f"{'fast' if row['network'] == 'shuffle' else 'full'} width "
+                       f"{row['width']}, {row['parameters'] / 1e6:.2f}M weights"
+                       + (" + fast CPU network" if row["fast_path"] else ""))
+            table.add_row(name, row["plugin"], network, training, row["preview"] or "")
         Console().print(table)
 
 
@@ -482,6 +493,7 @@ def generate(
     interpolate: Annotated[Optional[str], typer.Option(
         help="SEED_A,SEED_B: -n images walking from one seed's image to the other's.")] = None,
     vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
+    net: NetChoice = "auto",
 ) -> None:
     """Generate images (and a grid), optionally stylized by a style or the optimizer."""
     from .generators import grid
@@ -498,7 +510,7 @@ def generate(
             raise UsageError(f"{out_dir}: the output folder does not exist; create it first")
         maker = generators().get(generator).item
         maker = _guarded(maker, generators().get(generator).plugin)
-        stylizer = Stylizer.from_file(style_path(style)) if style else None
+        stylizer = Stylizer.from_file(style_path(style, net)) if style else None
         if interpolate:
             try:
                 seed_a, seed_b = (int(part) for part in interpolate.split(","))

@@ -16,6 +16,7 @@ class Style:
     name: str
     path: Path
     description: str = ""
+    fast_path: Path | None = None  # the same style as the fast CPU network ("shuffle"), if any
 
 
 @dataclass
@@ -109,9 +110,28 @@ def generators() -> Catalog:
     return _collect("register_generators", "generator")
 
 
-def style_path(name: str) -> Path:
-    """The weights file of a registered style, or of a .safetensors path given directly."""
+NETS = ("auto", "full", "fast")
+
+
+def style_path(name: str, net: str = "auto") -> Path:
+    """The weights file of a registered style, or of a .safetensors path given directly.
+
+    A style may come in two networks: `full` (Johnson et al.) and `fast` (the CPU network).
+    `auto` takes the fast one on the CPU, where it is ~7x quicker, and the full one on a GPU.
+    """
+    if net not in NETS:
+        raise UsageError(f"unknown --net {net!r}; use auto, full or fast")
     candidate = Path(name)
     if candidate.suffix == ".safetensors" and candidate.is_file():
         return candidate
-    return Path(styles().get(name).item.path)
+    style = styles().get(name).item
+    fast = getattr(style, "fast_path", None)
+    if fast is not None and (net == "fast" or (net == "auto" and _on_cpu())):
+        return Path(fast)
+    return Path(style.path)
+
+
+def _on_cpu() -> bool:
+    import mlx.core as mx
+
+    return mx.default_device() == mx.cpu

@@ -6,10 +6,11 @@ blocks, and nearest-neighbour upsampling followed by a convolution (no transpose
 no checkerboard artifacts).
 
 `shuffle` (the CPU network): the same residual trunk at a quarter of the resolution, but reached by
-space-to-depth (4x4 pixel blocks become 48 channels) instead of full-resolution convolutions, and
-left by depth-to-space (a sub-pixel convolution, as in ESPCN). Every convolution then runs at 1/16
-of the pixels: no layer ever holds a full-resolution activation, which on a CPU costs more in
-memory traffic than the multiply-adds themselves.
+space-to-depth (2x2 pixel blocks become channels, twice) instead of full-resolution convolutions,
+and left by depth-to-space (sub-pixel convolutions, as in ESPCN). Every convolution runs at 1/4 or
+1/16 of the pixels: no layer holds a full-resolution activation, which on a CPU costs more in
+memory traffic than the multiply-adds themselves. The last convolution works at half resolution
+over 3x3 neighbours, so neighbouring output blocks blend instead of showing seams.
 
 On the CPU, stride-1 convolutions run as shifted matrix products over the flattened padded image
 (`conv2d_cpu`) instead of `mx.conv2d`, whose im2col copy dominates there.
@@ -54,7 +55,7 @@ ARCHS = ("johnson", "shuffle")
 OUTPUT_SCALE = 1.0 / 255.0
 
 FULL = NetConfig(32, 5)
-FAST = NetConfig(64, 5, "shuffle")  # the CPU network: 1/4 of FULL's multiply-adds, 1/20 the memory
+FAST = NetConfig(64, 5, "shuffle")  # the CPU network: no full-resolution activations
 
 
 class InstanceNorm(nn.Module):
@@ -201,13 +202,13 @@ class TransformerNet(nn.Module):
         self.config = config
         w = config.width
         if config.arch == "shuffle":
-            blocks = 48  # 4x4 pixels x RGB
-            self.down = [ConvLayer(blocks, w, 3)]
-            self.down_norms = [InstanceNorm(w)]
+            half = 16  # channels at half resolution
+            self.down = [ConvLayer(12, half, 3), ConvLayer(4 * half, w, 3)]
+            self.down_norms = [InstanceNorm(half), InstanceNorm(w)]
             self.blocks = [ResidualBlock(w) for _ in range(config.res_blocks)]
-            self.up = [ConvLayer(w, w, 3)]
-            self.up_norms = [InstanceNorm(w)]
-            self.out = ConvLayer(w, blocks, 3)
+            self.up = [ConvLayer(w, 4 * half, 3)]
+            self.up_norms = [InstanceNorm(4 * half)]
+            self.out = ConvLayer(half, 12, 3)
             return
         self.down = [ConvLayer(3, w, 9), ConvLayer(w, 2 * w, 3, 2), ConvLayer(2 * w, 4 * w, 3, 2)]
         self.down_norms = [InstanceNorm(w), InstanceNorm(2 * w), InstanceNorm(4 * w)]
@@ -217,14 +218,23 @@ class TransformerNet(nn.Module):
         self.out = ConvLayer(w, 3, 9)
 
     def __call__(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
-        shuffle = self.config.arch == "shuffle"
-        if shuffle:
-            x = space_to_depth(x, 4)
+        if self.config.arch == "shuffle":
+            return self._shuffle(x, stats)
         for conv, norm in zip(self.down, self.down_norms):
             x = nn.relu(_norm(norm, conv(x), stats))
         for block in self.blocks:
             x = block(x, stats)
         for conv, norm in zip(self.up, self.up_norms):
-            x = nn.relu(_norm(norm, conv(x if shuffle else upsample2x(x)), stats))
-        x = self.out(x)
-        return (depth_to_space(x, 4) if shuffle else x) * OUTPUT_SCALE
+            x = nn.relu(_norm(norm, conv(upsample2x(x)), stats))
+        return self.out(x) * OUTPUT_SCALE
+
+    def _shuffle(self, x: mx.array, stats: NormStats | None) -> mx.array:
+        # full -> 1/2 (2x2 blocks, 12 channels) -> 1/4 -> trunk -> 1/2 -> full; the last
+        # convolution runs at half resolution over 3x3 neighbours, so 2x2 output blocks blend
+        for conv, norm in zip(self.down, self.down_norms):
+            x = nn.relu(_norm(norm, conv(space_to_depth(x, 2)), stats))
+        for block in self.blocks:
+            x = block(x, stats)
+        x = nn.relu(_norm(self.up_norms[0], self.up[0](x), stats))
+        x = self.out(depth_to_space(x, 2))
+        return depth_to_space(x, 2) * OUTPUT_SCALE

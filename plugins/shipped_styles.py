@@ -1,4 +1,5 @@
-"""The styles that ship with the engine, in the repository's weights/ folder."""
+"""The styles that ship with the engine, in the repository's weights/ folder; the fast CPU network
+of each, where there is one, in weights/fast/ under the same name."""
 
 import json
 from importlib.resources import files
@@ -11,7 +12,11 @@ ALIASES = json.loads((files("engine_weights") / "aliases.json").read_text())
 
 @hookimpl
 def register_styles(register):
+    fast = files("engine_weights") / "fast"
     for resource in sorted(files("engine_weights").iterdir(), key=lambda r: r.name):
         if resource.name.endswith(".safetensors"):
             name = resource.name[: -len(".safetensors")]
-            register(Style(name, resource, "ships with the engine"), aliases=ALIASES.get(name, ()))
+            cpu = fast / resource.name
+            register(Style(name, resource, "ships with the engine",
+                           fast_path=cpu if cpu.is_file() else None),
+                     aliases=ALIASES.get(name, ()))

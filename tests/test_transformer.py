@@ -27,7 +27,7 @@ def test_fast_network_any_multiple_of_four_and_batch():
     assert y.shape == (3, 12, 20, 3)
     recorder = NormStats()
     a = net(mx.random.uniform(shape=(1, 8, 8, 3)), recorder)
-    assert len(recorder.recorded) == 1 + 2 * 2 + 1 and a.shape == (1, 8, 8, 3)
+    assert len(recorder.recorded) == 2 + 2 * 2 + 1 and a.shape == (1, 8, 8, 3)
 
 
 def test_space_to_depth_round_trip_keeps_each_block_together():

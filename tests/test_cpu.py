@@ -1,0 +1,143 @@
+"""The CPU fast path: MKL loaded ahead of MLX's reference BLAS, the fast network per style."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from typer.testing import CliRunner
+
+import engine
+from engine import blas
+from engine.cli import app
+from engine.registry import style_path
+from engine.styles import read_info
+from engine.stylize import Stylizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in a fresh interpreter: stylize a fixed image with the shipped fast starry network and
+# time a 512^3 matrix product; prints the BLAS state, the result and the timing as JSON.
+PROBE = """
+import json, sys, time
+import numpy as np
+import engine
+import mlx.core as mx
+from engine.registry import style_path
+from engine.stylize import Stylizer
+rng = np.random.default_rng(0)
+image = mx.array(rng.random((1, 64, 96, 3), dtype=np.float32))
+out = Stylizer.from_file(style_path("starry", "fast"))(image)
+a = mx.array(rng.standard_normal((512, 512), dtype=np.float32))
+mx.eval(a @ a)
+start = time.perf_counter()
+for _ in range(3):
+    mx.eval(a @ a)
+seconds = (time.perf_counter() - start) / 3
+np.save(sys.argv[1], np.array(out))
+print(json.dumps({"library": engine.blas.state().library, "reason": engine.blas.state().reason,
+                  "provider": engine.blas.sgemm_provider(), "seconds": seconds}))
+"""
+
+
+def probe(tmp_path, name, **env):
+    target = tmp_path / f"{name}.npy"
+    run = subprocess.run([sys.executable, "-c", PROBE, str(target)], capture_output=True,
+                         text=True, env={**os.environ, **env}, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), np.load(target)
+
+
+def test_fast_blas_is_active_when_installed_and_gives_the_same_results(tmp_path):
+    fast, fast_out = probe(tmp_path, "fast")
+    slow, slow_out = probe(tmp_path, "slow", ENGINE_BLAS="reference")
+    assert slow["library"] is None and slow["provider"] is None
+    if sys.platform.startswith("linux") and blas._mkl_library() is not None:
+        # installed (the cpu extra pulls it in on x86-64 Linux): it must be what MLX runs on
+        assert fast["library"] and "libmkl_rt" in fast["library"], fast
+        assert fast["provider"] and "libmkl_rt" in fast["provider"], fast
+        assert slow["seconds"] > 5 * fast["seconds"], (slow, fast)
+    else:
+        assert fast["library"] is None and fast["reason"], fast
+    np.testing.assert_allclose(fast_out, slow_out, atol=2e-4)
+
+
+def test_blas_state_in_this_process_matches_the_import_order():
+    state = engine.blas.state()
+    assert state.reason != "not loaded yet"
+    if state.fast:
+        assert engine.blas.sgemm_provider() == state.library
+
+
+def test_blas_setting_to_a_missing_library_falls_back_cleanly(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", "import engine, mlx.core as mx; s = engine.blas.state(); "
+         "print(s.library, '|', s.reason); print(float((mx.ones((4, 4)) @ mx.ones((4, 4))).sum()))"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "ENGINE_BLAS": str(tmp_path / "libnothere.so")})
+    assert run.returncode == 0, run.stderr
+    first, second = run.stdout.strip().splitlines()
+    assert first.startswith("None | could not load") and float(second) == 64.0
+
+
+def test_every_shipped_style_has_a_fast_network_chosen_on_the_cpu():
+    for name in ("starry", "wave", "scream", "composition", "udnie", "shipwreck", "matisse"):
+        full, fast = style_path(name, "full"), style_path(name, "fast")
+        assert read_info(full).config.arch == "johnson"
+        assert read_info(fast).config.arch == "shuffle"
+        assert fast.parent.name == "fast" and fast.name == full.name
+        assert mx.default_device() == mx.cpu and style_path(name) == fast
+
+
+def test_fast_network_stylizes_like_the_full_one():
+    from skimage import data
+    from PIL import Image
+
+    photo = Image.fromarray(data.astronaut()).resize((128, 128))
+    image = mx.array(np.asarray(photo, dtype=np.float32)[None] / 255.0)
+
+    def stylized(name, net):
+        return np.array(Stylizer.from_file(style_path(name, net))(image))
+
+    def colours(x):  # a coarse colour histogram: what a painting's palette looks like
+        bins = np.clip((x * 4).astype(int), 0, 3)
+        codes = bins[..., 0] * 16 + bins[..., 1] * 4 + bins[..., 2]
+        return np.bincount(codes.ravel(), minlength=64) / codes.size
+
+    for name, other in (("wave", "scream"), ("starry", "udnie")):
+        fast = colours(stylized(name, "fast"))
+        same = np.abs(fast - colours(stylized(name, "full"))).sum()
+        assert same < np.abs(fast - colours(stylized(other, "full"))).sum(), name
+        assert same < np.abs(fast - colours(np.array(image))).sum(), name
+
+
+def test_apply_cli_net_choice(tmp_path, photo):
+    runner = CliRunner()
+    outputs = {}
+    for net in ("full", "fast"):
+        out = tmp_path / f"{net}.png"
+        result = runner.invoke(app, ["apply", str(photo), "--style", "starry", "--net", net,
+                                     "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        outputs[net] = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out))
+    assert outputs["full"].shape == outputs["fast"].shape
+    assert np.abs(outputs["full"].astype(int) - outputs["fast"].astype(int)).mean() > 1
+    result = runner.invoke(app, ["apply", str(photo), "--style", "starry", "--net", "tiny",
+                                 "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "unknown --net" in result.output
+
+
+def test_fast_network_speed_on_this_cpu():
+    """Not a benchmark (benchmarks/bench_cpu.py is): a guard that the CPU path stays fast."""
+    stylizer = Stylizer.from_file(style_path("starry", "fast"))
+    image = mx.random.uniform(shape=(1, 512, 512, 3))
+    stylizer(image)
+    start = time.perf_counter()
+    stylizer(image)
+    seconds = time.perf_counter() - start
+    limit = 2.0 if engine.blas.state().fast else 60.0  # shared CI machines are noisy
+    assert seconds < limit, seconds
