@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from . import examples
+from . import distributed, examples
 from .errors import EngineError, UsageError
 from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
@@ -225,19 +225,24 @@ def train_style(
         columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[terms]}"))
-        with Progress(*columns, console=err) as progress:
+        main = distributed.is_main()  # under mlx.launch, rank 0 alone shows progress
+        if main and distributed.size() > 1:
+            err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
+        with Progress(*columns, console=err, disable=not main) as progress:
             task = progress.add_task("train", total=steps, rate="", terms="")
 
             def on_step(step) -> None:
                 terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
                 progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                                rate=f"{step.images_per_second / batch:.1f} it/s")
+                                rate=f"{step.images_per_second / (batch * distributed.size()):.1f} it/s")
 
             result = run(vgg, style_image, name, photos, settings, resume=resume,
                          preview=preview, on_step=on_step)
         state = "interrupted; resume with --resume" if result.interrupted else "done"
-        err.print(f"{state}: style {name!r} after {result.steps} steps -> {result.style_path}"
-                  f" (checkpoints, previews and loss.png in {run_dir(name)})")
+        if main:
+            err.print(f"{state}: style {name!r} after {result.steps} steps -> "
+                      f"{result.style_path} (checkpoints, previews and loss.png in "
+                      f"{run_dir(name)})")
         if result.interrupted:
             raise typer.Exit(130)
 
@@ -267,6 +272,8 @@ def apply(
 
     with user_errors():
         jobs = plan_outputs(inputs, style, output, out_dir, overwrite)
+        if distributed.size() > 1:  # under mlx.launch: every process takes its share
+            jobs = distributed.shard(jobs)
         stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
                                       preserve_color=preserve_color, max_tile=tile)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -274,7 +281,8 @@ def apply(
             task = progress.add_task(f"applying {style}", total=len(jobs))
             for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
                 progress.update(task, completed=done)
-        err.print(f"wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))
+        who = f"process {distributed.rank()}: " if distributed.size() > 1 else ""
+        err.print(f"{who}wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))
 
 
 @app.command()
@@ -613,6 +621,7 @@ def train_generator(
 
             result = run(folder, name, settings, resume=resume, on_step=on_step, data=data)
         state = "interrupted; resume with --resume" if result.interrupted else "done"
-        err.print(f"{state}: generator {name!r} after {result.epochs} epochs -> {result.path}")
+        if main:
+            err.print(f"{state}: generator {name!r} after {result.epochs} epochs -> {result.path}")
         if result.interrupted:
             raise typer.Exit(130)

@@ -2,6 +2,13 @@
 
 One compiled training step over [model.state, optimizer.state]; random crops with scale jitter
 and flips; checkpoints written atomically so a crash or a kill never corrupts the last good one.
+
+Data-parallel under `mlx.launch` (engine.distributed): each process reads its own shard of the
+content photos, computes the gradient of its own batch, and the gradients are averaged across the
+processes inside the compiled step, so every process applies the same Adam update; rank 0 alone
+writes checkpoints, previews and the style file. The crops of step t of shard s come from a
+generator seeded with (seed, s, t), so N processes with batch B see exactly the images that one
+process with batch N*B and `data_shards=N` sees, and a resumed run continues the same sequence.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
+from . import distributed
 from .errors import EngineError, ImageError, UsageError, WeightsError
 from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
@@ -121,13 +129,43 @@ class ContentSet:
         pixels = np.asarray(patch, dtype=np.float32) / 255.0
         return pixels[:, ::-1] if rng.random() < 0.5 else pixels
 
-    def batches(self, rng: np.random.Generator, batch: int, count: int):
-        """Yield `count` batches (B, size, size, 3), prepared on a background thread."""
+    def sample(self, seed: int, shard: int, step: int, count: int) -> np.ndarray:
+        """The `count` crops of `step` for data shard `shard`: the same on every run."""
+        rng = np.random.default_rng([seed, shard, step])
+        return np.stack([self.crop(rng) for _ in range(count)])
+
+
+class ShardedContent:
+    """The content sets of the data shards one process holds: shard s has photos[s::shards].
+
+    Under mlx.launch a process holds only its own shard (shards = processes); a single process
+    may hold all of them, which makes its batches those of the whole group of processes.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int, shards: int = 1,
+                 held: Sequence[int] | None = None):
+        self.shards = shards
+        self.held = list(range(shards)) if held is None else list(held)
+        self.sets = {}
+        for s in self.held:
+            part = distributed.shard(paths, s, shards)
+            if not part:
+                raise UsageError(f"{len(paths)} content photo(s) cannot be split into {shards} "
+                                 "shards; give at least one photo per process")
+            self.sets[s] = ContentSet(part, size)
+
+    @property
+    def first_image(self) -> np.ndarray:
+        return self.sets[self.held[0]].images[0]
+
+    def batches(self, seed: int, per_shard: int, start: int, stop: int):
+        """Yield the batches of steps start..stop-1, prepared on a background thread."""
         ready: queue.Queue = queue.Queue(maxsize=4)
 
         def produce():
-            for _ in range(count):
-                ready.put(np.stack([self.crop(rng) for _ in range(batch)]))
+            for step in range(start, stop):
+                ready.put(np.concatenate([self.sets[s].sample(seed, s, step, per_shard)
+                                          for s in self.held]))
             ready.put(None)
 
         threading.Thread(target=produce, daemon=True).start()
@@ -158,6 +196,9 @@ def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
     @partial(mx.compile, inputs=state, outputs=state)
     def train_step(x):
         (loss, terms), grads = loss_and_grad(net, x)
+        if distributed.size() > 1:  # the mean over all processes' batches
+            grads = nn.average_gradients(grads, group=distributed.group())
+            loss, terms = distributed.mean(loss), tuple(map(distributed.mean, terms))
         optimizer.update(net, grads)
         return loss, terms
 
@@ -173,18 +214,17 @@ def _checkpoint_path(name: str) -> Path:
 
 
 def save_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer, step: int,
-                    settings: TrainSettings, style_sha: str, rng: np.random.Generator,
-                    losses: list[float]) -> None:
+                    settings: TrainSettings, style_sha: str, losses: list[float]) -> None:
     arrays = {f"model.{k}": v for k, v in tree_flatten(net.parameters())}
     arrays.update({f"optimizer.{k}": v for k, v in tree_flatten(optimizer.state)})
     metadata = {"format": "engine-checkpoint", "step": str(step),
                 "settings": json.dumps(asdict(settings)), "style_sha256": style_sha,
-                "rng": json.dumps(rng.bit_generator.state), "losses": json.dumps(losses)}
+                "losses": json.dumps(losses)}
     save_atomic(path, arrays, metadata)
 
 
 def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
-                    ) -> tuple[int, dict, np.random.Generator, list[float]]:
+                    ) -> tuple[int, dict, list[float]]:
     try:
         arrays, metadata = mx.load(str(path), return_metadata=True)
         if metadata.get("format") != "engine-checkpoint":
@@ -194,9 +234,7 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
         state = [(k[len("optimizer."):], v) for k, v in arrays.items()
                  if k.startswith("optimizer.")]
         optimizer.state = tree_unflatten(state)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = json.loads(metadata["rng"])
-        return (int(metadata["step"]), metadata, rng, json.loads(metadata.get("losses", "[]")))
+        return int(metadata["step"]), metadata, json.loads(metadata.get("losses", "[]"))
     except (ValueError, KeyError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
                            "start again without --resume") from None
@@ -229,8 +267,13 @@ def plot_losses(losses: list[float], path: Path) -> None:
 def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 settings: TrainSettings, resume: bool = False, preview: Path | None = None,
                 on_step: Callable[[TrainStep], None] | None = None,
-                out_dir: Path | None = None) -> TrainResult:
-    """Train a style network; write <name>.safetensors (+ preview .png) into the style folder."""
+                out_dir: Path | None = None, data_shards: int = 1) -> TrainResult:
+    """Train a style network; write <name>.safetensors (+ preview .png) into the style folder.
+
+    `settings.batch` is per process. Under mlx.launch the content is split into one shard per
+    process; a single process can split its own batch into `data_shards` shards instead (the
+    same images as that many processes would see, as a check of the data-parallel path).
+    """
     settings.check()
     check_name(name, "style")
     style = load_image(style_path)
@@ -240,22 +283,30 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     style_sha = _sha256_file(style_path)
     grams = style_target(vgg, [style.rgb], np.ones(1), settings.style_layers,
                          settings.style_size, 1.0)
-    data = ContentSet(content, settings.size)
+    processes, main = distributed.size(), distributed.is_main()
+    if processes > 1:
+        data = ShardedContent(content, settings.size, processes, [distributed.rank()])
+        per_shard = settings.batch
+    else:
+        if settings.batch % data_shards:
+            raise UsageError(f"the batch of {settings.batch} does not split into {data_shards} "
+                             "shards")
+        data = ShardedContent(content, settings.size, data_shards)
+        per_shard = settings.batch // data_shards
     preview_image = load_image(preview, 512).rgb if preview else mx.array(
-        data.images[0][None].astype(np.float32) / 255.0)
+        data.first_image[None].astype(np.float32) / 255.0)
 
+    mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
     net = TransformerNet(settings.config)
     optimizer = optim.Adam(learning_rate=settings.learning_rate)
     run = run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_path(name)
     step, losses = 0, []
-    rng = np.random.default_rng(settings.seed)
-    mx.random.seed(settings.seed)
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
-        step, metadata, rng, losses = load_checkpoint(checkpoint, net, optimizer)
+        step, metadata, losses = load_checkpoint(checkpoint, net, optimizer)
         if metadata.get("style_sha256") != style_sha:
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
     mx.eval(net.parameters())
@@ -264,7 +315,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     target_dir = out_dir or style_dir()
     style_file = target_dir / f"{name}.safetensors"
-    training = {**asdict(settings), "style_image": Path(style_path).name, "name": name}
+    training = {**asdict(settings), "style_image": Path(style_path).name, "name": name,
+                "processes": processes, "global_batch": settings.batch * processes}
 
     def export(steps_done: int) -> None:
         save_style(style_file, net, training, steps_done, style_sha)
@@ -272,7 +324,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         save_image(style_file.with_suffix(".png"), crop(stylized, *preview_image.shape[1:3]))
 
     def save_progress(steps_done: int) -> None:
-        save_checkpoint(checkpoint, net, optimizer, steps_done, settings, style_sha, rng, losses)
+        if not main:  # one writer: rank 0
+            return
+        save_checkpoint(checkpoint, net, optimizer, steps_done, settings, style_sha, losses)
         export(steps_done)
         plot_losses(losses, run / "loss.png")
 
@@ -280,18 +334,18 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     started = time.perf_counter()
     first = step
     try:
-        for batch in data.batches(rng, settings.batch, settings.steps - step):
+        for batch in data.batches(settings.seed, per_shard, step, settings.steps):
             loss, terms = train_step(mx.array(batch))
             mx.eval(loss, terms, state)
             step += 1
             losses.append(float(loss))
             if on_step:
-                rate = (step - first) * settings.batch / (time.perf_counter() - started)
+                rate = (step - first) * settings.batch * processes / (time.perf_counter() - started)
                 on_step(TrainStep(step, settings.steps, float(loss),
                                   dict(zip(("content", "style", "tv"), map(float, terms))), rate))
             if step % settings.checkpoint_every == 0 and step < settings.steps:
                 save_progress(step)
-            if settings.preview_every and step % settings.preview_every == 0:
+            if main and settings.preview_every and step % settings.preview_every == 0:
                 stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
                 save_image(run / f"preview-{step:06d}.png", crop(stylized, *preview_image.shape[1:3]))
     except KeyboardInterrupt:

@@ -1,0 +1,126 @@
+"""Data-parallel training and apply under mlx.launch: two local processes on the ring backend."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import distributed
+from engine.styles import read_info, style_dir
+from engine.train import ShardedContent, TrainSettings, train_style
+from engine.transformer import TransformerNet
+from mlx.utils import tree_flatten
+
+from .conftest import write_image
+from .test_train import content_dir, style_image  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+# the CLI's defaults where the test does not set them, so both runs train the same network
+SETTINGS = dict(size=32, style_size=48, width=4, res_blocks=5, checkpoint_every=250,
+                preview_every=250)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """`mlx.launch -n N --backend ring -- python -m engine ARGS` on this machine."""
+    launcher = shutil.which("mlx.launch", path=str(Path(sys.executable).parent)) or \
+        shutil.which("mlx.launch")
+    assert launcher, "mlx.launch is installed with mlx"
+    port = free_port()
+    run = subprocess.run(
+        [launcher, "-n", str(processes), "--backend", "ring", "--starting-port", str(port),
+         "--", sys.executable, "-m", "engine", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return run
+
+
+def weights(path: Path) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in mx.load(str(path)).items()}
+
+
+def test_a_process_alone_is_a_group_of_one():
+    assert distributed.size() == 1 and distributed.rank() == 0 and distributed.is_main()
+    assert distributed.shard(list(range(5))) == [0, 1, 2, 3, 4]
+    assert distributed.shard(list(range(5)), 1, 2) == [1, 3]
+    x = mx.array([1.0, 2.0])
+    assert distributed.mean(x) is x
+
+
+def test_shards_split_the_photos_and_fix_each_steps_crops(content_dir):  # noqa: F811
+    photos = sorted(content_dir.iterdir())
+    both = ShardedContent(photos, 16, shards=2)
+    one = ShardedContent(photos, 16, shards=2, held=[1])
+    assert [len(both.sets[s].images) for s in (0, 1)] == [2, 1]
+    np.testing.assert_array_equal(both.sets[1].sample(0, 1, 5, 2), one.sets[1].sample(0, 1, 5, 2))
+    assert not np.array_equal(one.sets[1].sample(0, 1, 5, 2), one.sets[1].sample(0, 1, 6, 2))
+    with pytest.raises(Exception, match="at least one photo per process"):
+        ShardedContent(photos[:1], 16, shards=2)
+
+
+def test_two_processes_train_the_weights_of_one_with_the_doubled_batch(
+        tiny_vgg, tiny_vgg_file, content_dir, style_image, tmp_path):  # noqa: F811
+    run = launch("train-style", str(style_image), "--name", "dp", "--content", str(content_dir),
+                 "--steps", "6", "--batch", "1", "--size", "32", "--style-size", "48",
+                 "--width", "4", "--vgg-weights", str(tiny_vgg_file))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    assert "data-parallel over 2 processes" in output
+    parallel = style_dir() / "dp.safetensors"
+    info = read_info(parallel)
+    assert info.steps == 6 and info.training["processes"] == 2
+    assert info.training["global_batch"] == 2
+
+    # one process, batch 2 split into the same two shards, interrupted after 3 steps and resumed
+    photos = sorted(content_dir.iterdir())
+    train_style(tiny_vgg, style_image, "single", photos,
+                TrainSettings(steps=3, batch=2, **SETTINGS), data_shards=2)
+    single = train_style(tiny_vgg, style_image, "single", photos,
+                         TrainSettings(steps=6, batch=2, **SETTINGS), resume=True,
+                         data_shards=2)
+    assert single.steps == 6
+    a, b = weights(parallel), weights(single.style_path)
+    assert a.keys() == b.keys()
+    mx.random.seed(0)
+    initial = {k: np.array(v) for k, v in tree_flatten(TransformerNet(info.config).parameters())}
+    difference = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
+    movement = np.concatenate([np.abs(a[k] - initial[k]).ravel() for k in a])
+    # Gradient sums in another order flip the sign of Adam's step where a gradient is ~0, so
+    # a few weights differ by up to a couple of learning-rate steps; the rest agree closely
+    # against how far training moved them.
+    assert movement.mean() > 1e-3
+    assert difference.max() < 3e-3, difference.max()
+    assert difference.mean() < 0.05 * movement.mean(), (difference.mean(), movement.mean())
+
+
+def test_apply_shards_a_folder_across_processes(tiny_vgg_file, content_dir, style_image,  # noqa: F811
+                                                tmp_path):
+    trained = launch("train-style", str(style_image), "--name", "dp2", "--content",
+                     str(content_dir), "--steps", "1", "--batch", "1", "--size", "32",
+                     "--style-size", "48", "--width", "4", "--vgg-weights", str(tiny_vgg_file))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    photos = tmp_path / "many"
+    photos.mkdir()
+    for i in range(5):
+        write_image(photos / f"p{i}.png", (20 + i, 16), seed=i)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = launch("apply", "--style", "dp2", str(photos), "--out-dir", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 5
+    output = run.stdout + run.stderr
+    assert "process 0: wrote 3 image(s)" in output and "process 1: wrote 2 image(s)" in output
+    assert Image.open(out / written[0]).size == (20, 16)
