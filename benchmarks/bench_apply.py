@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -7,6 +7,7 @@ import argparse
 import json
 import time
 
+import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 
 from engine.registry import generators

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np

@@ -16,10 +16,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import numpy as np
 
 from engine.registry import style_path
+from engine.styles import read_info
 from engine.stylize import Stylizer
 from engine.video import stylize_frames, stylize_video
 
@@ -54,8 +56,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--flicker", type=Path, help="measure flicker on this clip instead")
     parser.add_argument("--flicker-size", type=int, default=384)
+    parser.add_argument("--net", choices=("auto", "full", "fast"), default="auto")
     args = parser.parse_args()
-    stylizer = Stylizer.from_file(style_path(args.style))
+    path = style_path(args.style, args.net)
+    stylizer = Stylizer.from_file(path)
+    network_kind = "fast" if read_info(path).config.arch == "shuffle" else "full"
     device = str(mx.default_device())
     if args.flicker:
         from engine.video import flicker
@@ -69,7 +74,8 @@ def main() -> None:
             out = list(stylize_frames(frames, stylizer, args.batch, stabilize=stabilize))
             print(json.dumps({"flicker": flicker(frames, out), "stabilize": stabilize,
                               "input_flicker": flicker(frames, frames), "size": f"{w}x{h}",
-                              "frames": len(frames), "style": args.style, "device": device}),
+                              "frames": len(frames), "style": args.style, "device": device,
+                              "network": network_kind}),
                   flush=True)
         return
     for size in args.sizes.split(","):
@@ -91,7 +97,7 @@ def main() -> None:
             print(json.dumps({"size": size, "frames": args.frames, "batch": args.batch,
                               "end_to_end_fps": args.frames / seconds,
                               "network_only_fps": 1 / network, "style": args.style,
-                              "device": device}), flush=True)
+                              "device": device, "network": network_kind}), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import numpy as np
 from PIL import Image

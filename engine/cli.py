@@ -326,7 +326,9 @@ def video(
     source: Annotated[Path, typer.Argument(help="The video file to stylize.")],
     style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mkv).")],
-    batch: Annotated[int, typer.Option(min=1, help="Frames per forward pass.")] = 8,
+    batch: Annotated[Optional[int], typer.Option(
+        min=1, help="Frames per forward pass (default: 8 on a GPU, 1 on the CPU, where larger "
+        "batches only add memory traffic).")] = None,
     max_size: Annotated[Optional[int], typer.Option(min=16, help="Downscale frames first.")
                         ] = None,
     stabilize: Annotated[bool, typer.Option(
@@ -339,6 +341,8 @@ def video(
     net: NetChoice = "auto",
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
+    import mlx.core as mx
+
     from .registry import style_path
     from .stylize import Stylizer
     from .video import probe, stylize_video
@@ -357,6 +361,7 @@ def video(
                 progress.update(task, completed=p.frames, total=p.total,
                                 fps=f"{p.frames_per_second:.1f} frames/s")
 
+            batch = batch or (1 if mx.default_device() == mx.cpu else 8)
             stylize_video(source, output, stylizer, batch, max_size, stabilize, crf=crf,
                           overwrite=overwrite, on_progress=on_progress)
         err.print(f"wrote {output} ({info.width}x{info.height} at {float(info.rate):.3g} fps"
