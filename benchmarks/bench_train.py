@@ -18,14 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.optimize import style_target  # noqa: E402
 from engine.train import TrainSettings, make_train_step  # noqa: E402
-from engine.transformer import NetConfig, TransformerNet  # noqa: E402
+from engine.transformer import FAST, FULL, TransformerNet  # noqa: E402
 from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
 
 
 def bench_mlx(vgg, settings, steps, batch):
     grams = style_target(vgg, [mx.random.uniform(shape=(1, 256, 256, 3))], np.ones(1),
                          settings.style_layers, 256, 1.0)
-    net = TransformerNet(NetConfig(settings.width, settings.res_blocks))
+    net = TransformerNet(settings.config)
     optimizer = optim.Adam(learning_rate=1e-3)
     step, state = make_train_step(vgg, net, optimizer, grams, settings)
     x = mx.random.uniform(shape=(batch, settings.size, settings.size, 3))
@@ -45,7 +45,7 @@ def bench_mlx(vgg, settings, steps, batch):
 def bench_torch(weights, settings, steps, batch, results):
     import torch
     import torch.nn.functional as F
-    from torch_peers import TorchTransformerNet, torch_vgg16
+    from torch_peers import torch_net, torch_vgg16
 
     params, _ = _read_safetensors(weights)
     vgg = torch_vgg16({k: v.astype(mx.float32) for k, v in params.items()},
@@ -62,7 +62,7 @@ def bench_torch(weights, settings, steps, batch, results):
     for label, dtype, compiled, channels_last in (("fp32", None, False, False),
                                                   ("fp32", None, True, True),
                                                   ("bf16 autocast", torch.bfloat16, True, True)):
-        net = TorchTransformerNet(settings.width, settings.res_blocks).cuda()
+        net = torch_net(settings.config).cuda()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -107,11 +107,15 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--vgg-weights", default=None)
     parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--net", choices=("full", "fast"), default="full")
     args = parser.parse_args()
-    settings = TrainSettings(size=args.size)
+    preset = FULL if args.net == "full" else FAST
+    settings = TrainSettings(size=args.size, width=preset.width, res_blocks=preset.res_blocks,
+                             arch=preset.arch)
     vgg = load_vgg(path=args.vgg_weights)
     def show(result):
-        print(json.dumps({"batch": args.batch, "size": args.size, **result}), flush=True)
+        print(json.dumps({"batch": args.batch, "size": args.size, "net": args.net, **result}),
+              flush=True)
 
     show(bench_mlx(vgg, settings, args.steps, args.batch))
     if args.torch:
