@@ -217,8 +217,8 @@ def train_style(
             steps=steps, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
-            width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch, seed=seed, checkpoint_every=checkpoint_every,
-            preview_every=checkpoint_every)
+            width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
+            seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
         photos = find_images(content) if content else examples.photos()
         vgg = load_vgg(path=vgg_weights)
@@ -233,8 +233,9 @@ def train_style(
 
             def on_step(step) -> None:
                 terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
+                steps_per_second = step.images_per_second / (batch * distributed.size())
                 progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                                rate=f"{step.images_per_second / (batch * distributed.size()):.1f} it/s")
+                                rate=f"{steps_per_second:.1f} it/s")
 
             result = run(vgg, style_image, name, photos, settings, resume=resume,
                          preview=preview, on_step=on_step)

@@ -347,7 +347,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 save_progress(step)
             if main and settings.preview_every and step % settings.preview_every == 0:
                 stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
-                save_image(run / f"preview-{step:06d}.png", crop(stylized, *preview_image.shape[1:3]))
+                save_image(run / f"preview-{step:06d}.png",
+                           crop(stylized, *preview_image.shape[1:3]))
     except KeyboardInterrupt:
         interrupted = True
     if not np.isfinite(losses[-1] if losses else 0.0):

@@ -76,7 +76,8 @@ def test_blas_state_in_this_process_matches_the_import_order():
 def test_blas_setting_to_a_missing_library_falls_back_cleanly(tmp_path):
     run = subprocess.run(
         [sys.executable, "-c", "import engine, mlx.core as mx; s = engine.blas.state(); "
-         "print(s.library, '|', s.reason); print(float((mx.ones((4, 4)) @ mx.ones((4, 4))).sum()))"],
+         "print(s.library, '|', s.reason); "
+         "print(float((mx.ones((4, 4)) @ mx.ones((4, 4))).sum()))"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "ENGINE_BLAS": str(tmp_path / "libnothere.so")})
     assert run.returncode == 0, run.stderr
