@@ -7,10 +7,14 @@ per rank. Without a launcher, `group()` is a group of one and everything runs as
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import mlx.core as mx
+
+from .errors import EngineError
 
 T = TypeVar("T")
 
@@ -21,7 +25,14 @@ def group() -> mx.distributed.Group:
     """The process group set up by the launcher (a group of one when not launched)."""
     global _group
     if _group is None:
-        _group = mx.distributed.init()
+        hostfile = os.environ.get("MLX_HOSTFILE")
+        if hostfile and Path(hostfile).is_file() and not Path(hostfile).read_text().strip():
+            os.environ.pop("MLX_HOSTFILE")  # `mlx.launch -n 1` writes an empty one: one process
+        try:
+            _group = mx.distributed.init()
+        except RuntimeError as error:
+            raise EngineError(f"MLX's distributed layer did not start ({error}); check the hosts "
+                              "and backend given to mlx.launch") from None
     return _group
 
 

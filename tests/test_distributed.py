@@ -149,3 +149,10 @@ def test_apply_shards_a_folder_across_processes(tiny_vgg_file, content_dir, styl
     output = run.stdout + run.stderr
     assert "process 0: wrote 3 image(s)" in output and "process 1: wrote 2 image(s)" in output
     assert Image.open(out / written[0]).size == (20, 16)
+
+
+def test_a_launch_of_one_process_runs_as_one():
+    # mlx.launch -n 1 hands the process an empty host file; that is a group of one, not an error
+    run = launch("styles", "--json", processes=1)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"name": "starry_night"' in run.stdout
