@@ -84,26 +84,38 @@ class InstanceNorm(nn.Module):
         return x * scale + shift
 
 
-def reflect_pad(x: mx.array, p: int) -> mx.array:
-    """Reflection padding of H and W by p (as mx.pad's "reflect", 4x faster on the CPU)."""
+def reflect_pad(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
+    """Reflection padding of H and W by p (as mx.pad's "reflect", 4x faster on the CPU).
+
+    `spare_row` appends one zero row below, for conv2d_cpu: it lets the last taps read past the
+    image's end, so the output needs no copy to be cut back to shape.
+    """
     if p == 0:
         return x
-    x = mx.concatenate([x[:, p:0:-1], x, x[:, -2:-p - 2:-1]], axis=1)
+    rows = [x[:, p:0:-1], x, x[:, -2:-p - 2:-1]]
+    if spare_row:
+        rows.append(mx.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype))
+    x = mx.concatenate(rows, axis=1)
     return mx.concatenate([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
 
 
-def conv2d_cpu(padded: mx.array, weight: mx.array) -> mx.array:
+def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False) -> mx.array:
     """A stride-1 'valid' convolution as k*k matrix products over the flattened padded image.
 
     Output pixel (y, x) sums padded[y + dy, x + dx] @ w[dy, dx]; on the flattened (B*Hp*Wp, C)
     array, that is row q + dy*Wp + dx for q = y*Wp + x, so each tap reads one contiguous slice (no
     im2col copy) and accumulates with addmm. Rows past the right edge are computed and dropped.
+    With `spare_row` (the input from reflect_pad(..., spare_row=True)), a single image's output is
+    a view of the products, with no copy.
     """
     cout, k, _, cin = weight.shape
     batch, hp, wp, _ = padded.shape
-    height, width = hp - k + 1, wp - k + 1
+    height, width = hp - k + 1 - spare_row, wp - k + 1
     flat = padded.reshape(-1, cin)
-    rows = batch * hp * wp - (k - 1) * (wp + 1)
+    if spare_row and batch == 1 and wp >= k - 1:
+        rows = height * wp
+    else:
+        rows = batch * hp * wp - (k - 1) * (wp + 1)
     taps = weight.transpose(1, 2, 3, 0)
     out = None
     for dy in range(k):
@@ -111,6 +123,8 @@ def conv2d_cpu(padded: mx.array, weight: mx.array) -> mx.array:
             start = dy * wp + dx
             piece = flat[start:start + rows]
             out = piece @ taps[dy, dx] if out is None else mx.addmm(out, piece, taps[dy, dx])
+    if rows == height * wp and batch == 1:
+        return out.reshape(1, height, wp, cout)[:, :, :width]
     out = mx.pad(out, [(0, batch * hp * wp - rows), (0, 0)])
     return out.reshape(batch, hp, wp, cout)[:, :height, :width]
 
@@ -145,10 +159,10 @@ class ConvLayer(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         p = self.pad
         if on_cpu():
-            x = reflect_pad(x, p)
-            if self.conv.stride == (1, 1):
-                return conv2d_cpu(x, self.conv.weight) + self.conv.bias
-            return self.conv(x)
+            if self.conv.stride == (1, 1) and p > 0:
+                x = reflect_pad(x, p, spare_row=True)
+                return conv2d_cpu(x, self.conv.weight, spare_row=True) + self.conv.bias
+            return self.conv(reflect_pad(x, p))
         x = mx.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
         return self.conv(x)
 

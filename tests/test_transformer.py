@@ -49,6 +49,10 @@ def test_cpu_convolution_matches_mx_conv2d(batch, cin, cout, k, h, w):
     np.testing.assert_array_equal(np.array(padded), np.array(reference))
     np.testing.assert_allclose(np.array(conv2d_cpu(padded, weight)),
                                np.array(mx.conv2d(reference, weight)), rtol=1e-4, atol=1e-4)
+    spare = reflect_pad(x, k // 2, spare_row=True)
+    np.testing.assert_array_equal(np.array(spare[:, :-1]), np.array(reference))
+    np.testing.assert_allclose(np.array(conv2d_cpu(spare, weight, spare_row=True)),
+                               np.array(mx.conv2d(reference, weight)), rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_convolution_gradients_match_mx_conv2d():
