@@ -17,7 +17,7 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.stylize import Stylizer  # noqa: E402
-from engine.transformer import FAST, FULL, TransformerNet  # noqa: E402
+from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
 
 
 def timed(run, sync, repeats):
@@ -84,7 +84,7 @@ def main():
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--dtypes", default="bfloat16")
     args = parser.parse_args()
-    config = FULL if args.net == "full" else FAST
+    config = NETWORKS[args.net]
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))
         for batch in map(int, args.batches.split(",")):

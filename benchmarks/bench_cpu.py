@@ -31,7 +31,7 @@ import mlx.core as mx  # noqa: E402
 
 from engine.registry import style_path  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
-from engine.transformer import FAST, FULL  # noqa: E402
+from engine.transformer import NETWORKS  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 
@@ -160,7 +160,7 @@ def main():
         rows = {"engine fast": bench_engine(image, "fast", args.repeats),
                 "engine full": bench_engine(image, "full", args.repeats)}
         if not args.no_torch:
-            for net, config in (("fast", FAST), ("full", FULL)):
+            for net, config in NETWORKS.items():
                 for name, seconds in bench_torch(image, config, args.repeats).items():
                     rows[f"{name} {net}"] = seconds
         lite = bench_lite(image, args.repeats)

@@ -27,10 +27,10 @@ def worker(args) -> None:
     import engine  # noqa: F401 - first: its BLAS loads before mlx.core
     from engine import distributed, examples
     from engine.train import TrainSettings, train_style
-    from engine.transformer import FAST, FULL
+    from engine.transformer import NETWORKS
     from engine.vgg import load_vgg
 
-    preset = FAST if args.net == "fast" else FULL
+    preset = NETWORKS[args.net]
     settings = TrainSettings(steps=args.warmup + args.steps, batch=args.batch, size=args.size,
                              style_size=args.size, width=preset.width,
                              res_blocks=preset.res_blocks, arch=preset.arch,

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.optimize import style_target  # noqa: E402
 from engine.train import TrainSettings, make_train_step  # noqa: E402
-from engine.transformer import FAST, FULL, TransformerNet  # noqa: E402
+from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
 from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def main():
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--net", choices=("full", "fast"), default="full")
     args = parser.parse_args()
-    preset = FULL if args.net == "full" else FAST
+    preset = NETWORKS[args.net]
     settings = TrainSettings(size=args.size, width=preset.width, res_blocks=preset.res_blocks,
                              arch=preset.arch)
     vgg = load_vgg(path=args.vgg_weights)

@@ -19,14 +19,13 @@ from .errors import EngineError, UsageError
 from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
 from .train import TrainSettings
-from .transformer import FAST, FULL
+from .transformer import NETWORKS
 
 DEFAULTS = OptimizeSettings()
 TRAIN_DEFAULTS = TrainSettings()
 NetChoice = Annotated[str, typer.Option(
     "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
     "on a GPU), full or fast.")]
-NETS = {"full": FULL, "fast": FAST}
 
 app = typer.Typer(
     help="Neural style transfer and image generation on MLX.",
@@ -209,9 +208,9 @@ def train_style(
     from .vgg import load_vgg
 
     with user_errors():
-        if net not in NETS:
+        if net not in NETWORKS:
             raise UsageError(f"unknown --net {net!r}; use full or fast")
-        preset = NETS[net]
+        preset = NETWORKS[net]
         name = name or style_image.stem
         settings = TrainSettings(
             steps=steps, batch=batch, size=size, style_size=style_size,
@@ -342,10 +341,9 @@ def video(
     net: NetChoice = "auto",
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
-    import mlx.core as mx
-
     from .registry import style_path
     from .stylize import Stylizer
+    from .transformer import on_cpu
     from .video import probe, stylize_video
 
     with user_errors():
@@ -362,7 +360,7 @@ def video(
                 progress.update(task, completed=p.frames, total=p.total,
                                 fps=f"{p.frames_per_second:.1f} frames/s")
 
-            batch = batch or (1 if mx.default_device() == mx.cpu else 8)
+            batch = batch or (1 if on_cpu() else 8)
             stylize_video(source, output, stylizer, batch, max_size, stabilize, crf=crf,
                           overwrite=overwrite, on_progress=on_progress)
         err.print(f"wrote {output} ({info.width}x{info.height} at {float(info.rate):.3g} fps"

@@ -119,6 +119,8 @@ def style_path(name: str, net: str = "auto") -> Path:
     A style may come in two networks: `full` (Johnson et al.) and `fast` (the CPU network).
     `auto` takes the fast one on the CPU, where it is ~7x quicker, and the full one on a GPU.
     """
+    from .transformer import on_cpu
+
     if net not in NETS:
         raise UsageError(f"unknown --net {net!r}; use auto, full or fast")
     candidate = Path(name)
@@ -126,12 +128,6 @@ def style_path(name: str, net: str = "auto") -> Path:
         return candidate
     style = styles().get(name).item
     fast = getattr(style, "fast_path", None)
-    if fast is not None and (net == "fast" or (net == "auto" and _on_cpu())):
+    if fast is not None and (net == "fast" or (net == "auto" and on_cpu())):
         return Path(fast)
     return Path(style.path)
-
-
-def _on_cpu() -> bool:
-    import mlx.core as mx
-
-    return mx.default_device() == mx.cpu

@@ -56,6 +56,7 @@ OUTPUT_SCALE = 1.0 / 255.0
 
 FULL = NetConfig(32, 5)
 FAST = NetConfig(64, 5, "shuffle")  # the CPU network: no full-resolution activations
+NETWORKS = {"full": FULL, "fast": FAST}  # the names --net takes
 
 
 class InstanceNorm(nn.Module):
