@@ -144,7 +144,6 @@ class ShardedContent:
 
     def __init__(self, paths: Sequence[Path], size: int, shards: int = 1,
                  held: Sequence[int] | None = None):
-        self.shards = shards
         self.held = list(range(shards)) if held is None else list(held)
         self.sets = {}
         for s in self.held:

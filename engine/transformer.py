@@ -113,10 +113,8 @@ def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False) -> m
     batch, hp, wp, _ = padded.shape
     height, width = hp - k + 1 - spare_row, wp - k + 1
     flat = padded.reshape(-1, cin)
-    if spare_row and batch == 1 and wp >= k - 1:
-        rows = height * wp
-    else:
-        rows = batch * hp * wp - (k - 1) * (wp + 1)
+    view = spare_row and batch == 1  # then every tap's slice of height*wp rows fits in `flat`
+    rows = height * wp if view else batch * hp * wp - (k - 1) * (wp + 1)
     taps = weight.transpose(1, 2, 3, 0)
     out = None
     for dy in range(k):
@@ -124,7 +122,7 @@ def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False) -> m
             start = dy * wp + dx
             piece = flat[start:start + rows]
             out = piece @ taps[dy, dx] if out is None else mx.addmm(out, piece, taps[dy, dx])
-    if rows == height * wp and batch == 1:
+    if view:
         return out.reshape(1, height, wp, cout)[:, :, :width]
     out = mx.pad(out, [(0, batch * hp * wp - rows), (0, 0)])
     return out.reshape(batch, hp, wp, cout)[:, :height, :width]
