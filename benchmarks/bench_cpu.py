@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402,F401 - first: loads MKL before mlx.core
-import mlx.core as mx  # noqa: E402
 
 from engine.registry import style_path  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
