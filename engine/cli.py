@@ -189,6 +189,9 @@ def train_style(
     tv_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.tv_weight,
     content_layer: Annotated[str, typer.Option(help="relu2_2 or relu3_3.")
                              ] = TRAIN_DEFAULTS.content_layer,
+    style_layers: Annotated[str, typer.Option(help="Comma-separated VGG16 ReLU layers whose Gram "
+                                              "matrices the style loss matches.")
+                            ] = ",".join(TRAIN_DEFAULTS.style_layers),
     learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
     net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
                                     "network: 7x faster there).")] = "full",
@@ -216,6 +219,7 @@ def train_style(
             steps=steps, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
+            style_layers=tuple(name.strip() for name in style_layers.split(",") if name.strip()),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()

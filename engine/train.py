@@ -38,7 +38,7 @@ from .optimize import style_target
 from .styles import check_name, engine_home, save_atomic, save_style, style_dir
 from .stylize import crop, pad4
 from .transformer import ARCHS, NetConfig, TransformerNet
-from .vgg import VGG
+from .vgg import VGG, VGG16
 
 @dataclass
 class TrainSettings:
@@ -72,6 +72,10 @@ class TrainSettings:
             raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
             raise UsageError("loss weights must not be negative")
+        unknown = [name for name in self.style_layers if name not in VGG16.taps]
+        if unknown or not self.style_layers:
+            raise UsageError(f"unknown style layer {', '.join(unknown) or '(none given)'}; use "
+                             f"comma-separated VGG16 ReLU names: {', '.join(VGG16.taps)}")
 
     @property
     def config(self) -> NetConfig:

@@ -103,6 +103,9 @@ def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
     result = runner.invoke(app, ["train-style", str(style_image), "--content",
                                  str(tmp_path / "empty"), "--steps", "1"])
     assert result.exit_code == 2 and "holds no images" in result.output
+    result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
+                                 "--style-layers", "relu1_2,conv9", "--steps", "1"])
+    assert result.exit_code == 2 and "unknown style layer conv9" in result.output
 
 
 def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir, style_image,
@@ -110,8 +113,10 @@ def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir
     result = runner.invoke(app, [
         "train-style", str(style_image), "--name", "stripes", "--content", str(content_dir),
         "--steps", "4", "--batch", "2", "--size", "32", "--style-size", "48", "--width", "4",
-        "--vgg-weights", str(tiny_vgg_file)])
+        "--style-layers", "relu1_1, relu2_1,relu3_1", "--vgg-weights", str(tiny_vgg_file)])
     assert result.exit_code == 0, result.output
+    training = read_info(style_dir() / "stripes.safetensors").training
+    assert training["style_layers"] == ["relu1_1", "relu2_1", "relu3_1"]
     listed = runner.invoke(app, ["styles", "--json"])
     assert '"name": "stripes"' in listed.output
     photo = write_image(tmp_path / "photo.png", (30, 22))
