@@ -243,6 +243,25 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
                            "start again without --resume") from None
 
 
+# What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
+# learning rate may change), or its style file would record settings it was only half trained on.
+OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
+             "style_layers", "width", "res_blocks", "arch")
+
+
+def _check_same_objective(name: str, saved: dict, settings: TrainSettings) -> None:
+    now = asdict(settings)
+    for key in OBJECTIVE:
+        before = saved.get(key)
+        if before is not None and json.loads(json.dumps(now[key])) != before:
+            def shown(value):
+                return ",".join(value) if isinstance(value, (list, tuple)) else value
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"the checkpoint of {name!r} was trained with {flag} {shown(before)}, "
+                             f"not {shown(now[key])}; resume with the same setting or train a "
+                             "new --name")
+
+
 def _sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -312,6 +331,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         step, metadata, losses = load_checkpoint(checkpoint, net, optimizer)
         if metadata.get("style_sha256") != style_sha:
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
+        _check_same_objective(name, json.loads(metadata.get("settings", "{}")), settings)
     mx.eval(net.parameters())
 
     train_step, state = make_train_step(vgg, net, optimizer, grams, settings)

@@ -71,6 +71,16 @@ def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
                           resume=True)
     assert resumed.steps == 12 and len(resumed.losses) == 12
     assert resumed.losses[:5] == interrupted.losses
+    changed = TrainSettings(steps=16, **{**TINY, "style_weight": 1e6})
+    with pytest.raises(UsageError, match="trained with --style-weight 100000.0, not 1000000.0"):
+        train_style(tiny_vgg, style_image, "r", photos, changed, resume=True)
+    layers = TrainSettings(steps=16, style_layers=("relu1_1",), **TINY)
+    with pytest.raises(UsageError, match="--style-layers relu1_2,relu2_2,relu3_3,relu4_3, not "
+                                         "relu1_1;"):
+        train_style(tiny_vgg, style_image, "r", photos, layers, resume=True)
+    longer = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=14, **TINY),
+                         resume=True)  # more steps: allowed
+    assert longer.steps == 14
 
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
