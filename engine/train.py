@@ -35,7 +35,8 @@ from .errors import EngineError, ImageError, UsageError, WeightsError
 from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
-from .styles import check_name, engine_home, save_atomic, save_style, style_dir
+from .styles import (check_name, engine_home, read_metadata, save_atomic, save_style,
+                     style_dir)
 from .stylize import crop, pad4
 from .transformer import ARCHS, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
@@ -250,16 +251,19 @@ OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight"
 
 
 def _check_same_objective(name: str, saved: dict, settings: TrainSettings) -> None:
-    now = asdict(settings)
+    now = json.loads(json.dumps(asdict(settings)))  # tuples -> lists, as saved
+
+    def shown(key: str, value) -> str:
+        if key == "arch":  # set by --net: full (johnson) or fast (shuffle)
+            return {"johnson": "full", "shuffle": "fast"}.get(value, value)
+        return ",".join(value) if isinstance(value, list) else str(value)
+
     for key in OBJECTIVE:
-        before = saved.get(key)
-        if before is not None and json.loads(json.dumps(now[key])) != before:
-            def shown(value):
-                return ",".join(value) if isinstance(value, (list, tuple)) else value
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"the checkpoint of {name!r} was trained with {flag} {shown(before)}, "
-                             f"not {shown(now[key])}; resume with the same setting or train a "
-                             "new --name")
+        if saved.get(key) is not None and now[key] != saved[key]:
+            flag = "--net" if key in ("arch", "res_blocks") else "--" + key.replace("_", "-")
+            raise UsageError(f"the checkpoint of {name!r} was trained with {flag} "
+                             f"{shown(key, saved[key])}, not {shown(key, now[key])}; resume with "
+                             "the same setting or train a new --name")
 
 
 def _sha256_file(path: Path) -> str:
@@ -328,10 +332,14 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
-        step, metadata, losses = load_checkpoint(checkpoint, net, optimizer)
-        if metadata.get("style_sha256") != style_sha:
+        try:
+            saved = read_metadata(checkpoint, "engine-checkpoint", "checkpoint")
+        except WeightsError as error:
+            raise WeightsError(f"{error}; start again without --resume") from None
+        if saved.get("style_sha256") != style_sha:
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
-        _check_same_objective(name, json.loads(metadata.get("settings", "{}")), settings)
+        _check_same_objective(name, json.loads(saved.get("settings", "{}")), settings)
+        step, _, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 
     train_step, state = make_train_step(vgg, net, optimizer, grams, settings)

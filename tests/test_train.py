@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from engine import train as train_module
 from engine.cli import app
-from engine.errors import ImageError, UsageError
+from engine.errors import ImageError, UsageError, WeightsError
 from engine.styles import load_style, read_info, style_dir
 from engine.train import TrainSettings, train_style
 
@@ -78,6 +78,16 @@ def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
     with pytest.raises(UsageError, match="--style-layers relu1_2,relu2_2,relu3_3,relu4_3, not "
                                          "relu1_1;"):
         train_style(tiny_vgg, style_image, "r", photos, layers, resume=True)
+    fast = TrainSettings(steps=16, **{**TINY, "arch": "shuffle"})
+    with pytest.raises(UsageError, match="trained with --net full, not fast"):
+        train_style(tiny_vgg, style_image, "r", photos, fast, resume=True)
+    checkpoint = style_dir().parent / "runs" / "r" / "checkpoint.safetensors"
+    good = checkpoint.read_bytes()
+    checkpoint.write_bytes(good[:40])
+    with pytest.raises(WeightsError, match="start again without --resume"):
+        train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=16, **TINY),
+                    resume=True)
+    checkpoint.write_bytes(good)
     longer = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=14, **TINY),
                          resume=True)  # more steps: allowed
     assert longer.steps == 14
