@@ -20,9 +20,10 @@ import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import numpy as np
 
-from engine.registry import style_path
+from engine.registry import NETS, style_path
 from engine.styles import read_info
 from engine.stylize import Stylizer
+from engine.transformer import NETWORK_NAMES
 from engine.video import stylize_frames, stylize_video
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
@@ -56,11 +57,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--flicker", type=Path, help="measure flicker on this clip instead")
     parser.add_argument("--flicker-size", type=int, default=384)
-    parser.add_argument("--net", choices=("auto", "full", "fast"), default="auto")
+    parser.add_argument("--net", choices=NETS, default="auto")
     args = parser.parse_args()
     path = style_path(args.style, args.net)
     stylizer = Stylizer.from_file(path)
-    network_kind = "fast" if read_info(path).config.arch == "shuffle" else "full"
+    network_kind = NETWORK_NAMES[read_info(path).config.arch]
     device = str(mx.default_device())
     if args.flicker:
         from engine.video import flicker

@@ -19,7 +19,7 @@ from .errors import EngineError, UsageError
 from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
 from .train import TrainSettings
-from .transformer import NETWORKS
+from .transformer import NETWORK_NAMES, NETWORKS
 
 DEFAULTS = OptimizeSettings()
 TRAIN_DEFAULTS = TrainSettings()
@@ -447,7 +447,7 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
                         f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
                         f"sw {t.get('style_weight', '?')}")
             name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-            network = (f"{'fast' if row['network'] == 'shuffle' else 'full'} width "
+            network = (f"{NETWORK_NAMES[row['network']]} width "
                        f"{row['width']}, {row['parameters'] / 1e6:.2f}M weights"
                        + (" + fast CPU network" if row["fast_path"] else ""))
             table.add_row(name, row["plugin"], network, training, row["preview"] or "")

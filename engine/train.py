@@ -38,7 +38,7 @@ from .optimize import style_target
 from .styles import (check_name, engine_home, read_metadata, save_atomic, save_style,
                      style_dir)
 from .stylize import crop, pad4
-from .transformer import ARCHS, NetConfig, TransformerNet
+from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
 
 @dataclass
@@ -254,8 +254,8 @@ def _check_same_objective(name: str, saved: dict, settings: TrainSettings) -> No
     now = json.loads(json.dumps(asdict(settings)))  # tuples -> lists, as saved
 
     def shown(key: str, value) -> str:
-        if key == "arch":  # set by --net: full (johnson) or fast (shuffle)
-            return {"johnson": "full", "shuffle": "fast"}.get(value, value)
+        if key == "arch":  # set by --net
+            return NETWORK_NAMES.get(value, value)
         return ",".join(value) if isinstance(value, list) else str(value)
 
     for key in OBJECTIVE:
