@@ -57,6 +57,11 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
     if text is None:
         return None
@@ -219,7 +224,7 @@ def train_style(
             steps=steps, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
-            style_layers=tuple(name.strip() for name in style_layers.split(",") if name.strip()),
+            style_layers=tuple(_names(style_layers)),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
@@ -390,7 +395,7 @@ def webcam(
     from .video import CameraError, Window, check_video_output, open_camera, run_webcam
 
     with user_errors():
-        names = [n.strip() for n in style.split(",") if n.strip()]
+        names = _names(style)
         paths = {name: style_path(name, net) for name in names}
         if record is not None:
             check_video_output(record)
