@@ -228,17 +228,19 @@ def save_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer,
 
 
 def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
-                    ) -> tuple[int, dict, list[float]]:
+                    ) -> tuple[int, list[float]]:
+    """Weights and optimizer state into `net` and `optimizer`; the step and loss history.
+
+    The caller has checked the header (format, style, settings) with read_metadata first.
+    """
     try:
         arrays, metadata = mx.load(str(path), return_metadata=True)
-        if metadata.get("format") != "engine-checkpoint":
-            raise ValueError("not an engine checkpoint")
         model = [(k[len("model."):], v) for k, v in arrays.items() if k.startswith("model.")]
         net.load_weights(model, strict=True)
         state = [(k[len("optimizer."):], v) for k, v in arrays.items()
                  if k.startswith("optimizer.")]
         optimizer.state = tree_unflatten(state)
-        return int(metadata["step"]), metadata, json.loads(metadata.get("losses", "[]"))
+        return int(metadata["step"]), json.loads(metadata.get("losses", "[]"))
     except (ValueError, KeyError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
                            "start again without --resume") from None
@@ -339,7 +341,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         if saved.get("style_sha256") != style_sha:
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
         _check_same_objective(name, json.loads(saved.get("settings", "{}")), settings)
-        step, _, losses = load_checkpoint(checkpoint, net, optimizer)
+        step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 
     train_step, state = make_train_step(vgg, net, optimizer, grams, settings)
