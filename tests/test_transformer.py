@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from engine.stylize import Stylizer
+from engine import transformer
 from engine.transformer import FAST, FULL, InstanceNorm, NetConfig, NormStats, TransformerNet, \
-    conv2d_cpu, depth_to_space, reflect_pad, space_to_depth, upsample2x
+    conv2d_cpu, conv_out_rows, depth_to_space, reflect_pad, space_to_depth, upsample2x
 
 
 def test_shapes_and_configs():
@@ -62,6 +63,28 @@ def test_cpu_convolution_gradients_match_mx_conv2d():
     theirs = mx.grad(lambda x, w: (mx.conv2d(x, w) ** 2).sum(), argnums=(0, 1))(x, weight)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-3)
+
+
+def test_few_output_channel_convolution_by_rows_matches_mx_conv2d():
+    x = mx.random.normal((2, 14, 17, 6))
+    weight = mx.random.normal((3, 9, 9, 6))
+    np.testing.assert_allclose(np.array(conv_out_rows(x, weight)),
+                               np.array(mx.conv2d(x, weight)), rtol=1e-4, atol=1e-3)
+    ours = mx.grad(lambda x, w: (conv_out_rows(x, w) ** 2).sum(), argnums=(0, 1))(x, weight)
+    theirs = mx.grad(lambda x, w: (mx.conv2d(x, w) ** 2).sum(), argnums=(0, 1))(x, weight)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-2)
+
+
+def test_gpu_layer_path_gives_the_cpu_path_result(monkeypatch):
+    """The GPU branch of the network (slice padding, the output layer by rows), run here on
+    the CPU, against the CPU branch: the same function of the same weights."""
+    mx.random.seed(3)
+    net = TransformerNet(NetConfig(8, 2))
+    x = mx.random.uniform(shape=(2, 20, 24, 3))
+    on_cpu = np.array(net(x))
+    monkeypatch.setattr(transformer, "on_cpu", lambda: False)
+    np.testing.assert_allclose(np.array(net(x)), on_cpu, rtol=1e-4, atol=1e-4)
 
 
 def test_instance_norm_normalizes_each_image_and_channel():

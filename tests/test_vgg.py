@@ -6,6 +6,7 @@ import sys
 import tarfile
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -13,7 +14,7 @@ from mlx.utils import tree_flatten
 from engine import vgg as vgg_module
 from engine.errors import WeightsError
 from engine.vgg import (VGG16, VGGSpec, convert_lpips_checkpoint, load_numpy_pickle,
-                        load_vgg, resolve_weights, tiny_spec)
+                        load_vgg, max_pool2_views, resolve_weights, tiny_spec)
 
 from . import reference
 
@@ -199,3 +200,15 @@ def test_real_vgg16_sees_a_difference_between_images(real_vgg_weights):
                        dtype=mx.float32)[None]
     a, b = model(flat, ["relu3_1"])["relu3_1"], model(stripes, ["relu3_1"])["relu3_1"]
     assert float(mx.mean(mx.abs(a - b))) > 0.1
+
+
+def test_gpu_max_pooling_matches_max_pool2d():
+    """The GPU's pooling (four strided views) against nn.MaxPool2d, odd sides included; the
+    gradients agree wherever the window's maximum is unique (after a ReLU, ties are at 0, where
+    the ReLU passes no gradient anyway)."""
+    x = mx.random.normal((2, 9, 12, 5))
+    np.testing.assert_array_equal(np.array(max_pool2_views(x)), np.array(nn.MaxPool2d(2, 2)(x)))
+    weights = mx.random.normal((2, 4, 6, 5))
+    ours = mx.grad(lambda x: (max_pool2_views(x) * weights).sum())(x)
+    theirs = mx.grad(lambda x: (nn.MaxPool2d(2, 2)(x) * weights).sum())(x)
+    np.testing.assert_allclose(np.array(ours), np.array(theirs))
