@@ -1,0 +1,485 @@
+"""Where the GPU time goes: the style network and the training step taken apart, op by op,
+with PyTorch's time for the same op beside MLX's, and alternatives for the slow parts.
+
+    python benchmarks/profile_gpu.py [--sections conv,apply,train] [--out results.jsonl]
+
+Random weights and inputs (speed does not depend on them). One JSON line per measurement:
+{"section", "case", "mlx_ms", "torch_ms"?}. Meant for the GPU machine; runs (slowly) anywhere.
+"""
+
+import argparse
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import engine  # noqa: F401,I001 - first: its BLAS loads before mlx.core
+import mlx.core as mx
+import mlx.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine.losses import gram  # noqa: E402
+from engine.transformer import FULL, TransformerNet, reflect_pad, upsample2x  # noqa: E402
+from engine.vgg import VGG  # noqa: E402
+
+OUT = None
+
+
+def emit(section, case, **values):
+    line = json.dumps({"section": section, "case": case,
+                       **{k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}})
+    print(line, flush=True)
+    if OUT:
+        with open(OUT, "a") as f:
+            f.write(line + "\n")
+
+
+def mlx_ms(fn, *args, repeats=20):
+    for _ in range(2):
+        mx.eval(fn(*args))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        mx.eval(fn(*args))
+    return (time.perf_counter() - start) * 1000 / repeats
+
+
+def torch_ms(fn, *args, repeats=20):
+    import torch
+
+    for _ in range(2):
+        fn(*args)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(*args)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / repeats
+
+
+def release():
+    """Hand cached device memory back between measurements (both frameworks keep caches)."""
+    mx.clear_cache()
+    if "torch" in sys.modules:
+        sys.modules["torch"].cuda.empty_cache()
+
+
+def have_torch():
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        torch.backends.cudnn.benchmark = True
+        return True
+    except ImportError:
+        return False
+
+
+# ------------------------------------------------------------------------ conv
+
+def conv_cases(scale=1):
+    """(label, batch, height, width, cin, cout, kernel, stride): the style network's
+    convolutions at 1080p batch 8 and VGG16's at 256 batch 8 (sides divided by `scale`)."""
+    b, h, w = 8, 1080 // scale, 1920 // scale
+    yield from [
+        ("net in 9x9 3->32", b, h, w, 3, 32, 9, 1),
+        ("net in 9x9 8->32", b, h, w, 8, 32, 9, 1),
+        ("net down 32->64 s2", b, h, w, 32, 64, 3, 2),
+        ("net down 64->128 s2", b, h // 2, w // 2, 64, 128, 3, 2),
+        ("net res 128->128", b, h // 4, w // 4, 128, 128, 3, 1),
+        ("net up 128->64", b, h // 2, w // 2, 128, 64, 3, 1),
+        ("net up 64->32", b, h, w, 64, 32, 3, 1),
+        ("net out 9x9 32->3", b, h, w, 32, 3, 9, 1),
+        ("net out 9x9 32->8", b, h, w, 32, 8, 9, 1),
+        ("vgg 3->64", 8, 256 // scale, 256 // scale, 3, 64, 3, 1),
+        ("vgg 64->64", 8, 256 // scale, 256 // scale, 64, 64, 3, 1),
+        ("vgg 128->128", 8, 128 // scale, 128 // scale, 128, 128, 3, 1),
+        ("vgg 256->256", 8, 64 // scale, 64 // scale, 256, 256, 3, 1),
+        ("vgg 512->512", 8, 32 // scale, 32 // scale, 512, 512, 3, 1),
+    ]
+
+
+def section_conv(torch_too, scale):
+    for label, b, h, w, cin, cout, k, s in conv_cases(scale):
+        for dtype in (mx.bfloat16, mx.float32):
+            if label.startswith("net") and dtype == mx.float32:
+                continue
+            x = mx.random.normal((b, h + k - 1, w + k - 1, cin)).astype(dtype)
+            wt = (mx.random.normal((cout, k, k, cin)) * 0.05).astype(dtype)
+            fwd = mx.compile(lambda x, wt, s=s: mx.conv2d(x, wt, stride=s))
+            values = {"mlx_ms": mlx_ms(fwd, x, wt)}
+            if label.startswith("vgg"):  # VGG needs the input gradient only
+                grad = mx.compile(mx.grad(lambda x, wt: mx.sum(mx.conv2d(x, wt)).astype(mx.float32)))
+                values["mlx_input_grad_ms"] = mlx_ms(grad, x, wt)
+            else:  # the style network trains its weights
+                grad = mx.compile(mx.grad(lambda x, wt, s=s: mx.sum(mx.conv2d(x, wt, stride=s))
+                                          .astype(mx.float32), argnums=(0, 1)))
+                if h <= 256:
+                    values["mlx_both_grads_ms"] = mlx_ms(grad, x, wt)
+            if torch_too:
+                values.update(torch_conv(b, h + k - 1, w + k - 1, cin, cout, k, s, dtype,
+                                         label.startswith("vgg")))
+            emit("conv", f"{label} {b}x{h}x{w} {dtype}", **values)
+            del x, wt
+            release()
+
+
+def torch_conv(b, h, w, cin, cout, k, s, dtype, input_grad):
+    import torch
+    import torch.nn.functional as F
+
+    tdtype = torch.bfloat16 if dtype == mx.bfloat16 else torch.float32
+    x = torch.randn(b, cin, h, w, device="cuda", dtype=tdtype).contiguous(
+        memory_format=torch.channels_last)
+    wt = (torch.randn(cout, cin, k, k, device="cuda", dtype=tdtype) * 0.05).contiguous(
+        memory_format=torch.channels_last)
+    values = {}
+    with torch.no_grad():
+        values["torch_ms"] = torch_ms(lambda: F.conv2d(x, wt, stride=s))
+    if input_grad:
+        xg = x.detach().requires_grad_(True)
+
+        def backward():
+            y = F.conv2d(xg, wt)
+            (gx,) = torch.autograd.grad(y.sum(), xg)
+            return gx
+        values["torch_input_grad_ms"] = torch_ms(backward)
+    return values
+
+
+# ----------------------------------------------------------------------- apply
+
+def norm_onepass(norm, x):
+    """Instance norm from E[x] and E[x^2] in float32: one read of x for both statistics."""
+    x32 = x.astype(mx.float32)
+    mean = mx.mean(x32, axis=(1, 2), keepdims=True)
+    var = mx.maximum(mx.mean(mx.square(x32), axis=(1, 2), keepdims=True) - mx.square(mean), 0)
+    scale = mx.rsqrt(var + norm.eps) * norm.weight
+    shift = norm.bias - mean * scale
+    return (x * scale.astype(x.dtype) + shift.astype(x.dtype))
+
+
+def norm_matmul(norm, x):
+    """Instance norm with the sums as matrix products (ones @ x) on the tensor cores."""
+    batch, height, width, channels = x.shape
+    flat = x.reshape(batch, height * width, channels)
+    ones = mx.full((batch, 1, height * width), 1.0 / (height * width), dtype=x.dtype)
+    mean = (ones @ flat).astype(mx.float32)
+    square = (ones @ mx.square(flat)).astype(mx.float32)
+    var = mx.maximum(square - mx.square(mean), 0)
+    scale = (mx.rsqrt(var + norm.eps) * norm.weight).reshape(batch, 1, 1, channels)
+    shift = (norm.bias - mean.reshape(batch, 1, 1, channels) * scale)
+    return x * scale.astype(x.dtype) + shift.astype(x.dtype)
+
+
+def pad_for(mode, p):
+    if mode == "reflect":
+        return lambda x: mx.pad(x, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+    if mode == "slices":
+        return lambda x: reflect_pad(x, p)
+    return lambda x: mx.pad(x, [(0, 0), (p, p), (p, p), (0, 0)])
+
+
+def conv_in_rows(xp, w):
+    """A k x k convolution with few input channels as a k x 1 one over the k horizontal shifts
+    of the input stacked as channels (3 -> 27 input channels for the 9x9 input layer)."""
+    cout, k, _, cin = w.shape
+    width = xp.shape[2] - k + 1
+    stacked = mx.concatenate([xp[:, :, dx:dx + width] for dx in range(k)], axis=-1)
+    return mx.conv2d(stacked, w.reshape(cout, k, 1, k * cin))
+
+
+def conv_out_rows(xp, w):
+    """A k x k convolution with few output channels as a k x 1 one with k * cout outputs (one
+    per output channel and column offset), summed over the k column shifts."""
+    cout, k, _, cin = w.shape
+    width = xp.shape[2] - k + 1
+    z = mx.conv2d(xp, w.transpose(2, 0, 1, 3).reshape(k * cout, k, 1, cin))
+    out = z[:, :, 0:width, 0:cout]
+    for dx in range(1, k):
+        out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
+    return out
+
+
+def conv_layer(layer, x, pad_mode, cin_to=None, cout_to=None, rows=False):
+    conv = layer.conv
+    weight, bias = conv.weight, conv.bias
+    if rows and weight.shape[1] > 3 and min(weight.shape[0], weight.shape[-1]) < 8:
+        x = pad_for(pad_mode, layer.pad)(x)
+        rowwise = conv_in_rows if weight.shape[-1] < 8 else conv_out_rows
+        return rowwise(x, weight) + bias
+    if cin_to and weight.shape[-1] < cin_to:  # zero input channels: tensor-core friendly
+        extra = cin_to - weight.shape[-1]
+        weight = mx.pad(weight, [(0, 0), (0, 0), (0, 0), (0, extra)])
+        x = mx.pad(x, [(0, 0), (0, 0), (0, 0), (0, extra)])
+    cout = weight.shape[0]
+    if cout_to and cout < cout_to:
+        weight = mx.pad(weight, [(0, cout_to - cout), (0, 0), (0, 0), (0, 0)])
+    x = pad_for(pad_mode, layer.pad)(x)
+    y = mx.conv2d(x, weight, stride=conv.stride)
+    if cout_to and cout < cout_to:
+        y = y[..., :cout]
+    return y + bias
+
+
+def forward_variant(net, x, pad_mode="reflect", norm="meanvar", cin_to=None, cout_to=None,
+                    rows=False):
+    """TransformerNet.__call__ (johnson arch) with swappable parts."""
+    normed = {"meanvar": lambda n, y: n(y), "onepass": norm_onepass, "matmul": norm_matmul}[norm]
+    for i, (layer, n) in enumerate(zip(net.down, net.down_norms)):
+        x = nn.relu(normed(n, conv_layer(layer, x, pad_mode, cin_to if i == 0 else None,
+                                         rows=rows)))
+    for block in net.blocks:
+        y = nn.relu(normed(block.norm1, conv_layer(block.conv1, x, pad_mode)))
+        x = x + normed(block.norm2, conv_layer(block.conv2, y, pad_mode))
+    for layer, n in zip(net.up, net.up_norms):
+        x = nn.relu(normed(n, conv_layer(layer, upsample2x(x), pad_mode)))
+    return conv_layer(net.out, x, pad_mode, cout_to=cout_to, rows=rows)
+
+
+def section_apply(torch_too, shapes, stages_too=True):
+    for batch, height, width in shapes:
+        net = TransformerNet(FULL)
+        net.set_dtype(mx.bfloat16)
+        x = mx.random.uniform(shape=(batch, height, width, 3)).astype(mx.bfloat16)
+        tag = f"{batch}x{height}x{width}"
+        def per_frame(ms, batch=batch):
+            return ms / batch
+        whole = mx.compile(lambda x, net=net: net(x))
+        emit("apply", f"whole net {tag}", mlx_ms_per_frame=per_frame(mlx_ms(whole, x)))
+        half = TransformerNet(FULL)
+        half.set_dtype(mx.float16)
+        x16 = x.astype(mx.float16)
+        emit("apply", f"whole net float16 {tag}",
+             mlx_ms_per_frame=per_frame(mlx_ms(mx.compile(lambda x, half=half: half(x)), x16)))
+        del half, x16
+        if not stages_too:
+            continue
+        variants = ({}, {"pad_mode": "slices"}, {"pad_mode": "zero"}, {"norm": "onepass"},
+                    {"norm": "matmul"}, {"cin_to": 8, "cout_to": 8}, {"rows": True},
+                    {"pad_mode": "slices", "rows": True}, {"pad_mode": "zero", "rows": True})
+        for options in variants:  # one change at a time from the network as it is, then all
+            run = mx.compile(partial(forward_variant, net, **options))
+            emit("apply", f"variant {options or 'as is'} {tag}",
+                 mlx_ms_per_frame=per_frame(mlx_ms(run, x)))
+        # stage by stage, on the real activations
+        stages = []
+        h = x
+        for i, (layer, n) in enumerate(zip(net.down, net.down_norms)):
+            stages.append((f"down{i}", layer, n, h, False))
+            h = nn.relu(n(layer(h)))
+        for j, block in enumerate(net.blocks[:1]):
+            stages.append((f"res{j}.conv1", block.conv1, block.norm1, h, False))
+        for j in range(len(net.blocks)):
+            h = net.blocks[j](h)
+        mx.eval(h)
+        for i, (layer, n) in enumerate(zip(net.up, net.up_norms)):
+            emit("apply", f"upsample{i} {tag}", mlx_ms=mlx_ms(mx.compile(upsample2x), h))
+            u = upsample2x(h)
+            stages.append((f"up{i}", layer, n, u, False))
+            h = nn.relu(n(layer(u)))
+        stages.append(("out", net.out, None, h, True))
+        for name, layer, n, inp, last in stages:
+            mx.eval(inp)
+            p = layer.pad
+            padded = mx.pad(inp, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+            mx.eval(padded)
+            values = {
+                "pad_reflect": mlx_ms(mx.compile(pad_for("reflect", p)), inp),
+                "pad_slices": mlx_ms(mx.compile(pad_for("slices", p)), inp),
+                "conv": mlx_ms(mx.compile(lambda xp, c=layer.conv: c(xp)), padded),
+            }
+            if layer.conv.weight.shape[1] == 9:
+                rowwise = conv_in_rows if name == "down0" else conv_out_rows
+                values["conv_rows"] = mlx_ms(mx.compile(
+                    lambda xp, c=layer.conv, f=rowwise: f(xp, c.weight) + c.bias), padded)
+            y = layer.conv(padded)
+            mx.eval(y)
+            if n is not None:
+                values["norm_relu"] = mlx_ms(mx.compile(lambda y, n=n: nn.relu(n(y))), y)
+                values["norm_onepass"] = mlx_ms(mx.compile(
+                    lambda y, n=n: nn.relu(norm_onepass(n, y))), y)
+                values["norm_matmul"] = mlx_ms(mx.compile(
+                    lambda y, n=n: nn.relu(norm_matmul(n, y))), y)
+                values["stage"] = mlx_ms(mx.compile(lambda x, l=layer, n=n: nn.relu(n(l(x)))), inp)
+            if torch_too:
+                values.update(torch_stage(layer, inp.shape, last))
+            emit("apply", f"stage {name} {tag} {tuple(inp.shape)}", **values)
+            del padded, y
+            release()
+        if torch_too:
+            emit("apply", f"torch whole net {tag}", **torch_whole(batch, height, width))
+        del net, x, h, stages
+        release()
+
+
+def torch_stage(layer, shape, last):
+    import torch
+    import torch.nn.functional as F
+
+    b, h, w, cin = shape
+    cout = layer.conv.weight.shape[0]
+    k = layer.conv.weight.shape[1]
+    s = layer.conv.stride[0]
+    x = torch.randn(b, cin, h, w, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    wt = torch.randn(cout, cin, k, k, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    p = k // 2
+    values = {}
+    with torch.no_grad():
+        padded = F.pad(x, (p, p, p, p), mode="reflect")
+        values["torch_pad"] = torch_ms(lambda: F.pad(x, (p, p, p, p), mode="reflect"))
+        values["torch_conv"] = torch_ms(lambda: F.conv2d(padded, wt, stride=s))
+        y = F.conv2d(padded, wt, stride=s)
+        if not last:
+            values["torch_norm_relu"] = torch_ms(lambda: torch.relu(F.instance_norm(y)))
+    return values
+
+
+def torch_whole(batch, height, width):
+    import torch
+    from torch_peers import torch_net
+
+    net = torch_net(FULL).cuda().eval().half().to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, height, width, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    values = {}
+    with torch.no_grad():
+        values["torch_eager_ms_per_frame"] = torch_ms(lambda: net(x)) / batch
+        compiled = torch.compile(net)
+        values["torch_compiled_ms_per_frame"] = torch_ms(lambda: compiled(x)) / batch
+    return values
+
+
+# ----------------------------------------------------------------------- train
+
+def max_pool_slices(x):
+    """2x2 max pooling as the elementwise maximum of four strided views (one fused kernel)."""
+    return mx.maximum(mx.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
+                      mx.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
+
+
+def section_train(torch_too, batch=8, size=256):
+    taps = ("relu1_1", "relu2_1", "relu2_2", "relu3_1", "relu4_1", "relu5_1")
+    for dtype in (mx.float32, mx.bfloat16):
+        vgg = VGG()
+        vgg.set_dtype(dtype)
+        x = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
+
+        def features_loss(x):
+            f = vgg(x, taps)
+            return sum(mx.mean(mx.square(gram(f[t]).astype(mx.float32))) for t in taps)
+
+        values = {
+            "vgg_forward": mlx_ms(mx.compile(lambda x: vgg(x, taps)), x),
+            "vgg_forward_relu2_2": mlx_ms(mx.compile(lambda x: vgg(x, ["relu2_2"])), x),
+            "vgg_grams_input_grad": mlx_ms(mx.compile(mx.grad(features_loss)), x),
+        }
+        f = vgg(x, taps)
+        mx.eval(f)
+        values["grams"] = mlx_ms(mx.compile(lambda *fs: [gram(t) for t in fs]), *f.values())
+        pool_in = mx.random.normal((batch, size, size, 64)).astype(dtype)
+        values["maxpool_fwd"] = mlx_ms(mx.compile(nn.MaxPool2d(2, 2)), pool_in)
+        values["maxpool_grad"] = mlx_ms(mx.compile(mx.grad(
+            lambda t: mx.sum(nn.MaxPool2d(2, 2)(t)).astype(mx.float32))), pool_in)
+        values["maxpool_slices_fwd"] = mlx_ms(mx.compile(max_pool_slices), pool_in)
+        values["maxpool_slices_grad"] = mlx_ms(mx.compile(mx.grad(
+            lambda t: mx.sum(max_pool_slices(t)).astype(mx.float32))), pool_in)
+        values["maxpool_reshape_grad"] = mlx_ms(mx.compile(mx.grad(
+            lambda t: mx.sum(mx.max(t.reshape(batch, size // 2, 2, size // 2, 2, 64), axis=(2, 4)))
+            .astype(mx.float32))), pool_in)
+        net = TransformerNet(FULL)
+        net.set_dtype(dtype)
+        xs = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
+        net_grad = mx.compile(nn.value_and_grad(net, lambda t: mx.mean(mx.square(net(t)))
+                                                .astype(mx.float32)), inputs=net.state, outputs=net.state)
+        values["net_forward"] = mlx_ms(mx.compile(lambda t: net(t)), xs)
+        values["net_value_and_grad"] = mlx_ms(net_grad, xs)
+        if torch_too:
+            values.update(torch_train_parts(batch, size, dtype))
+        emit("train", f"parts b{batch} {size}px {dtype}", **values)
+        release()
+
+
+def torch_train_parts(batch, size, dtype):
+    import torch
+    import torch.nn.functional as F
+    from torch_peers import torch_net
+
+    tdtype = torch.bfloat16 if dtype == mx.bfloat16 else torch.float32
+    widths = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+    convs, cin = [], 3
+    for block in widths:
+        for cout in block:
+            convs.append((torch.randn(cout, cin, 3, 3, device="cuda", dtype=tdtype) * 0.05)
+                         .contiguous(memory_format=torch.channels_last))
+            cin = cout
+
+    def vgg(x, last=13):
+        outs, i = [], 0
+        for b, block in enumerate(widths):
+            if b:
+                x = F.max_pool2d(x, 2)
+            for _ in block:
+                x = torch.relu(F.conv2d(x, convs[i], padding=1))
+                outs.append(x)
+                i += 1
+                if i >= last:
+                    return outs
+        return outs
+
+    def gram(f):
+        b, c, h, w = f.shape
+        f = f.reshape(b, c, h * w)
+        return f @ f.transpose(1, 2) / (c * h * w)
+
+    x = torch.rand(batch, 3, size, size, device="cuda", dtype=tdtype).contiguous(
+        memory_format=torch.channels_last)
+    values = {}
+    with torch.no_grad():
+        values["torch_vgg_forward"] = torch_ms(lambda: vgg(x))
+    xg = x.detach().requires_grad_(True)
+
+    def grams_grad():
+        loss = sum(gram(f).float().square().mean() for f in vgg(xg))
+        (g,) = torch.autograd.grad(loss, xg)
+        return g
+    values["torch_vgg_grams_input_grad"] = torch_ms(grams_grad)
+    net = torch_net(FULL).cuda().to(tdtype).to(memory_format=torch.channels_last)
+
+    def net_step():
+        net.zero_grad(set_to_none=True)
+        net(x).float().square().mean().backward()
+    values["torch_net_backward"] = torch_ms(net_step)
+    return values
+
+
+def main():
+    global OUT
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sections", default="conv,apply,train")
+    parser.add_argument("--shapes", default="8x1080x1920,1x512x512")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-stages", action="store_true", help="whole networks only")
+    parser.add_argument("--conv-scale", type=int, default=1, help="divide the conv sides (smoke test)")
+    parser.add_argument("--train-size", type=int, default=256)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    OUT = args.out
+    torch_too = not args.no_torch and have_torch()
+    emit("env", "versions", mlx=mx.__version__, device=str(mx.default_device()),
+         torch=torch_too)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    for section in args.sections.split(","):
+        started = time.perf_counter()
+        {"conv": lambda: section_conv(torch_too, args.conv_scale),
+         "apply": lambda: section_apply(torch_too, shapes, not args.no_stages),
+         "train": lambda: section_train(torch_too, size=args.train_size)}[section]()
+        emit("env", f"section {section} took", seconds=time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()
