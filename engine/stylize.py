@@ -11,12 +11,14 @@ import numpy as np
 from .errors import UsageError
 from .optimize import preserve_color as keep_colors
 from .styles import StyleInfo, load_style
-from .transformer import NormStats, TransformerNet
+from .fused import fused_forward
+from .transformer import NormStats, TransformerNet, on_cpu
 
 
 def default_dtype() -> mx.Dtype:
-    """Half precision where a GPU runs it well; float32 on the CPU."""
-    return mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
+    """float16 on a GPU (on the H100 faster than bfloat16, and 8x closer to float32 on the
+    shipped styles); float32 on the CPU."""
+    return mx.float16 if mx.default_device() == mx.gpu else mx.float32
 
 
 class Stylizer:
@@ -45,8 +47,14 @@ class Stylizer:
         net, info = load_style(path)
         return cls(net, info, **options)
 
+    def _net(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
+        """The network's forward pass; on a GPU, the Johnson network's fused one."""
+        if not on_cpu() and self.net.config.arch == "johnson":
+            return fused_forward(self.net, x, stats)
+        return self.net(x, stats)
+
     def _run(self, x: mx.array) -> mx.array:
-        return self.net(x.astype(self.dtype)).astype(mx.float32)
+        return self._net(x.astype(self.dtype)).astype(mx.float32)
 
     def _finish(self, stylized: mx.array, original: mx.array) -> mx.array:
         stylized = mx.clip(stylized, 0.0, 1.0)
@@ -87,7 +95,7 @@ class Stylizer:
         scale = min(1.0, self.stats_size / max(height, width))
         small = resize(image, max(4, round(width * scale)), max(4, round(height * scale)))
         recorder = NormStats()
-        self.net(pad4(small).astype(self.dtype), recorder)
+        self._net(pad4(small).astype(self.dtype), recorder)
         mx.eval(recorder.recorded)
         tile, overlap = self.max_tile, self.overlap
         step = tile - 2 * overlap
@@ -98,7 +106,7 @@ class Stylizer:
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 patch = image[:, top:bottom, left:right]
                 stats = NormStats(recorder.recorded) if shared_stats else None
-                out = self.net(pad4(patch).astype(self.dtype), stats)
+                out = self._net(pad4(patch).astype(self.dtype), stats)
                 out = crop(out.astype(mx.float32), bottom - top, right - left)[0]
                 ramp = _feather(bottom - top, right - left, overlap, top > 0, left > 0,
                                 bottom < height, right < width)

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from .kernels import half_moments
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -81,8 +83,8 @@ class InstanceNorm(nn.Module):
         scale = mx.rsqrt(var + self.eps) * self.weight
         shift = self.bias - mean * scale
         batch, channels = x.shape[0], x.shape[-1]
-        scale = scale.reshape(batch, channels).reshape(batch, 1, 1, channels)
-        shift = shift.reshape(batch, channels).reshape(batch, 1, 1, channels)
+        scale = scale.reshape(batch, channels).reshape(batch, 1, 1, channels).astype(x.dtype)
+        shift = shift.reshape(batch, channels).reshape(batch, 1, 1, channels).astype(x.dtype)
         return x * scale + shift
 
 
@@ -156,6 +158,8 @@ def image_stats(x: mx.array) -> tuple[mx.array, mx.array]:
     W are 6x slower there when C is small (16 channels at half resolution).
     """
     if not on_cpu():
+        if x.dtype in (mx.float16, mx.bfloat16):  # float32 sums (MLX's lose them in half)
+            return half_moments(x)
         return mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
     batch, height, width, channels = x.shape
     flat = x.reshape(batch, height * width, channels)
@@ -195,11 +199,15 @@ class NormStats:
         self._replay: Iterator | None = iter(recorded) if recorded is not None else None
 
     def __call__(self, norm: InstanceNorm, x: mx.array) -> mx.array:
+        return norm(x, self.moments(x))
+
+    def moments(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        """The next norm's (mean, var): replayed, or x's own, recorded."""
         if self._replay is not None:
-            return norm(x, next(self._replay))
+            return next(self._replay)
         stats = image_stats(x)
         self.recorded.append(stats)
-        return norm(x, stats)
+        return stats
 
 
 def _norm(norm: InstanceNorm, x: mx.array, stats: NormStats | None) -> mx.array:

@@ -1,0 +1,92 @@
+"""The fused inference path (engine.fused, engine.kernels) against plain formulas.
+
+On a machine without a GPU the kernels' plain-MLX stand-ins run; on a GPU the CUDA kernels
+themselves are checked against those stand-ins (the last test).
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine.fused import fused_forward
+from engine.kernels import half_moments, pad_affine, reference_moments, reference_pad_affine
+from engine.transformer import NetConfig, NormStats, TransformerNet
+
+
+def _numpy_pad_affine(y, scale, shift, pad, up, relu, residual, rp):
+    b, _, _, c = y.shape
+    x = y * scale.reshape(b, 1, 1, c) + shift.reshape(b, 1, 1, c)
+    if residual is not None:
+        x = x + residual[:, rp:residual.shape[1] - rp, rp:residual.shape[2] - rp]
+    if relu:
+        x = np.maximum(x, 0)
+    x = x.repeat(up, axis=1).repeat(up, axis=2)
+    return np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="reflect")
+
+
+@pytest.mark.parametrize("pad,up,relu,residual", [(1, 1, True, False), (4, 1, True, False),
+                                                  (1, 2, True, False), (1, 1, False, True),
+                                                  (1, 2, False, True)])
+def test_pad_affine_is_norm_relu_residual_upsample_pad(pad, up, relu, residual):
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(2, 6, 7, 8)).astype(np.float32)
+    scale = rng.uniform(0.5, 2, size=(2, 8)).astype(np.float32)
+    shift = rng.normal(size=(2, 8)).astype(np.float32)
+    res = rng.normal(size=(2, 8, 9, 8)).astype(np.float32) if residual else None
+    got = pad_affine(mx.array(y), mx.array(scale), mx.array(shift), pad, up, relu,
+                     None if res is None else mx.array(res), 1 if residual else 0)
+    want = _numpy_pad_affine(y, scale, shift, pad, up, relu, res, 1)
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_half_moments_are_the_float32_mean_and_variance():
+    x = (mx.random.normal((2, 9, 11, 16)) * 30 + 7).astype(mx.float16)
+    mean, var = half_moments(x)
+    x32 = np.array(x.astype(mx.float32))
+    assert mean.dtype == mx.float32 and mean.shape == (2, 1, 1, 16)
+    np.testing.assert_allclose(np.array(mean), x32.mean(axis=(1, 2), keepdims=True), rtol=1e-4,
+                               atol=1e-3)
+    np.testing.assert_allclose(np.array(var), x32.var(axis=(1, 2), keepdims=True), rtol=1e-4)
+
+
+def _net_with_varied_norms(config):
+    mx.random.seed(1)
+    net = TransformerNet(config)
+    norms = [*net.down_norms, *net.up_norms, *[n for b in net.blocks for n in (b.norm1, b.norm2)]]
+    for norm in norms:  # learned scales and shifts away from 1 and 0, or a wiring slip hides
+        norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
+        norm.bias = mx.random.normal(norm.bias.shape) * 0.3
+    return net
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_fused_forward_is_the_network(blocks):
+    net = _net_with_varied_norms(NetConfig(8, blocks))
+    x = mx.random.uniform(shape=(2, 20, 28, 3))
+    want = net(x)
+    np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(want), rtol=1e-4,
+                               atol=1e-6)
+    # recorded statistics replay in the same order (tiles share the whole image's)
+    recorded = NormStats()
+    net(x, recorded)
+    part = x[:, :12]
+    np.testing.assert_allclose(np.array(fused_forward(net, part, NormStats(recorded.recorded))),
+                               np.array(net(part, NormStats(recorded.recorded))), rtol=1e-4,
+                               atol=1e-6)
+
+
+@pytest.mark.skipif(not mx.cuda.is_available(),
+                    reason="the CUDA kernels need a GPU; their CPU stand-ins are tested above")
+def test_gpu_kernels_match_their_stand_ins():
+    mx.set_default_device(mx.gpu)
+    y = mx.random.normal((2, 30, 41, 32)).astype(mx.float16)
+    scale, shift = mx.random.uniform(0.5, 2, (2, 32)), mx.random.normal((2, 32))
+    res = mx.random.normal((2, 32, 43, 32)).astype(mx.float16)
+    for up, residual in ((1, None), (2, None), (2, res)):
+        got = pad_affine(y, scale, shift, 1, up, residual is None, residual, 1)
+        want = reference_pad_affine(y, scale, shift, 1, up, residual is None, residual, 1)
+        np.testing.assert_allclose(np.array(got.astype(mx.float32)),
+                                   np.array(want.astype(mx.float32)), atol=2e-2)
+    big = (mx.random.normal((2, 300, 200, 32)) * 20 + 5).astype(mx.float16)
+    for a, b in zip(half_moments(big), reference_moments(big)):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-3)
