@@ -8,7 +8,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.fused import fused_forward
+from engine import fused
+from engine.fused import conv_blocked, fused_forward
 from engine.kernels import half_moments, pad_affine, reference_moments, reference_pad_affine
 from engine.transformer import NetConfig, NormStats, TransformerNet
 
@@ -72,6 +73,22 @@ def test_fused_forward_is_the_network(blocks):
     part = x[:, :12]
     np.testing.assert_allclose(np.array(fused_forward(net, part, NormStats(recorded.recorded))),
                                np.array(net(part, NormStats(recorded.recorded))), rtol=1e-4,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("cin,cout", [(3, 32), (32, 3), (5, 6)])
+def test_convolution_on_space_to_depth_blocks_is_the_convolution(cin, cout):
+    x = mx.random.normal((2, 12 + 8, 16 + 8, cin))
+    weight = mx.random.normal((cout, 9, 9, cin))
+    np.testing.assert_allclose(np.array(conv_blocked(x, weight)),
+                               np.array(mx.conv2d(x, weight)), rtol=1e-4, atol=1e-3)
+
+
+def test_fused_forward_with_blocked_end_layers_is_the_network(monkeypatch):
+    monkeypatch.setattr(fused, "BLOCKED_FROM", 0)
+    net = _net_with_varied_norms(NetConfig(8, 2))
+    x = mx.random.uniform(shape=(2, 20, 28, 3))
+    np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(net(x)), rtol=1e-4,
                                atol=1e-6)
 
 
