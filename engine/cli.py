@@ -269,8 +269,9 @@ def apply(
     preserve_color: Annotated[bool, typer.Option()] = False,
     batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
                      ] = 8,
-    tile: Annotated[int, typer.Option(help="Images larger than this go through tiles.")
-                    ] = 2048,
+    tile: Annotated[int | None, typer.Option(
+        help="Images larger than this go through tiles [default: 4096 on a GPU, 2048 on the CPU]."
+    )] = None,
     overwrite: Annotated[bool, typer.Option()] = False,
     net: NetChoice = "auto",
 ) -> None:

@@ -144,3 +144,9 @@ def test_tiles_with_shared_statistics_match_the_whole_image():
     assert shared_error < 0.2 * np.abs(whole).mean()  # small tiles: seams are everywhere
     big = Stylizer(net, dtype=mx.float32, max_tile=48, overlap=12)(x)  # the tiled path via call
     assert big.shape == x.shape
+
+
+def test_whole_image_limit_depends_on_the_device():
+    stylizer = Stylizer(TransformerNet(NetConfig(8, 1)))
+    assert stylizer.max_tile == (2048 if mx.default_device() == mx.cpu else 4096)
+    assert Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96).max_tile == 96
