@@ -21,8 +21,8 @@ import mlx.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.losses import gram  # noqa: E402
-from engine.transformer import FULL, TransformerNet, reflect_pad, upsample2x  # noqa: E402
-from engine.vgg import VGG  # noqa: E402
+from engine.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad, upsample2x  # noqa: E402
+from engine.vgg import VGG, max_pool2_views  # noqa: E402
 
 OUT = None
 
@@ -191,18 +191,6 @@ def conv_in_rows(xp, w):
     return mx.conv2d(stacked, w.reshape(cout, k, 1, k * cin))
 
 
-def conv_out_rows(xp, w):
-    """A k x k convolution with few output channels as a k x 1 one with k * cout outputs (one
-    per output channel and column offset), summed over the k column shifts."""
-    cout, k, _, cin = w.shape
-    width = xp.shape[2] - k + 1
-    z = mx.conv2d(xp, w.transpose(2, 0, 1, 3).reshape(k * cout, k, 1, cin))
-    out = z[:, :, 0:width, 0:cout]
-    for dx in range(1, k):
-        out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
-    return out
-
-
 def conv_layer(layer, x, pad_mode, cin_to=None, cout_to=None, rows=False):
     conv = layer.conv
     weight, bias = conv.weight, conv.bias
@@ -356,12 +344,6 @@ def torch_whole(batch, height, width):
 
 # ----------------------------------------------------------------------- train
 
-def max_pool_slices(x):
-    """2x2 max pooling as the elementwise maximum of four strided views (one fused kernel)."""
-    return mx.maximum(mx.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
-                      mx.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
-
-
 def section_train(torch_too, batch=8, size=256):
     taps = ("relu1_1", "relu2_1", "relu2_2", "relu3_1", "relu4_1", "relu5_1")
     for dtype in (mx.float32, mx.bfloat16):
@@ -385,9 +367,9 @@ def section_train(torch_too, batch=8, size=256):
         values["maxpool_fwd"] = mlx_ms(mx.compile(nn.MaxPool2d(2, 2)), pool_in)
         values["maxpool_grad"] = mlx_ms(mx.compile(mx.grad(
             lambda t: mx.sum(nn.MaxPool2d(2, 2)(t)).astype(mx.float32))), pool_in)
-        values["maxpool_slices_fwd"] = mlx_ms(mx.compile(max_pool_slices), pool_in)
+        values["maxpool_slices_fwd"] = mlx_ms(mx.compile(max_pool2_views), pool_in)
         values["maxpool_slices_grad"] = mlx_ms(mx.compile(mx.grad(
-            lambda t: mx.sum(max_pool_slices(t)).astype(mx.float32))), pool_in)
+            lambda t: mx.sum(max_pool2_views(t)).astype(mx.float32))), pool_in)
         values["maxpool_reshape_grad"] = mlx_ms(mx.compile(mx.grad(
             lambda t: mx.sum(mx.max(t.reshape(batch, size // 2, 2, size // 2, 2, 64), axis=(2, 4)))
             .astype(mx.float32))), pool_in)

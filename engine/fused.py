@@ -16,7 +16,6 @@ from .transformer import (
     OUTPUT_SCALE,
     NormStats,
     TransformerNet,
-    conv_out_rows,
     depth_to_space,
     image_stats,
     reflect_pad,
@@ -28,10 +27,8 @@ def _affine(norm, y: mx.array, stats: NormStats | None) -> tuple[mx.array, mx.ar
     """The instance norm's per-(image, channel) scale and shift, (B, C) float32."""
     mean, var = image_stats(y) if stats is None else stats.moments(y)
     batch, channels = y.shape[0], y.shape[-1]
-    mean = mean.astype(mx.float32).reshape(batch, channels)
-    var = var.astype(mx.float32).reshape(batch, channels)
-    scale = mx.rsqrt(var + norm.eps) * norm.weight.astype(mx.float32)
-    return scale, norm.bias.astype(mx.float32) - mean * scale
+    return norm.affine(mean.astype(mx.float32).reshape(batch, channels),
+                       var.astype(mx.float32).reshape(batch, channels))
 
 
 def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = None) -> mx.array:
@@ -41,21 +38,21 @@ def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = No
     norms = list(net.down_norms)
     for following in net.down[1:]:
         h = pad_affine(y, *_affine(norms.pop(0), y, stats), following.pad, relu=True)
-        y = following.conv(h)
+        y = following.padded_conv(h)
     blocks = net.blocks
     xp = pad_affine(y, *_affine(norms.pop(0), y, stats), blocks[0].conv1.pad if blocks
                     else net.up[0].pad, up=1 if blocks else 2, relu=True)
     for k, block in enumerate(blocks):
-        y = block.conv1.conv(xp)
+        y = block.conv1.padded_conv(xp)
         h = pad_affine(y, *_affine(block.norm1, y, stats), block.conv2.pad, relu=True)
-        y = block.conv2.conv(h)
+        y = block.conv2.padded_conv(h)
         last = k == len(blocks) - 1
         xp = pad_affine(y, *_affine(block.norm2, y, stats),
                         net.up[0].pad if last else blocks[k + 1].conv1.pad, up=2 if last else 1,
                         residual=xp, residual_pad=block.conv1.pad)
-    y = net.up[0].conv(xp)
+    y = net.up[0].padded_conv(xp)
     h = pad_affine(y, *_affine(net.up_norms[0], y, stats), net.up[1].pad, up=2, relu=True)
-    y = net.up[1].conv(h)
+    y = net.up[1].padded_conv(h)
     h = pad_affine(y, *_affine(net.up_norms[1], y, stats), net.out.pad, relu=True)
     return _last_conv(net.out, h) * OUTPUT_SCALE
 
@@ -70,17 +67,14 @@ def _first_conv(layer, x: mx.array) -> mx.array:
     padded = reflect_pad(x, layer.pad)
     if x.shape[0] * x.shape[1] * x.shape[2] >= BLOCKED_FROM:
         return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
-    return layer.conv(padded)
+    return layer.padded_conv(padded)
 
 
 def _last_conv(layer, padded: mx.array) -> mx.array:
-    weight = layer.conv.weight
-    pixels = padded.shape[0] * (padded.shape[1] - 8) * (padded.shape[2] - 8)
-    if pixels >= BLOCKED_FROM:
-        out = conv_blocked(padded, weight)
-    else:
-        out = conv_out_rows(padded, weight) if weight.shape[0] < 8 else mx.conv2d(padded, weight)
-    return out + layer.conv.bias
+    margin = 2 * layer.pad
+    if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) >= BLOCKED_FROM:
+        return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
+    return layer.padded_conv(padded)
 
 
 def blocked_weight(weight: mx.array, r: int) -> mx.array:

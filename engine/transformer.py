@@ -76,16 +76,20 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array, stats: tuple[mx.array, mx.array] | None = None) -> mx.array:
-        mean, var = image_stats(x) if stats is None else stats
         # One scale and shift per (image, channel), reshaped before use: the reshape keeps
         # mx.compile from fusing rsqrt into the full-size kernel, where the CPU would evaluate it
         # once per pixel (10x slower there); on a GPU either way costs the same.
-        scale = mx.rsqrt(var + self.eps) * self.weight
-        shift = self.bias - mean * scale
+        scale, shift = self.affine(*(image_stats(x) if stats is None else stats))
         batch, channels = x.shape[0], x.shape[-1]
         scale = scale.reshape(batch, channels).reshape(batch, 1, 1, channels).astype(x.dtype)
         shift = shift.reshape(batch, channels).reshape(batch, 1, 1, channels).astype(x.dtype)
         return x * scale + shift
+
+
+    def affine(self, mean: mx.array, var: mx.array) -> tuple[mx.array, mx.array]:
+        """The scale and shift that normalize with these moments (any matching shapes)."""
+        scale = mx.rsqrt(var + self.eps) * self.weight
+        return scale, self.bias - mean * scale
 
 
 def reflect_pad(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
@@ -184,11 +188,14 @@ class ConvLayer(nn.Module):
                 return conv2d_cpu(x, self.conv.weight, spare_row=True) + self.conv.bias
             return self.conv(reflect_pad(x, p))
         # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
-        x = reflect_pad(x, p)
+        return self.padded_conv(reflect_pad(x, p))
+
+    def padded_conv(self, padded: mx.array) -> mx.array:
+        """The convolution of an input already padded, on a GPU (the CPU pads within)."""
         weight = self.conv.weight
         if weight.shape[1] > 3 and weight.shape[0] < 8 and self.conv.stride == (1, 1):
-            return conv_out_rows(x, weight) + self.conv.bias
-        return self.conv(x)
+            return conv_out_rows(padded, weight) + self.conv.bias
+        return self.conv(padded)
 
 
 class NormStats:
