@@ -2,8 +2,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine.stylize import Stylizer
 from engine import transformer
+from engine.stylize import Stylizer
 from engine.transformer import FAST, FULL, InstanceNorm, NetConfig, NormStats, TransformerNet, \
     conv2d_cpu, conv_out_rows, depth_to_space, reflect_pad, space_to_depth, upsample2x
 
