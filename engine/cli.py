@@ -270,7 +270,7 @@ def apply(
     batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
                      ] = 8,
     tile: Annotated[int | None, typer.Option(
-        help="Images larger than this go through tiles [default: 4096 on a GPU, 2048 on the CPU]."
+        help="Images larger than this go through tiles (default: 4096 on a GPU, 2048 on the CPU)."
     )] = None,
     overwrite: Annotated[bool, typer.Option()] = False,
     net: NetChoice = "auto",

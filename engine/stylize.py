@@ -45,6 +45,9 @@ class Stylizer:
             net.set_dtype(self.dtype)
         self.strength, self.preserve_color = strength, preserve_color
         self.max_tile, self.overlap = max_tile or default_max_tile(), overlap
+        if self.max_tile <= 2 * overlap:
+            raise UsageError(f"tile size {self.max_tile} must be larger than twice the tiles' "
+                             f"overlap ({2 * overlap}); use --tile {4 * overlap} or more")
         self.stats_size = stats_size or self.max_tile  # longest side of the statistics pass
         self._forward = mx.compile(self._run)  # mx.compile keeps one trace per input shape
 

@@ -130,6 +130,10 @@ def test_apply_cli_net_choice(tmp_path, photo):
     result = runner.invoke(app, ["apply", str(photo), "--style", "starry", "--net", "tiny",
                                  "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "unknown --net" in result.output
+    result = runner.invoke(app, ["apply", str(photo), "--style", "starry", "--tile", "100",
+                                 "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "--tile 256" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.png").exists()
 
 
 def test_fast_network_speed_on_this_cpu():
