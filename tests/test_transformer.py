@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from engine import transformer
+from engine.errors import UsageError
 from engine.stylize import Stylizer
 from engine.transformer import FAST, FULL, InstanceNorm, NetConfig, NormStats, TransformerNet, \
     conv2d_cpu, conv_out_rows, depth_to_space, reflect_pad, space_to_depth, upsample2x
@@ -149,4 +150,6 @@ def test_tiles_with_shared_statistics_match_the_whole_image():
 def test_whole_image_limit_depends_on_the_device():
     stylizer = Stylizer(TransformerNet(NetConfig(8, 1)))
     assert stylizer.max_tile == (2048 if mx.default_device() == mx.cpu else 4096)
-    assert Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96).max_tile == 96
+    assert Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96, overlap=16).max_tile == 96
+    with pytest.raises(UsageError, match="overlap"):
+        Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96)  # overlap 64: no room for a step
