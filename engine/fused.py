@@ -34,13 +34,11 @@ def _affine(norm, y: mx.array, stats: NormStats | None) -> tuple[mx.array, mx.ar
 def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = None) -> mx.array:
     """TransformerNet.__call__ (Johnson network) for inference, one fused pass between
     convolutions; the same function of the same weights."""
-    y = _first_conv(net.down[0], x)
-    norms = list(net.down_norms)
-    for following in net.down[1:]:
-        h = pad_affine(y, *_affine(norms.pop(0), y, stats), following.pad, relu=True)
-        y = following.padded_conv(h)
+    y = _end_conv(net.down[0], reflect_pad(x, net.down[0].pad))
+    for layer, norm in zip(net.down[1:], net.down_norms):
+        y = layer.padded_conv(pad_affine(y, *_affine(norm, y, stats), layer.pad, relu=True))
     blocks = net.blocks
-    xp = pad_affine(y, *_affine(norms.pop(0), y, stats), blocks[0].conv1.pad if blocks
+    xp = pad_affine(y, *_affine(net.down_norms[-1], y, stats), blocks[0].conv1.pad if blocks
                     else net.up[0].pad, up=1 if blocks else 2, relu=True)
     for k, block in enumerate(blocks):
         y = block.conv1.padded_conv(xp)
@@ -54,7 +52,7 @@ def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = No
     h = pad_affine(y, *_affine(net.up_norms[0], y, stats), net.up[1].pad, up=2, relu=True)
     y = net.up[1].padded_conv(h)
     h = pad_affine(y, *_affine(net.up_norms[1], y, stats), net.out.pad, relu=True)
-    return _last_conv(net.out, h) * OUTPUT_SCALE
+    return _end_conv(net.out, h) * OUTPUT_SCALE
 
 
 # From about a megapixel per call, the 9x9 input and output layers run on 4x4 space-to-depth
@@ -63,14 +61,8 @@ def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = No
 BLOCKED_FROM = 1 << 20
 
 
-def _first_conv(layer, x: mx.array) -> mx.array:
-    padded = reflect_pad(x, layer.pad)
-    if x.shape[0] * x.shape[1] * x.shape[2] >= BLOCKED_FROM:
-        return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
-    return layer.padded_conv(padded)
-
-
-def _last_conv(layer, padded: mx.array) -> mx.array:
+def _end_conv(layer, padded: mx.array) -> mx.array:
+    """The 9x9 input or output layer of an input already padded."""
     margin = 2 * layer.pad
     if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) >= BLOCKED_FROM:
         return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
