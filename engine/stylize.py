@@ -9,9 +9,9 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import UsageError
+from .fused import fused_forward
 from .optimize import preserve_color as keep_colors
 from .styles import StyleInfo, load_style
-from .fused import fused_forward
 from .transformer import NormStats, TransformerNet, on_cpu
 
 
