@@ -1,11 +1,19 @@
 """Quality report for feed-forward styles: VGG style and content distances on unseen photos.
 
-For each style and photo (center-cropped and resized to SIZE x SIZE), three images are scored:
-the unstylized photo, the feed-forward output (`engine apply`) and the reference optimizer's
-output (`engine optimize`, default settings) for the same pair. Style distance: the mean over
-layers of the squared Gram difference to the painting (resized to SIZE on its longest side), on
-the optimizer's layers relu1_1..relu5_1 (`style`) and on the training layers (`style_train`).
-Content distance: mean squared relu4_2 (`content`) and relu2_2 (`content_train`) difference.
+For each style and photo (center-cropped and resized to SIZE x SIZE), four images are scored: the
+unstylized photo, the feed-forward output (`engine apply`), and two outputs of the reference
+optimizer (`engine optimize`, 300 L-BFGS iterations) for the same pair:
+
+- `optimizer`: its default settings (relu4_2 content, relu1_1..relu5_1 style, style weight 5e6).
+- `matched`: the style's own training objective, read from its metadata (content layer, style
+  layers, content / style / TV weights): the per-image optimum of exactly the loss the network
+  was trained to minimize, so the ratio measures how close one forward pass gets to it.
+
+Style distance: the mean over layers of the squared Gram difference to the painting (resized to
+SIZE on its longest side), on the optimizer's layers relu1_1..relu5_1 (`style`) and on the
+style's training layers (`style_own`). Content distance: mean squared relu4_2 difference
+(`content`) and on the training content layer (`content_own`). `objective`: the training loss
+(content + style + TV, with the training weights).
 
     python benchmarks/quality_report.py --styles weights --paintings ../shared/data/styles \
         --photos set14_*.jpg --out benchmarks/results/quality.jsonl --sheets out/
@@ -24,14 +32,13 @@ import numpy as np
 from PIL import Image
 
 from engine.image import load_image, save_image
-from engine.losses import content_loss, style_loss
+from engine.losses import content_loss, style_loss, total_variation
 from engine.optimize import OptimizeSettings, optimize, style_target
 from engine.styles import read_info
 from engine.stylize import Stylizer
 from engine.vgg import load_vgg
 
 OPT_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-TRAIN_STYLE = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
 
 def square(path: Path, size: int) -> mx.array:
@@ -43,14 +50,41 @@ def square(path: Path, size: int) -> mx.array:
     return mx.array(np.asarray(image, dtype=np.float32)[None] / 255.0)
 
 
-def scores(vgg, image, photo, grams_opt, grams_train) -> dict[str, float]:
-    layers = tuple(dict.fromkeys(OPT_STYLE + TRAIN_STYLE + ("relu4_2",)))
-    features, reference = vgg(image, layers), vgg(photo, ("relu4_2", "relu2_2"))
+def own_objective(training: dict) -> dict:
+    """The style's training loss settings (train-style's defaults where the metadata is silent)."""
+    return {"content_layer": training.get("content_layer", "relu2_2"),
+            "style_layers": tuple(training.get("style_layers",
+                                               ("relu1_2", "relu2_2", "relu3_3", "relu4_3"))),
+            "content_weight": float(training.get("content_weight", 1.0)),
+            "style_weight": float(training.get("style_weight", 1e5)),
+            "tv_weight": float(training.get("tv_weight", 10.0))}
+
+
+def matched_settings(own: dict, iterations: int) -> OptimizeSettings:
+    """The optimizer on the training objective. Training sums the style term over its layers,
+    the optimizer averages it: the style weight is scaled by the layer count to match."""
+    return OptimizeSettings(iterations=iterations, content_layers=(own["content_layer"],),
+                            style_layers=own["style_layers"],
+                            content_weight=own["content_weight"],
+                            style_weight=own["style_weight"] * len(own["style_layers"]),
+                            tv_weight=own["tv_weight"])
+
+
+def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:
+    layers = tuple(dict.fromkeys(OPT_STYLE + own["style_layers"]
+                                 + ("relu4_2", own["content_layer"])))
+    features = vgg(image, layers)
+    reference = vgg(photo, ("relu4_2", own["content_layer"]))
+    style_own = float(style_loss(features, grams_own))
+    content_own = float(content_loss(features[own["content_layer"]],
+                                     reference[own["content_layer"]]))
     return {
         "style": float(style_loss(features, grams_opt)) / len(OPT_STYLE),
-        "style_train": float(style_loss(features, grams_train)) / len(TRAIN_STYLE),
+        "style_own": style_own / len(own["style_layers"]),
         "content": float(content_loss(features["relu4_2"], reference["relu4_2"])),
-        "content_train": float(content_loss(features["relu2_2"], reference["relu2_2"])),
+        "content_own": content_own,
+        "objective": (own["content_weight"] * content_own + own["style_weight"] * style_own
+                      + own["tv_weight"] * float(total_variation(image))),
     }
 
 
@@ -64,7 +98,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="style file stems to report on")
     parser.add_argument("--vgg-weights", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sheets", type=Path, help="folder for photo|feed-forward|optimizer PNGs")
+    parser.add_argument("--sheets", type=Path,
+                        help="folder for photo | feed-forward | optimizer | matched PNGs")
     args = parser.parse_args()
 
     vgg = load_vgg(path=args.vgg_weights)
@@ -74,9 +109,11 @@ def main() -> None:
         if args.only and style_file.stem not in args.only:
             continue
         info = read_info(style_file)
+        own = own_objective(info.training)
         painting = load_image(args.paintings / info.training["style_image"]).rgb
         grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, args.size, 1.0)
-        grams_train = style_target(vgg, [painting], np.ones(1), TRAIN_STYLE, args.size, 1.0)
+        grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], args.size,
+                                 1.0)
         stylizer = Stylizer.from_file(style_file)
         for name, photo in photos.items():
             started = time.perf_counter()
@@ -87,27 +124,31 @@ def main() -> None:
             reference = optimize(vgg, photo, [painting],
                                  OptimizeSettings(iterations=args.iterations)).image
             opt_seconds = time.perf_counter() - started
+            matched = optimize(vgg, photo, [painting],
+                               matched_settings(own, args.iterations)).image
             row = {"style": style_file.stem, "photo": name, "size": args.size,
                    "iterations": args.iterations, "device": str(mx.default_device()),
+                   "objective_settings": {**own, "style_layers": list(own["style_layers"])},
                    "ff_seconds": ff_seconds, "optimizer_seconds": opt_seconds}
-            for label, image in (("photo", photo), ("feed_forward", feed_forward),
-                                 ("optimizer", reference)):
-                for key, value in scores(vgg, image, photo, grams_opt, grams_train).items():
+            images = (("photo", photo), ("feed_forward", feed_forward),
+                      ("optimizer", reference), ("matched", matched))
+            for label, image in images:
+                for key, value in scores(vgg, image, photo, grams_opt, grams_own, own).items():
                     row[f"{key}_{label}"] = value
             row["style_ratio"] = row["style_feed_forward"] / row["style_optimizer"]
-            row["style_train_ratio"] = (row["style_train_feed_forward"]
-                                        / row["style_train_optimizer"])
+            row["style_own_ratio"] = row["style_own_feed_forward"] / row["style_own_matched"]
+            row["objective_ratio"] = row["objective_feed_forward"] / row["objective_matched"]
             with args.out.open("a") as stream:
                 stream.write(json.dumps(row) + "\n")
-            print(f"{row['style']:>12} {name:>16}  style ff/opt {row['style_ratio']:.2f} "
-                  f"(train layers {row['style_train_ratio']:.2f})  photo/opt "
-                  f"{row['style_photo'] / row['style_optimizer']:.1f}  content ff "
-                  f"{row['content_feed_forward']:.3g} opt {row['content_optimizer']:.3g}",
-                  flush=True)
+            print(f"{row['style']:>12} {name:>16}  style ff/opt {row['style_ratio']:.2f}  "
+                  f"ff/matched: style {row['style_own_ratio']:.2f} objective "
+                  f"{row['objective_ratio']:.2f} content {row['content_own_feed_forward']:.3g}"
+                  f" vs {row['content_own_matched']:.3g}  photo/matched style "
+                  f"{row['style_own_photo'] / row['style_own_matched']:.1f}", flush=True)
             if args.sheets:
                 args.sheets.mkdir(parents=True, exist_ok=True)
                 save_image(args.sheets / f"{style_file.stem}-{name}.jpg",
-                           mx.concatenate([photo, feed_forward, reference], axis=2))
+                           mx.concatenate([image for _, image in images], axis=2))
 
 
 if __name__ == "__main__":
