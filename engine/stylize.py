@@ -8,6 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from .cpu_forward import cpu_forward
 from .errors import UsageError
 from .fused import fused_forward
 from .optimize import preserve_color as keep_colors
@@ -57,9 +58,13 @@ class Stylizer:
         return cls(net, info, **options)
 
     def _net(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
-        """The network's forward pass; on a GPU, the Johnson network's fused one."""
-        if not on_cpu() and self.net.config.arch == "johnson":
+        """The network's forward pass; on a GPU, the Johnson network's fused one; on the CPU,
+        the fast network's padded-layout one."""
+        arch = self.net.config.arch
+        if not on_cpu() and arch == "johnson":
             return fused_forward(self.net, x, stats)
+        if on_cpu() and arch == "shuffle":
+            return cpu_forward(self.net, x, stats)
         return self.net(x, stats)
 
     def _run(self, x: mx.array) -> mx.array:
@@ -149,9 +154,10 @@ def _feather(height: int, width: int, overlap: int, top: bool, left: bool, botto
 
 
 def pad4(x: mx.array) -> mx.array:
-    """Reflect-pad H and W up to multiples of 4 (the network halves them twice)."""
+    """Reflect-pad H and W up to multiples of 4 (the network halves them twice), and to at
+    least 8 (its reflection padding at a quarter of the size needs two pixels)."""
     height, width = x.shape[1:3]
-    pad_h, pad_w = (-height) % 4, (-width) % 4
+    pad_h, pad_w = max(8, height + (-height) % 4) - height, max(8, width + (-width) % 4) - width
     if pad_h or pad_w:
         mode = "reflect" if min(height, width) > 4 else "edge"
         x = mx.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], mode=mode)

@@ -146,3 +146,107 @@ def test_fast_network_speed_on_this_cpu():
     seconds = time.perf_counter() - start
     limit = 2.0 if engine.blas.state().fast else 60.0  # shared CI machines are noisy
     assert seconds < limit, seconds
+
+
+# ------------------------------------------------------- the fast network's padded-layout path
+
+def _shuffle_net(seed: int = 0):
+    from engine.transformer import FAST, TransformerNet
+
+    mx.random.seed(seed)
+    net = TransformerNet(FAST)
+    # trained-looking norms and biases (fresh ones are 1 and 0, which would hide mistakes)
+    for norm in [*net.down_norms, *net.up_norms] + [n for b in net.blocks
+                                                    for n in (b.norm1, b.norm2)]:
+        norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
+        norm.bias = mx.random.normal(norm.bias.shape) * 0.3
+    for layer in [*net.down, *net.up, net.out] + [c for b in net.blocks for c in (b.conv1, b.conv2)]:
+        layer.conv.bias = mx.random.normal(layer.conv.bias.shape)
+    mx.eval(net.parameters())
+    return net
+
+
+def test_padded_layout_keeps_a_reflection_padded_image():
+    from engine.cpu_forward import Layout
+    from engine.transformer import reflect_pad
+
+    x = mx.random.normal((1, 6, 10, 8))
+    blocks = mx.random.normal((1, 12, 20, 2))
+    for layout, image in ((Layout.pad(x), x),
+                          (Layout.pad_s2d(blocks), space_to_depth_of(blocks))):
+        height, width, channels = image.shape[1:]
+        padded = layout.buf[1:-1].reshape(height + 2, width + 2, channels)
+        np.testing.assert_array_equal(np.array(padded), np.array(reflect_pad(image, 1)[0]))
+        np.testing.assert_array_equal(np.array(layout.interior()), np.array(image))
+        assert layout.buf.shape[0] == (height + 2) * (width + 2) + 2
+
+
+def space_to_depth_of(x):
+    from engine.transformer import space_to_depth
+
+    return space_to_depth(x, 2)
+
+
+def test_layer_in_the_padded_layout_is_conv_norm_relu_residual_then_padding():
+    from engine.cpu_forward import Layout, _layer
+    from engine.transformer import ConvLayer, InstanceNorm, reflect_pad
+
+    mx.random.seed(1)
+    x = mx.random.normal((1, 7, 9, 16))
+    conv, norm = ConvLayer(16, 16, 3), InstanceNorm(16)
+    norm.weight, norm.bias = mx.random.uniform(0.5, 1.5, (16,)), mx.random.normal((16,))
+    for relu, residual in ((True, None), (False, Layout.pad(x))):
+        out = _layer(conv, norm, Layout.pad(x), None, relu=relu, residual=residual)
+        expected = norm(conv(x))
+        expected = mx.maximum(expected, 0) if relu else expected + x
+        padded = out.buf[1:-1].reshape(9, 11, 16)
+        np.testing.assert_allclose(np.array(padded), np.array(reflect_pad(expected, 1)[0]),
+                                   atol=2e-5)
+
+
+def test_cpu_forward_is_the_network_for_odd_sizes_and_batches():
+    from engine.cpu_forward import cpu_forward
+
+    net = _shuffle_net()
+    for shape in ((1, 36, 44, 3), (2, 20, 28, 3), (1, 16, 16, 3)):
+        x = mx.random.uniform(shape=shape)
+        np.testing.assert_allclose(np.array(cpu_forward(net, x)), np.array(net(x)), atol=2e-5)
+
+
+def test_cpu_forward_records_and_replays_shared_statistics():
+    from engine.cpu_forward import cpu_forward
+    from engine.transformer import NormStats
+
+    net = _shuffle_net(2)
+    whole, other = mx.random.uniform(shape=(1, 32, 40, 3)), mx.random.uniform(shape=(1, 24, 24, 3))
+    mine, theirs = NormStats(), NormStats()
+    cpu_forward(net, whole, mine)
+    net(whole, theirs)
+    assert len(mine.recorded) == len(theirs.recorded) == 2 + 2 * len(net.blocks) + 1
+    for (m1, v1), (m2, v2) in zip(mine.recorded, theirs.recorded):
+        np.testing.assert_allclose(np.array(m1), np.array(m2), atol=1e-5)
+        np.testing.assert_allclose(np.array(v1), np.array(v2), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(cpu_forward(net, other, NormStats(mine.recorded))),
+                               np.array(net(other, NormStats(theirs.recorded))), atol=2e-5)
+
+
+def test_stylizer_takes_the_padded_layout_path_for_the_fast_network(monkeypatch):
+    from engine import stylize
+
+    calls = []
+    real = stylize.cpu_forward
+    monkeypatch.setattr(stylize, "cpu_forward", lambda *a: calls.append(1) or real(*a))
+    stylizer = Stylizer.from_file(style_path("starry", "fast"))
+    image = mx.random.uniform(shape=(1, 30, 50, 3))
+    out = stylizer(image)
+    assert calls, "the fast network did not run through cpu_forward"
+    expected = mx.clip(stylizer.net(stylize.pad4(image)), 0, 1)[:, :30, :50]
+    np.testing.assert_allclose(np.array(out), np.array(expected), atol=2e-5)
+
+
+def test_tiny_images_stylize_on_both_networks():
+    for net in ("fast", "full"):
+        stylizer = Stylizer.from_file(style_path("starry", net))
+        for shape in ((1, 1, 1, 3), (1, 4, 4, 3), (1, 3, 9, 3), (2, 6, 5, 3)):
+            out = stylizer(mx.random.uniform(shape=shape))
+            assert out.shape == shape and bool(mx.all(mx.isfinite(out))), (net, shape)
