@@ -13,8 +13,9 @@ A 3x3 convolution of that layout is nine matrix products over contiguous slices 
 (dy, dx) starts dy * (W + 2) + dx rows in), whose output is already rows 1 .. H of the next
 padded image, border columns included. One fused elementwise pass (normalization, ReLU,
 residual) gives the next layout's rows 1..H, two small ones their reflected border columns, and
-one concatenation adds the reflected top and bottom rows. The convolution bias before an instance norm is dropped (the norm removes
-it). Same function of the same weights as TransformerNet.__call__.
+one concatenation adds the reflected top and bottom rows. The convolution bias before an
+instance norm is dropped (the norm removes it). Same function of the same weights as
+TransformerNet.__call__.
 """
 
 from __future__ import annotations
