@@ -201,7 +201,7 @@ def train_style(
     net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
                                     "network: 7x faster there).")] = "full",
     width: Annotated[Optional[int], typer.Option(
-        help="Override the network's width (full: 32, fast: 64).")] = None,
+        help="Override the network's width (full: 32, fast: 48).")] = None,
     seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")

@@ -57,7 +57,7 @@ ARCHS = ("johnson", "shuffle")
 OUTPUT_SCALE = 1.0 / 255.0
 
 FULL = NetConfig(32, 5)
-FAST = NetConfig(64, 5, "shuffle")  # the CPU network: no full-resolution activations
+FAST = NetConfig(48, 5, "shuffle")  # the CPU network: no full-resolution activations
 NETWORKS = {"full": FULL, "fast": FAST}  # the names --net takes
 NETWORK_NAMES = {config.arch: name for name, config in NETWORKS.items()}  # arch -> --net name
 
