@@ -199,7 +199,7 @@ def train_style(
                             ] = ",".join(TRAIN_DEFAULTS.style_layers),
     learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
     net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
-                                    "network: 7x faster there).")] = "full",
+                                    "network: 14x faster there).")] = "full",
     width: Annotated[Optional[int], typer.Option(
         help="Override the network's width (full: 32, fast: 48).")] = None,
     seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
