@@ -50,7 +50,12 @@ class Stylizer:
             raise UsageError(f"tile size {self.max_tile} must be larger than twice the tiles' "
                              f"overlap ({2 * overlap}); use --tile {4 * overlap} or more")
         self.stats_size = stats_size or self.max_tile  # longest side of the statistics pass
-        self._forward = mx.compile(self._run)  # mx.compile keeps one trace per input shape
+        # mx.compile keeps one trace per input shape: the network alone (tiles, colour
+        # preservation) and the whole pass, conversions from and to uint8 included
+        self._forward = mx.compile(self._run)
+        self._whole = mx.compile(self._apply_whole)
+        self._whole_uint8 = mx.compile(
+            lambda frames: _to_uint8(self._apply_whole(frames.astype(mx.float32) / 255.0)))
 
     @classmethod
     def from_file(cls, path: Path, **options) -> Stylizer:
@@ -78,20 +83,33 @@ class Stylizer:
             stylized = self.strength * stylized + (1.0 - self.strength) * original
         return stylized
 
+    def _apply_whole(self, images: mx.array) -> mx.array:
+        height, width = images.shape[1:3]
+        return self._finish(crop(self._run(pad4(images)), height, width), images)
+
+    def _compiled_whole(self, images: mx.array) -> bool:
+        """One compiled pass: not through tiles, and no colour preservation (its resize and
+        CPU matrix inverse stay outside mx.compile)."""
+        return max(images.shape[1:3]) <= self.max_tile and not self.preserve_color
+
     def __call__(self, images: mx.array) -> mx.array:
         height, width = images.shape[1:3]
-        if max(height, width) > self.max_tile:
+        if self._compiled_whole(images):
+            out = self._whole(images)
+        elif max(height, width) > self.max_tile:
             out = mx.concatenate([self._tiled(images[i:i + 1]) for i in range(images.shape[0])])
+            out = self._finish(out, images)
         else:
-            out = crop(self._forward(pad4(images)), height, width)
-        out = self._finish(out, images)
+            out = self._finish(crop(self._forward(pad4(images)), height, width), images)
         mx.eval(out)
         return out
 
     def uint8(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) frames in, stylized uint8 frames out; converted on the device."""
-        out = self(mx.array(frames).astype(mx.float32) / 255.0)
-        return np.array((out * 255.0 + 0.5).astype(mx.uint8))
+        frames = mx.array(frames)
+        if self._compiled_whole(frames):
+            return np.array(self._whole_uint8(frames))
+        return np.array(_to_uint8(self(frames.astype(mx.float32) / 255.0)))
 
     def frames(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """numpy (B, H, W, 3) float32 batches in, stylized numpy batches out."""
@@ -128,6 +146,10 @@ class Stylizer:
                 weights[top:bottom, left:right] += ramp
                 mx.eval(total, weights)
         return (total / mx.maximum(weights, 1e-6))[None]
+
+
+def _to_uint8(images: mx.array) -> mx.array:
+    return (images * 255.0 + 0.5).astype(mx.uint8)
 
 
 def _starts(length: int, tile: int, step: int) -> list[int]:

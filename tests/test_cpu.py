@@ -156,11 +156,11 @@ def _shuffle_net(seed: int = 0):
     mx.random.seed(seed)
     net = TransformerNet(FAST)
     # trained-looking norms and biases (fresh ones are 1 and 0, which would hide mistakes)
-    for norm in [*net.down_norms, *net.up_norms] + [n for b in net.blocks
-                                                    for n in (b.norm1, b.norm2)]:
+    blocks = net.blocks
+    for norm in [*net.down_norms, *net.up_norms, *(n for b in blocks for n in (b.norm1, b.norm2))]:
         norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
         norm.bias = mx.random.normal(norm.bias.shape) * 0.3
-    for layer in [*net.down, *net.up, net.out] + [c for b in net.blocks for c in (b.conv1, b.conv2)]:
+    for layer in [*net.down, *net.up, net.out, *(c for b in blocks for c in (b.conv1, b.conv2))]:
         layer.conv.bias = mx.random.normal(layer.conv.bias.shape)
     mx.eval(net.parameters())
     return net
@@ -250,3 +250,24 @@ def test_tiny_images_stylize_on_both_networks():
         for shape in ((1, 1, 1, 3), (1, 4, 4, 3), (1, 3, 9, 3), (2, 6, 5, 3)):
             out = stylizer(mx.random.uniform(shape=shape))
             assert out.shape == shape and bool(mx.all(mx.isfinite(out))), (net, shape)
+
+
+def test_uint8_frames_in_one_compiled_pass_match_the_float_path():
+    from engine.stylize import pad4
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (2, 30, 42, 3), dtype=np.uint8)
+    floats = mx.array(frames.astype(np.float32) / 255.0)
+    for options in ({}, {"strength": 0.6}, {"preserve_color": True}):
+        stylizer = Stylizer.from_file(style_path("wave", "fast"), **options)
+        expected = np.array(stylizer(floats))
+        plain = stylizer._finish(mx.clip(stylizer.net(pad4(floats)), 0, 1)[:, :30, :42], floats)
+        np.testing.assert_allclose(expected, np.array(plain), atol=2e-5)
+        out = stylizer.uint8(frames)
+        assert out.dtype == np.uint8 and out.shape == frames.shape
+        assert np.abs(out.astype(int) - np.round(expected * 255).astype(int)).max() <= 1, options
+    wide = rng.integers(0, 256, (1, 40, 300, 3), dtype=np.uint8)  # through tiles
+    stylizer = Stylizer.from_file(style_path("wave", "fast"), max_tile=160)
+    expected = np.array(stylizer(mx.array(wide.astype(np.float32) / 255.0)))
+    out = stylizer.uint8(wide)
+    assert np.abs(out.astype(int) - np.round(expected * 255).astype(int)).max() <= 1
