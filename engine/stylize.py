@@ -96,11 +96,13 @@ class Stylizer:
         height, width = images.shape[1:3]
         if self._compiled_whole(images):
             out = self._whole(images)
-        elif max(height, width) > self.max_tile:
-            out = mx.concatenate([self._tiled(images[i:i + 1]) for i in range(images.shape[0])])
-            out = self._finish(out, images)
         else:
-            out = self._finish(crop(self._forward(pad4(images)), height, width), images)
+            if max(height, width) > self.max_tile:
+                out = mx.concatenate([self._tiled(images[i:i + 1])
+                                      for i in range(images.shape[0])])
+            else:
+                out = crop(self._forward(pad4(images)), height, width)
+            out = self._finish(out, images)
         mx.eval(out)
         return out
 
