@@ -28,6 +28,7 @@ from .transformer import (
     NormStats,
     TransformerNet,
     depth_to_space,
+    weighted_moments,
 )
 
 
@@ -94,10 +95,8 @@ def _valid_row(height: int, width: int, dtype: mx.Dtype) -> mx.array:
 
 def moments(z: mx.array, height: int, width: int) -> tuple[mx.array, mx.array]:
     """Mean and variance over the interior of conv3x3's output, each (1, 1, 1, C), as
-    matrix products with a masked row of 1 / (H * W) (as transformer.image_stats)."""
-    average = _valid_row(height, width, z.dtype)
-    mean = average @ z
-    var = average @ mx.square(z - mean)
+    matrix products with a masked row of 1 / (H * W) (transformer.weighted_moments)."""
+    mean, var = weighted_moments(z, _valid_row(height, width, z.dtype))
     shape = (1, 1, 1, z.shape[-1])
     return mean.reshape(shape), var.reshape(shape)
 
@@ -108,8 +107,8 @@ def finish(z: mx.array, height: int, width: int, scale: mx.array, shift: mx.arra
 
     Row y of z (W + 2 pixels) is padded row y + 1: its two border columns get the values of
     columns 2 and W - 1 (computed apart, then written in place: the full-size result is not
-    read by anything else, so MLX reuses its buffer), and one concatenation adds the top and
-    bottom rows (copies of padded rows 2 and H - 1) and the layout's two edge rows.
+    read by anything else, so MLX reuses its buffer), and Layout._rows adds the top and bottom
+    rows and the layout's two edge rows in one concatenation.
     """
     wp, channels = width + 2, z.shape[1]
     scale, shift = scale.reshape(1, 1, -1), shift.reshape(1, 1, -1)
@@ -128,10 +127,7 @@ def finish(z: mx.array, height: int, width: int, scale: mx.array, shift: mx.arra
     left, right = apply(z[:, 2:3], slice(0, 1)), apply(z[:, width - 1:width], slice(-1, None))
     out[:, :1] = left
     out[:, -1:] = right
-    out = out.reshape(-1, channels)
-    edge = mx.zeros((1, channels), dtype=z.dtype)
-    top, bottom = out[wp:2 * wp], out[(height - 2) * wp:(height - 1) * wp]
-    return Layout(mx.concatenate([edge, top, out, bottom, edge]), height, width)
+    return Layout._rows(out[None])
 
 
 def _conv_norm(conv, norm: InstanceNorm, layout: Layout, stats: NormStats | None

@@ -85,7 +85,6 @@ class InstanceNorm(nn.Module):
         shift = shift.reshape(batch, channels).reshape(batch, 1, 1, channels).astype(x.dtype)
         return x * scale + shift
 
-
     def affine(self, mean: mx.array, var: mx.array) -> tuple[mx.array, mx.array]:
         """The scale and shift that normalize with these moments (any matching shapes)."""
         scale = mx.rsqrt(var + self.eps) * self.weight
@@ -168,10 +167,16 @@ def image_stats(x: mx.array) -> tuple[mx.array, mx.array]:
     batch, height, width, channels = x.shape
     flat = x.reshape(batch, height * width, channels)
     average = mx.full((batch, 1, height * width), 1.0 / (height * width), dtype=x.dtype)
-    mean = average @ flat
-    var = average @ mx.square(flat - mean)
+    mean, var = weighted_moments(flat, average)
     shape = (batch, 1, 1, channels)
     return mean.reshape(shape), var.reshape(shape)
+
+
+def weighted_moments(rows: mx.array, average: mx.array) -> tuple[mx.array, mx.array]:
+    """Mean and variance of the rows of (..., N, C) as matrix products with a (..., 1, N) row
+    of weights summing to 1 (zeros leave rows out): (..., 1, C) each."""
+    mean = average @ rows
+    return mean, average @ mx.square(rows - mean)
 
 
 class ConvLayer(nn.Module):
