@@ -78,3 +78,20 @@ def tiny_style_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("style") / "tiny.safetensors"
     save_style(path, TransformerNet(NetConfig(4, 1)), {"size": 32}, 1, "0" * 64)
     return path
+
+
+def varied_net(config, seed: int = 0):
+    """A TransformerNet whose norms' scales and shifts and convolutions' biases are away from
+    1 and 0 (fresh ones would hide a wiring slip between two forward paths)."""
+    from engine.transformer import TransformerNet
+
+    mx.random.seed(seed)
+    net = TransformerNet(config)
+    blocks = net.blocks
+    for norm in [*net.down_norms, *net.up_norms, *(n for b in blocks for n in (b.norm1, b.norm2))]:
+        norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
+        norm.bias = mx.random.normal(norm.bias.shape) * 0.3
+    for layer in [*net.down, *net.up, net.out, *(c for b in blocks for c in (b.conv1, b.conv2))]:
+        layer.conv.bias = mx.random.normal(layer.conv.bias.shape)
+    mx.eval(net.parameters())
+    return net

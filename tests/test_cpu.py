@@ -17,6 +17,8 @@ from engine.cli import app
 from engine.registry import style_path
 from engine.styles import read_info
 from engine.stylize import Stylizer
+from engine.transformer import FAST
+from tests.conftest import varied_net
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,41 +152,19 @@ def test_fast_network_speed_on_this_cpu():
 
 # ------------------------------------------------------- the fast network's padded-layout path
 
-def _shuffle_net(seed: int = 0):
-    from engine.transformer import FAST, TransformerNet
-
-    mx.random.seed(seed)
-    net = TransformerNet(FAST)
-    # trained-looking norms and biases (fresh ones are 1 and 0, which would hide mistakes)
-    blocks = net.blocks
-    for norm in [*net.down_norms, *net.up_norms, *(n for b in blocks for n in (b.norm1, b.norm2))]:
-        norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
-        norm.bias = mx.random.normal(norm.bias.shape) * 0.3
-    for layer in [*net.down, *net.up, net.out, *(c for b in blocks for c in (b.conv1, b.conv2))]:
-        layer.conv.bias = mx.random.normal(layer.conv.bias.shape)
-    mx.eval(net.parameters())
-    return net
-
-
 def test_padded_layout_keeps_a_reflection_padded_image():
     from engine.cpu_forward import Layout
-    from engine.transformer import reflect_pad
+    from engine.transformer import reflect_pad, space_to_depth
 
     x = mx.random.normal((1, 6, 10, 8))
     blocks = mx.random.normal((1, 12, 20, 2))
     for layout, image in ((Layout.pad(x), x),
-                          (Layout.pad_s2d(blocks), space_to_depth_of(blocks))):
+                          (Layout.pad_s2d(blocks), space_to_depth(blocks, 2))):
         height, width, channels = image.shape[1:]
         padded = layout.buf[1:-1].reshape(height + 2, width + 2, channels)
         np.testing.assert_array_equal(np.array(padded), np.array(reflect_pad(image, 1)[0]))
         np.testing.assert_array_equal(np.array(layout.interior()), np.array(image))
         assert layout.buf.shape[0] == (height + 2) * (width + 2) + 2
-
-
-def space_to_depth_of(x):
-    from engine.transformer import space_to_depth
-
-    return space_to_depth(x, 2)
 
 
 def test_layer_in_the_padded_layout_is_conv_norm_relu_residual_then_padding():
@@ -207,7 +187,7 @@ def test_layer_in_the_padded_layout_is_conv_norm_relu_residual_then_padding():
 def test_cpu_forward_is_the_network_for_odd_sizes_and_batches():
     from engine.cpu_forward import cpu_forward
 
-    net = _shuffle_net()
+    net = varied_net(FAST)
     for shape in ((1, 36, 44, 3), (2, 20, 28, 3), (1, 16, 16, 3)):
         x = mx.random.uniform(shape=shape)
         np.testing.assert_allclose(np.array(cpu_forward(net, x)), np.array(net(x)), atol=2e-5)
@@ -217,7 +197,7 @@ def test_cpu_forward_records_and_replays_shared_statistics():
     from engine.cpu_forward import cpu_forward
     from engine.transformer import NormStats
 
-    net = _shuffle_net(2)
+    net = varied_net(FAST, 2)
     whole, other = mx.random.uniform(shape=(1, 32, 40, 3)), mx.random.uniform(shape=(1, 24, 24, 3))
     mine, theirs = NormStats(), NormStats()
     cpu_forward(net, whole, mine)

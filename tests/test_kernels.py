@@ -11,7 +11,8 @@ import pytest
 from engine import fused
 from engine.fused import conv_blocked, fused_forward
 from engine.kernels import half_moments, pad_affine, reference_moments, reference_pad_affine
-from engine.transformer import NetConfig, NormStats, TransformerNet
+from engine.transformer import NetConfig, NormStats
+from tests.conftest import varied_net
 
 
 def _numpy_pad_affine(y, scale, shift, pad, up, relu, residual, rp):
@@ -50,19 +51,9 @@ def test_half_moments_are_the_float32_mean_and_variance():
     np.testing.assert_allclose(np.array(var), x32.var(axis=(1, 2), keepdims=True), rtol=1e-4)
 
 
-def _net_with_varied_norms(config):
-    mx.random.seed(1)
-    net = TransformerNet(config)
-    norms = [*net.down_norms, *net.up_norms, *[n for b in net.blocks for n in (b.norm1, b.norm2)]]
-    for norm in norms:  # learned scales and shifts away from 1 and 0, or a wiring slip hides
-        norm.weight = mx.random.uniform(0.5, 1.5, norm.weight.shape)
-        norm.bias = mx.random.normal(norm.bias.shape) * 0.3
-    return net
-
-
 @pytest.mark.parametrize("blocks", [1, 3])
 def test_fused_forward_is_the_network(blocks):
-    net = _net_with_varied_norms(NetConfig(8, blocks))
+    net = varied_net(NetConfig(8, blocks), 1)
     x = mx.random.uniform(shape=(2, 20, 28, 3))
     want = net(x)
     np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(want), rtol=1e-4,
@@ -86,7 +77,7 @@ def test_convolution_on_space_to_depth_blocks_is_the_convolution(cin, cout):
 
 def test_fused_forward_with_blocked_end_layers_is_the_network(monkeypatch):
     monkeypatch.setattr(fused, "BLOCKED_FROM", 0)
-    net = _net_with_varied_norms(NetConfig(8, 2))
+    net = varied_net(NetConfig(8, 2), 1)
     x = mx.random.uniform(shape=(2, 20, 28, 3))
     np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(net(x)), rtol=1e-4,
                                atol=1e-6)
