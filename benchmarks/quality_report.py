@@ -36,6 +36,7 @@ from engine.losses import content_loss, style_loss, total_variation
 from engine.optimize import OptimizeSettings, optimize, style_target
 from engine.styles import read_info
 from engine.stylize import Stylizer
+from engine.train import TrainSettings
 from engine.vgg import load_vgg
 
 OPT_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -52,12 +53,11 @@ def square(path: Path, size: int) -> mx.array:
 
 def own_objective(training: dict) -> dict:
     """The style's training loss settings (train-style's defaults where the metadata is silent)."""
-    return {"content_layer": training.get("content_layer", "relu2_2"),
-            "style_layers": tuple(training.get("style_layers",
-                                               ("relu1_2", "relu2_2", "relu3_3", "relu4_3"))),
-            "content_weight": float(training.get("content_weight", 1.0)),
-            "style_weight": float(training.get("style_weight", 1e5)),
-            "tv_weight": float(training.get("tv_weight", 10.0))}
+    defaults = TrainSettings()
+    own = {key: training.get(key, getattr(defaults, key)) for key in
+           ("content_layer", "style_layers", "content_weight", "style_weight", "tv_weight")}
+    return {**own, "style_layers": tuple(own["style_layers"]),
+            **{key: float(own[key]) for key in ("content_weight", "style_weight", "tv_weight")}}
 
 
 def matched_settings(own: dict, iterations: int) -> OptimizeSettings:
