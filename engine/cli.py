@@ -198,6 +198,9 @@ def train_style(
                                               "matrices the style loss matches.")
                             ] = ",".join(TRAIN_DEFAULTS.style_layers),
     learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
+    lr_decay: Annotated[float, typer.Option(
+        help="Over this last fraction of the steps the learning rate falls to 1/100 of itself "
+             "(cosine); 0 keeps it constant.")] = TRAIN_DEFAULTS.lr_decay,
     net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
                                     "network: 14x faster there).")] = "full",
     width: Annotated[Optional[int], typer.Option(
@@ -224,7 +227,7 @@ def train_style(
             steps=steps, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
-            style_layers=tuple(_names(style_layers)),
+            lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()

@@ -53,6 +53,7 @@ class TrainSettings:
     content_layer: str = "relu2_2"
     style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     learning_rate: float = 1e-3
+    lr_decay: float = 0.0  # the last fraction of the steps: cosine decay to learning_rate / 100
     width: int = 32
     res_blocks: int = 5
     arch: str = "johnson"
@@ -71,6 +72,8 @@ class TrainSettings:
             raise UsageError("the network needs a positive width")
         if self.arch not in ARCHS:
             raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
+        if not 0.0 <= self.lr_decay <= 1.0:
+            raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
             raise UsageError("loss weights must not be negative")
         unknown = [name for name in self.style_layers if name not in VGG16.taps]
@@ -81,6 +84,17 @@ class TrainSettings:
     @property
     def config(self) -> NetConfig:
         return NetConfig(self.width, self.res_blocks, self.arch)
+
+    def schedule(self) -> float | Callable[[mx.array], mx.array]:
+        """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
+        steps. A function of the global step alone, so a resumed run (which may extend --steps)
+        picks it up where it stands."""
+        decay = round(self.steps * self.lr_decay)
+        if decay == 0:
+            return self.learning_rate
+        constant = optim.step_decay(self.learning_rate, 1.0, max(1, self.steps - decay))
+        cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
+        return optim.join_schedules([constant, cosine], [self.steps - decay])
 
 
 @dataclass
@@ -239,7 +253,10 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
         net.load_weights(model, strict=True)
         state = [(k[len("optimizer."):], v) for k, v in arrays.items()
                  if k.startswith("optimizer.")]
+        rate = optimizer.state.get("learning_rate")  # this run's --learning-rate, not the saved one
         optimizer.state = tree_unflatten(state)
+        if rate is not None:
+            optimizer.state["learning_rate"] = rate
         return int(metadata["step"]), json.loads(metadata.get("losses", "[]"))
     except (ValueError, KeyError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
@@ -326,7 +343,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
     net = TransformerNet(settings.config)
-    optimizer = optim.Adam(learning_rate=settings.learning_rate)
+    optimizer = optim.Adam(learning_rate=settings.schedule())
     run = run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_path(name)

@@ -1,5 +1,7 @@
+import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -91,6 +93,51 @@ def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
     longer = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=14, **TINY),
                          resume=True)  # more steps: allowed
     assert longer.steps == 14
+
+
+def test_learning_rate_decay_schedule():
+    rate = TrainSettings(steps=100, learning_rate=1e-3, lr_decay=0.2).schedule()
+    at = [float(rate(mx.array(step))) for step in range(101)]
+    assert at[0] == at[79] == pytest.approx(1e-3)
+    assert np.all(np.diff(at[80:]) < 0) and at[100] == pytest.approx(1e-5)
+    assert TrainSettings(steps=100, lr_decay=0.0).schedule() == 1e-3
+    with pytest.raises(UsageError, match="--lr-decay"):
+        TrainSettings(lr_decay=1.5).check()
+
+
+def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, content_dir,
+                                                                   style_image):
+    photos = sorted(content_dir.glob("*.jpg"))
+
+    def stop_after(n):
+        def on_step(step):
+            if step.step == n:
+                raise KeyboardInterrupt
+        return on_step
+
+    decayed = {**TINY, "lr_decay": 0.5}
+    whole = train_style(tiny_vgg, style_image, "w", photos, TrainSettings(steps=10, **decayed))
+    train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed),
+                on_step=stop_after(6))
+    halves = train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed),
+                         resume=True)
+    np.testing.assert_allclose(halves.losses, whole.losses, rtol=1e-4)
+    first, _ = load_style(whole.style_path)
+    second, _ = load_style(halves.style_path)
+    for (key, a), (_, b) in zip(tree_flatten(first.parameters()),
+                                tree_flatten(second.parameters())):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5, err_msg=key)
+
+    # --learning-rate 0 on resume: the network must not move (the saved 5e-3 is not reused)
+    train_style(tiny_vgg, style_image, "z", photos, TrainSettings(steps=10, **TINY),
+                on_step=stop_after(4))
+    before, _ = load_style(style_dir() / "z.safetensors")
+    frozen = TrainSettings(steps=10, **{**TINY, "learning_rate": 0.0})
+    train_style(tiny_vgg, style_image, "z", photos, frozen, resume=True)
+    after, _ = load_style(style_dir() / "z.safetensors")
+    for (key, a), (_, b) in zip(tree_flatten(before.parameters()),
+                                tree_flatten(after.parameters())):
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
 
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
