@@ -209,12 +209,16 @@ def train_style(
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
+    start_from: Annotated[Optional[str], typer.Option(
+        "--from", help="Go on training a trained style (a name or a .safetensors file) of this "
+                       "painting: its weights and step count, without its checkpoint.")] = None,
     preview: Annotated[Optional[Path], typer.Option(help="A photo to stylize as training goes.")
                        ] = None,
     vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
 ) -> None:
     """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
     from .image import find_images
+    from .registry import style_path
     from .train import TrainSettings, run_dir, train_style as run
     from .vgg import load_vgg
 
@@ -231,6 +235,7 @@ def train_style(
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
+        origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()
         vgg = load_vgg(path=vgg_weights)
         columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
@@ -249,7 +254,7 @@ def train_style(
                                 rate=f"{steps_per_second:.1f} it/s")
 
             result = run(vgg, style_image, name, photos, settings, resume=resume,
-                         preview=preview, on_step=on_step)
+                         preview=preview, on_step=on_step, start_from=origin)
         state = "interrupted; resume with --resume" if result.interrupted else "done"
         if main:
             err.print(f"{state}: style {name!r} after {result.steps} steps -> "
@@ -613,6 +618,9 @@ def train_generator(
     seed: Annotated[int, typer.Option(min=0)] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
+    start_from: Annotated[Optional[str], typer.Option(
+        "--from", help="Go on training a trained style (a name or a .safetensors file) of this "
+                       "painting: its weights and step count, without its checkpoint.")] = None,
 ) -> None:
     """Train a DCGAN on a folder of images; it then registers as a generator named NAME."""
     from .gan import GanSettings, ImageSet, train_generator as run

@@ -35,8 +35,8 @@ from .errors import EngineError, ImageError, UsageError, WeightsError
 from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
-from .styles import (check_name, engine_home, read_metadata, save_atomic, save_style,
-                     style_dir)
+from .styles import (check_name, engine_home, load_style, read_metadata, save_atomic,
+                     save_style, style_dir)
 from .stylize import crop, pad4
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
@@ -269,7 +269,7 @@ OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight"
              "style_layers", "width", "res_blocks", "arch")
 
 
-def _check_same_objective(name: str, saved: dict, settings: TrainSettings) -> None:
+def _check_same_objective(what: str, saved: dict, settings: TrainSettings) -> None:
     now = json.loads(json.dumps(asdict(settings)))  # tuples -> lists, as saved
 
     def shown(key: str, value) -> str:
@@ -280,9 +280,9 @@ def _check_same_objective(name: str, saved: dict, settings: TrainSettings) -> No
     for key in OBJECTIVE:
         if saved.get(key) is not None and now[key] != saved[key]:
             flag = "--net" if key in ("arch", "res_blocks") else "--" + key.replace("_", "-")
-            raise UsageError(f"the checkpoint of {name!r} was trained with {flag} "
-                             f"{shown(key, saved[key])}, not {shown(key, now[key])}; resume with "
-                             "the same setting or train a new --name")
+            raise UsageError(f"{what} was trained with {flag} {shown(key, saved[key])}, not "
+                             f"{shown(key, now[key])}; give the same setting or train a new "
+                             "--name from scratch")
 
 
 def _sha256_file(path: Path) -> str:
@@ -312,8 +312,13 @@ def plot_losses(losses: list[float], path: Path) -> None:
 def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 settings: TrainSettings, resume: bool = False, preview: Path | None = None,
                 on_step: Callable[[TrainStep], None] | None = None,
-                out_dir: Path | None = None, data_shards: int = 1) -> TrainResult:
+                out_dir: Path | None = None, data_shards: int = 1,
+                start_from: Path | None = None) -> TrainResult:
     """Train a style network; write <name>.safetensors (+ preview .png) into the style folder.
+
+    `start_from`, a trained style file (a shipped one, say) of the same painting and objective,
+    continues its training without its checkpoint: its weights, its step count (the data and the
+    learning-rate schedule go on from there), a fresh Adam state.
 
     `settings.batch` is per process. Under mlx.launch the content is split into one shard per
     process; a single process can split its own batch into `data_shards` shards instead (the
@@ -348,6 +353,17 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_path(name)
     step, losses = 0, []
+    if resume and start_from is not None:
+        raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
+    if start_from is not None:
+        start, info = load_style(Path(start_from))
+        if info.style_sha256 != style_sha:
+            raise UsageError(f"{start_from} was trained on another style image than "
+                             f"{Path(style_path).name}")
+        _check_same_objective(f"the style {str(start_from)!r}",
+                              {**info.training, **asdict(info.config)}, settings)
+        net.update(start.parameters())
+        step = info.steps
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
@@ -357,7 +373,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             raise WeightsError(f"{error}; start again without --resume") from None
         if saved.get("style_sha256") != style_sha:
             raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
-        _check_same_objective(name, json.loads(saved.get("settings", "{}")), settings)
+        saved_settings = json.loads(saved.get("settings", "{}"))
+        _check_same_objective(f"the checkpoint of {name!r}", saved_settings, settings)
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 

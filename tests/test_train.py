@@ -140,6 +140,36 @@ def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, con
         np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
 
 
+def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, tmp_path):
+    photos = sorted(content_dir.glob("*.jpg"))
+    first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=6, **TINY))
+    still = TrainSettings(steps=9, **{**TINY, "learning_rate": 0.0})
+    same = train_style(tiny_vgg, style_image, "b", photos, still, start_from=first.style_path)
+    assert same.steps == 9 and len(same.losses) == 3 and read_info(same.style_path).steps == 9
+    before, _ = load_style(first.style_path)
+    after, _ = load_style(same.style_path)
+    for (key, a), (_, b) in zip(tree_flatten(before.parameters()),
+                                tree_flatten(after.parameters())):
+        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
+    # (learning rate 0: equal weights mean it started from the file's, not from a fresh network)
+
+    with pytest.raises(UsageError, match="was trained with --style-weight 100000.0, not 1000000.0"):
+        train_style(tiny_vgg, style_image, "d", photos,
+                    TrainSettings(steps=9, **{**TINY, "style_weight": 1e6}),
+                    start_from=first.style_path)
+    with pytest.raises(UsageError, match="trained with --net full, not fast"):
+        train_style(tiny_vgg, style_image, "d", photos,
+                    TrainSettings(steps=9, **{**TINY, "arch": "shuffle"}),
+                    start_from=first.style_path)
+    other = write_image(tmp_path / "other.png", (96, 96))
+    with pytest.raises(UsageError, match="another style image"):
+        train_style(tiny_vgg, other, "d", photos, TrainSettings(steps=9, **TINY),
+                    start_from=first.style_path)
+    with pytest.raises(UsageError, match="either --resume"):
+        train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=9, **TINY),
+                    resume=True, start_from=first.style_path)
+
+
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
                                                              monkeypatch):
     photos = sorted(content_dir.glob("*.jpg"))
@@ -198,6 +228,16 @@ def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir
     assert many.exit_code == 0, many.output
     assert sorted(p.name for p in folder_out.iterdir()) == [
         "p0-stripes.png", "p1-stripes.png", "p2-stripes.png"]
+    more = ["train-style", str(style_image), "--content", str(content_dir), "--batch", "2",
+            "--size", "32", "--style-size", "48", "--width", "4", "--style-layers",
+            "relu1_1,relu2_1,relu3_1", "--vgg-weights", str(tiny_vgg_file), "--from", "stripes"]
+    longer = runner.invoke(app, [*more, "--name", "stripes2", "--steps", "6", "--lr-decay", "0.5"])
+    assert longer.exit_code == 0, longer.output
+    assert read_info(style_dir() / "stripes2.safetensors").steps == 6
+    mismatch = runner.invoke(app, [*more, "--name", "stripes3", "--steps", "6", "--tv-weight",
+                                   "1"])
+    assert mismatch.exit_code == 2 and "was trained with --tv-weight 10.0, not 1.0" in \
+        mismatch.output
 
 
 def test_apply_bad_input(tmp_path, photo):
