@@ -46,7 +46,8 @@ def _root(no_plugins: Annotated[bool, typer.Option(
 
 @contextlib.contextmanager
 def user_errors():
-    """EngineError -> one line on stderr and exit code 2; Ctrl-C -> exit code 130."""
+    """EngineError or running out of memory -> one line on stderr and exit code 2; Ctrl-C -> exit
+    code 130."""
     try:
         yield
     except EngineError as error:
@@ -55,6 +56,15 @@ def user_errors():
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    except (RuntimeError, MemoryError) as error:  # the device's allocator: no traceback for that
+        if not isinstance(error, MemoryError) and "out of memory" not in str(error):
+            raise
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else "MemoryError"
+        err.print(f"[bold red]error:[/] out of memory ({cause}); use smaller images "
+                  "(--max-size), a smaller --batch or --size, or fewer jobs at once on this "
+                  "device (a training run keeps its last checkpoint: --resume)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _names(text: str) -> list[str]:

@@ -115,3 +115,23 @@ def test_real_weights_end_to_end(tmp_path, real_vgg_weights):
     written = np.asarray(Image.open(out), dtype=np.float32)
     original = np.asarray(Image.open(photo), dtype=np.float32)
     assert np.abs(written - original).mean() > 1.0  # the style changed the picture
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file):
+    import engine.train
+
+    def allocator(message):
+        def run(*args, **kwargs):
+            raise RuntimeError(message)
+        return run
+
+    args = ["train-style", painting, "--steps", "1", "--vgg-weights", tiny_vgg_file]
+    monkeypatch.setattr(engine.train, "train_style", allocator(
+        "cudaMallocAsync(&data, size, stream) failed: out of memory"))
+    result = _run(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: out of memory (cudaMallocAsync")
+    monkeypatch.setattr(engine.train, "train_style", allocator("some other failure"))
+    result = _run(*args)  # not a user's problem: it stays a traceback
+    assert isinstance(result.exception, RuntimeError) and "other failure" in str(result.exception)
