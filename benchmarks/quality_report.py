@@ -17,6 +17,11 @@ style's training layers (`style_own`). Content distance: mean squared relu4_2 di
 
     python benchmarks/quality_report.py --styles weights --paintings ../shared/data/styles \
         --photos set14_*.jpg --out benchmarks/results/quality.jsonl --sheets out/
+
+The optimizer's outputs depend only on the painting, the photo and the objective, not on the
+network: `--reuse-optimizer EARLIER.jsonl` takes their scores from an earlier report's rows of
+the same style name, photo, size, iterations and objective (a re-trained network scored on a CPU
+against the optimizer figures of a GPU run, say) instead of running it again.
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:
     }
 
 
+def reuse_key(row: dict) -> str:
+    return json.dumps([row["style"], row["photo"], row["size"], row["iterations"],
+                       row["objective_settings"]], sort_keys=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--styles", type=Path, default=Path("weights"))
@@ -100,7 +110,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sheets", type=Path,
                         help="folder for photo | feed-forward | optimizer | matched PNGs")
+    parser.add_argument("--reuse-optimizer", type=Path,
+                        help="an earlier report whose optimizer scores to take (see above)")
     args = parser.parse_args()
+    earlier = {}
+    if args.reuse_optimizer:
+        for line in args.reuse_optimizer.read_text().splitlines():
+            row = json.loads(line)
+            earlier[reuse_key(row)] = row
 
     vgg = load_vgg(path=args.vgg_weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,18 +137,27 @@ def main() -> None:
             feed_forward = stylizer(photo)
             mx.eval(feed_forward)
             ff_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            reference = optimize(vgg, photo, [painting],
-                                 OptimizeSettings(iterations=args.iterations)).image
-            opt_seconds = time.perf_counter() - started
-            matched = optimize(vgg, photo, [painting],
-                               matched_settings(own, args.iterations)).image
             row = {"style": style_file.stem, "photo": name, "size": args.size,
                    "iterations": args.iterations, "device": str(mx.default_device()),
                    "objective_settings": {**own, "style_layers": list(own["style_layers"])},
-                   "ff_seconds": ff_seconds, "optimizer_seconds": opt_seconds}
-            images = (("photo", photo), ("feed_forward", feed_forward),
-                      ("optimizer", reference), ("matched", matched))
+                   "steps": info.steps, "ff_seconds": ff_seconds}
+            images = [("photo", photo), ("feed_forward", feed_forward)]
+            if reuse_key(row) in earlier:
+                before = earlier[reuse_key(row)]
+                row.update({k: v for k, v in before.items()
+                            if k.endswith(("_optimizer", "_matched")) or k == "optimizer_seconds"})
+                row["optimizer_from"] = f"{args.reuse_optimizer.name} ({before['device']})"
+            elif args.reuse_optimizer:
+                raise SystemExit(f"{args.reuse_optimizer} has no optimizer row for "
+                                 f"{style_file.stem} / {name} with this objective")
+            else:
+                started = time.perf_counter()
+                reference = optimize(vgg, photo, [painting],
+                                     OptimizeSettings(iterations=args.iterations)).image
+                row["optimizer_seconds"] = time.perf_counter() - started
+                matched = optimize(vgg, photo, [painting],
+                                   matched_settings(own, args.iterations)).image
+                images += [("optimizer", reference), ("matched", matched)]
             for label, image in images:
                 for key, value in scores(vgg, image, photo, grams_opt, grams_own, own).items():
                     row[f"{key}_{label}"] = value
