@@ -362,6 +362,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                              f"{Path(style_path).name}")
         _check_same_objective(f"the style {str(start_from)!r}",
                               {**info.training, **asdict(info.config)}, settings)
+        if settings.steps <= info.steps:
+            raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
+                             f"from 0, so give more than {info.steps}")
         net.update(start.parameters())
         step = info.steps
     if resume:
