@@ -92,7 +92,10 @@ class TrainSettings:
         decay = round(self.steps * self.lr_decay)
         if decay == 0:
             return self.learning_rate
-        constant = optim.step_decay(self.learning_rate, 1.0, max(1, self.steps - decay))
+
+        def constant(step: mx.array) -> mx.array:
+            return mx.full(step.shape, self.learning_rate)
+
         cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
         return optim.join_schedules([constant, cosine], [self.steps - decay])
 
