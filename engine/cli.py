@@ -628,9 +628,6 @@ def train_generator(
     seed: Annotated[int, typer.Option(min=0)] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
-    start_from: Annotated[Optional[str], typer.Option(
-        "--from", help="Go on training a trained style (a name or a .safetensors file) of this "
-                       "painting: its weights and step count, without its checkpoint.")] = None,
 ) -> None:
     """Train a DCGAN on a folder of images; it then registers as a generator named NAME."""
     from .gan import GanSettings, ImageSet, train_generator as run

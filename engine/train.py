@@ -351,11 +351,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
     net = TransformerNet(settings.config)
-    optimizer = optim.Adam(learning_rate=settings.schedule())
-    run = run_dir(name)
-    run.mkdir(parents=True, exist_ok=True)
-    checkpoint = _checkpoint_path(name)
-    step, losses = 0, []
+    first_step = 0
     if resume and start_from is not None:
         raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
     if start_from is not None:
@@ -369,7 +365,12 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
                              f"from 0, so give more than {info.steps}")
         net.update(start.parameters())
-        step = info.steps
+        first_step = info.steps
+    optimizer = optim.Adam(learning_rate=settings.schedule())
+    run = run_dir(name)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint = _checkpoint_path(name)
+    step, losses = first_step, []
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")

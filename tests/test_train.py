@@ -168,6 +168,7 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
     with pytest.raises(UsageError, match="already trained 6 steps; --steps counts from 0"):
         train_style(tiny_vgg, style_image, "d", photos, TrainSettings(steps=6, **TINY),
                     start_from=first.style_path)
+    assert not (style_dir().parent / "runs" / "d").exists()  # refused before writing anything
     with pytest.raises(UsageError, match="either --resume"):
         train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=9, **TINY),
                     resume=True, start_from=first.style_path)
