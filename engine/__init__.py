@@ -1,6 +1,14 @@
 """engine: neural style transfer and image generation on MLX."""
 
+import os
+
 from . import blas
+
+# MLX's CUDA backend records every kernel into CUDA graphs by default; for the style networks the
+# graph bookkeeping costs more than it saves (H100, one run, interleaved A/B/A/B, ms per frame:
+# 512x512 4.3-4.9 -> 2.6-3.2, 1920x1080 batch 8 6.1 -> 5.6-5.8; benchmarks/README.md). MLX reads
+# the variable once, at the first kernel; MLX_USE_CUDA_GRAPHS=1 in the environment restores them.
+os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
 
 blas.load()  # before anything imports mlx.core: MLX binds its BLAS symbols when it is loaded
 

@@ -135,3 +135,14 @@ def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file)
     monkeypatch.setattr(engine.train, "train_style", allocator("some other failure"))
     result = _run(*args)  # not a user's problem: it stays a traceback
     assert isinstance(result.exception, RuntimeError) and "other failure" in str(result.exception)
+
+
+def test_cuda_graphs_default_off_unless_the_user_says():
+    show = "import engine, os; print(os.environ['MLX_USE_CUDA_GRAPHS'])"
+    env = {k: v for k, v in os.environ.items() if k != "MLX_USE_CUDA_GRAPHS"}
+    default = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
+                             text=True, check=True)
+    assert default.stdout.strip() == "0"
+    chosen = subprocess.run([sys.executable, "-c", show], env={**env, "MLX_USE_CUDA_GRAPHS": "1"},
+                            capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "1"
