@@ -7,6 +7,7 @@ Random weights (speed does not depend on them). Prints one JSON line per configu
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ def bench_mlx(width, height, batch, dtype, repeats, config):
     warmup = time.perf_counter() - started
     seconds = timed(lambda: stylizer(x), lambda: None, repeats)
     return {"framework": f"mlx {dtype}", "ms_per_frame": seconds * 1000 / batch,
-            "first_call_s": warmup}
+            "first_call_s": warmup, "cuda_graphs": os.environ.get("MLX_USE_CUDA_GRAPHS")}
 
 
 def bench_torch(width, height, batch, repeats, config, results):
