@@ -272,7 +272,13 @@ OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight"
              "style_layers", "width", "res_blocks", "arch")
 
 
-def _check_same_objective(what: str, saved: dict, settings: TrainSettings) -> None:
+def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_path: Path,
+                         style_sha: str, settings: TrainSettings) -> None:
+    """What a run goes on from (a checkpoint, a style file) was trained on this painting with
+    this objective."""
+    if saved_sha != style_sha:
+        raise UsageError(f"{what} was trained on another style image than "
+                         f"{Path(style_path).name}")
     now = json.loads(json.dumps(asdict(settings)))  # tuples -> lists, as saved
 
     def shown(key: str, value) -> str:
@@ -356,11 +362,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
     if start_from is not None:
         start, info = load_style(Path(start_from))
-        if info.style_sha256 != style_sha:
-            raise UsageError(f"{start_from} was trained on another style image than "
-                             f"{Path(style_path).name}")
-        _check_same_objective(f"the style {str(start_from)!r}",
-                              {**info.training, **asdict(info.config)}, settings)
+        _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
+                             {**info.training, **asdict(info.config)}, style_path, style_sha,
+                             settings)
         if settings.steps <= info.steps:
             raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
                              f"from 0, so give more than {info.steps}")
@@ -378,10 +382,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             saved = read_metadata(checkpoint, "engine-checkpoint", "checkpoint")
         except WeightsError as error:
             raise WeightsError(f"{error}; start again without --resume") from None
-        if saved.get("style_sha256") != style_sha:
-            raise UsageError(f"the checkpoint of {name!r} was trained on another style image")
-        saved_settings = json.loads(saved.get("settings", "{}"))
-        _check_same_objective(f"the checkpoint of {name!r}", saved_settings, settings)
+        _check_same_training(f"the checkpoint of {name!r}", saved.get("style_sha256"),
+                             json.loads(saved.get("settings", "{}")), style_path, style_sha,
+                             settings)
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 
