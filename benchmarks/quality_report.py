@@ -142,8 +142,8 @@ def main() -> None:
                    "objective_settings": {**own, "style_layers": list(own["style_layers"])},
                    "steps": info.steps, "ff_seconds": ff_seconds}
             images = [("photo", photo), ("feed_forward", feed_forward)]
-            if reuse_key(row) in earlier:
-                before = earlier[reuse_key(row)]
+            before = earlier.get(reuse_key(row))
+            if before is not None:
                 row.update({k: v for k, v in before.items()
                             if k.endswith(("_optimizer", "_matched")) or k == "optimizer_seconds"})
                 row["optimizer_from"] = f"{args.reuse_optimizer.name} ({before['device']})"

@@ -59,7 +59,8 @@ def user_errors():
     except (RuntimeError, MemoryError) as error:  # the device's allocator: no traceback for that
         if not isinstance(error, MemoryError) and "out of memory" not in str(error):
             raise
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else "MemoryError"
+        text = str(error).strip()
+        cause = text.splitlines()[0] if text else type(error).__name__
         err.print(f"[bold red]error:[/] out of memory ({cause}); use smaller images "
                   "(--max-size), a smaller --batch or --size, or fewer jobs at once on this "
                   "device (a training run keeps its last checkpoint: --resume)",
