@@ -95,6 +95,16 @@ def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
     assert longer.steps == 14
 
 
+def assert_same_weights(first, second, **tolerance):
+    """Every parameter of two networks equal: exactly, or within assert_allclose's tolerance."""
+    for (key, a), (_, b) in zip(tree_flatten(first.parameters()),
+                                tree_flatten(second.parameters())):
+        if tolerance:
+            np.testing.assert_allclose(np.array(a), np.array(b), err_msg=key, **tolerance)
+        else:
+            np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
+
+
 def test_learning_rate_decay_schedule():
     rate = TrainSettings(steps=100, learning_rate=1e-3, lr_decay=0.2).schedule()
     at = [float(rate(mx.array(step))) for step in range(101)]
@@ -124,9 +134,7 @@ def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, con
     np.testing.assert_allclose(halves.losses, whole.losses, rtol=1e-4)
     first, _ = load_style(whole.style_path)
     second, _ = load_style(halves.style_path)
-    for (key, a), (_, b) in zip(tree_flatten(first.parameters()),
-                                tree_flatten(second.parameters())):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5, err_msg=key)
+    assert_same_weights(first, second, rtol=1e-3, atol=1e-5)
 
     # --learning-rate 0 on resume: the network must not move (the saved 5e-3 is not reused)
     train_style(tiny_vgg, style_image, "z", photos, TrainSettings(steps=10, **TINY),
@@ -135,9 +143,7 @@ def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, con
     frozen = TrainSettings(steps=10, **{**TINY, "learning_rate": 0.0})
     train_style(tiny_vgg, style_image, "z", photos, frozen, resume=True)
     after, _ = load_style(style_dir() / "z.safetensors")
-    for (key, a), (_, b) in zip(tree_flatten(before.parameters()),
-                                tree_flatten(after.parameters())):
-        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
+    assert_same_weights(before, after)
 
 
 def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, tmp_path):
@@ -148,9 +154,7 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
     assert same.steps == 9 and len(same.losses) == 3 and read_info(same.style_path).steps == 9
     before, _ = load_style(first.style_path)
     after, _ = load_style(same.style_path)
-    for (key, a), (_, b) in zip(tree_flatten(before.parameters()),
-                                tree_flatten(after.parameters())):
-        np.testing.assert_array_equal(np.array(a), np.array(b), err_msg=key)
+    assert_same_weights(before, after)
     # (learning rate 0: equal weights mean it started from the file's, not from a fresh network)
 
     with pytest.raises(UsageError, match="was trained with --style-weight 100000.0, not 1000000.0"):
