@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -99,11 +100,52 @@ def reflect_pad(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
     """
     if p == 0:
         return x
-    rows = [x[:, p:0:-1], x, x[:, -2:-p - 2:-1]]
-    if spare_row:
-        rows.append(mx.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype))
+    if not spare_row:
+        return _reflect_pad_fn(p)(x)
+    rows = [x[:, p:0:-1], x, x[:, -2:-p - 2:-1], mx.zeros((x.shape[0], 1, *x.shape[2:]),
+                                                        dtype=x.dtype)]
     x = mx.concatenate(rows, axis=1)
     return mx.concatenate([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
+
+
+def _reflect_slices(x: mx.array, p: int) -> mx.array:
+    x = mx.concatenate([x[:, p:0:-1], x, x[:, -2:-p - 2:-1]], axis=1)
+    return mx.concatenate([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
+
+
+def _fold_reflection(g: mx.array, axis: int, p: int) -> mx.array:
+    """The gradient of reflection padding along one axis: the padded gradient's middle, plus
+    its two margins mirrored back onto the rows they copy (original rows 1..p and n-1-p..n-2)."""
+    n = g.shape[axis] - 2 * p
+
+    def cut(start, stop, step=1):
+        return g[(slice(None),) * axis + (slice(start, stop, step),)]
+
+    def place(part, before, after):
+        widths = [(0, 0)] * g.ndim
+        widths[axis] = (before, after)
+        return mx.pad(part, widths)
+
+    left = cut(p - 1, None, -1)  # padded rows p-1..0 copy original rows 1..p
+    right = cut(n + 2 * p - 1, n + p - 1, -1)  # rows n+2p-1..n+p copy rows n-1-p..n-2
+    return cut(p, p + n) + place(left, 1, n - 1 - p) + place(right, n - 1 - p, 1)
+
+
+@lru_cache
+def _reflect_pad_fn(p: int):
+    """Reflection padding by p with its own gradient. Left to autodiff, the gradient of each of
+    the six slices is a zero array of the whole input's size with the slice written in; this one
+    reads the padded gradient once."""
+
+    @mx.custom_function
+    def pad(x):
+        return _reflect_slices(x, p)
+
+    @pad.vjp
+    def pad_vjp(primals, cotangent, output):
+        return (_fold_reflection(_fold_reflection(cotangent, 2, p), 1, p),)
+
+    return pad
 
 
 def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False) -> mx.array:
@@ -142,12 +184,30 @@ def conv_out_rows(padded: mx.array, weight: mx.array) -> mx.array:
     channels leave the tensor cores idle, 27 keep them busy.
     """
     cout, k, _, cin = weight.shape
-    width = padded.shape[2] - k + 1
     z = mx.conv2d(padded, weight.transpose(2, 0, 1, 3).reshape(k * cout, k, 1, cin))
-    out = z[:, :, :width, :cout]
-    for dx in range(1, k):
-        out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
-    return out
+    return _shift_sum_fn(k, cout)(z)
+
+
+@lru_cache
+def _shift_sum_fn(k: int, cout: int):
+    """(B, H, W + k - 1, k * cout) -> (B, H, W, cout): the sum over dx of channel group dx
+    shifted left by dx columns. Its gradient is one concatenation of k shifted copies (autodiff
+    would write each of the k slices into a zero array of z's whole size)."""
+
+    @mx.custom_function
+    def shift_sum(z):
+        width = z.shape[2] - k + 1
+        out = z[:, :, :width, :cout]
+        for dx in range(1, k):
+            out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
+        return out
+
+    @shift_sum.vjp
+    def shift_sum_vjp(primals, cotangent, output):
+        return (mx.concatenate([mx.pad(cotangent, [(0, 0), (0, 0), (dx, k - 1 - dx), (0, 0)])
+                                for dx in range(k)], axis=-1),)
+
+    return shift_sum
 
 
 def on_cpu() -> bool:

@@ -66,6 +66,19 @@ def test_cpu_convolution_gradients_match_mx_conv2d():
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-3)
 
 
+
+@pytest.mark.parametrize("p,h,w", [(1, 6, 5), (4, 11, 9), (4, 5, 6), (1, 2, 2)])
+def test_reflection_padding_gradient_matches_mx_pad(p, h, w):
+    """reflect_pad's own gradient (the margins folded back) against autodiff of mx.pad's
+    reflect mode, plain and compiled."""
+    x = mx.random.normal((2, h, w, 3))
+    cotangent = mx.random.normal((2, h + 2 * p, w + 2 * p, 3))
+    widths = [(0, 0), (p, p), (p, p), (0, 0)]
+    theirs = mx.grad(lambda x: (mx.pad(x, widths, mode="reflect") * cotangent).sum())(x)
+    ours = mx.grad(lambda x: (reflect_pad(x, p) * cotangent).sum())
+    for fn in (ours, mx.compile(ours)):
+        np.testing.assert_allclose(np.array(fn(x)), np.array(theirs), rtol=1e-5, atol=1e-5)
+
 def test_few_output_channel_convolution_by_rows_matches_mx_conv2d():
     x = mx.random.normal((2, 14, 17, 6))
     weight = mx.random.normal((3, 9, 9, 6))
