@@ -1,7 +1,7 @@
 """Where the GPU time goes: the style network and the training step taken apart, op by op,
 with PyTorch's time for the same op beside MLX's, and alternatives for the slow parts.
 
-    python benchmarks/profile_gpu.py [--sections conv,apply,train] [--out results.jsonl]
+    python benchmarks/profile_gpu.py [--sections conv,apply,train,trainnet] [--out results.jsonl]
 
 Random weights and inputs (speed does not depend on them). One JSON line per measurement:
 {"section", "case", "mlx_ms", "torch_ms"?}. Meant for the GPU machine; runs (slowly) anywhere.
@@ -20,6 +20,7 @@ import mlx.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from engine import transformer  # noqa: E402
 from engine.losses import gram  # noqa: E402
 from engine.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad, upsample2x  # noqa: E402
 from engine.vgg import VGG, max_pool2_views  # noqa: E402
@@ -439,6 +440,71 @@ def torch_train_parts(batch, size, dtype):
     return values
 
 
+# ------------------------------------------------------------------ train net
+
+def _autodiff_pad(p):
+    return lambda x: transformer._reflect_slices(x, p)
+
+
+def _autodiff_shift_sum(k, cout):
+    def shift_sum(z):
+        width = z.shape[2] - k + 1
+        out = z[:, :, :width, :cout]
+        for dx in range(1, k):
+            out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
+        return out
+    return shift_sum
+
+
+TRAIN_VARIANTS = {  # how the style network's gradient is taken: each patches engine.transformer
+    "autodiff": {"_reflect_pad_fn": _autodiff_pad, "_shift_sum_fn": _autodiff_shift_sum},
+    "custom_pad": {"_shift_sum_fn": _autodiff_shift_sum},
+    "custom_pad_shift": {},
+    "custom_pad_plain9": {"plain9": True},
+}
+
+
+def section_trainnet(batch=8, size=256):
+    """The style network's forward + backward and the whole training step (random VGG16
+    weights), for each way of taking the network's gradient (TRAIN_VARIANTS)."""
+    from engine.optimize import style_target
+    from engine.train import TrainSettings, make_train_step
+    import mlx.optimizers as optim
+    import numpy as np
+
+    originals = {name: getattr(transformer, name) for name in ("_reflect_pad_fn", "_shift_sum_fn")}
+    padded_conv = transformer.ConvLayer.padded_conv
+    settings = TrainSettings(size=size, style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1",
+                                                      "relu5_1"))
+    vgg = VGG()
+    grams = style_target(vgg, [mx.random.uniform(shape=(1, size, size, 3))], np.ones(1),
+                         settings.style_layers, size, 1.0)
+    for variant, patches in TRAIN_VARIANTS.items():
+        for name, value in originals.items():
+            setattr(transformer, name, patches.get(name, value))
+        transformer.ConvLayer.padded_conv = ((lambda self, padded: self.conv(padded))
+                                             if patches.get("plain9") else padded_conv)
+        values = {}
+        for dtype in (mx.float32, mx.bfloat16):
+            net = TransformerNet(FULL)
+            net.set_dtype(dtype)
+            xs = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
+            net_grad = mx.compile(nn.value_and_grad(
+                net, lambda t: mx.mean(mx.square(net(t))).astype(mx.float32)),
+                inputs=net.state, outputs=net.state)
+            values[f"net_value_and_grad_{dtype}"] = mlx_ms(net_grad, xs)
+        net = TransformerNet(FULL)
+        optimizer = optim.Adam(learning_rate=1e-3)
+        step, state = make_train_step(vgg, net, optimizer, grams, settings)
+        x = mx.random.uniform(shape=(batch, size, size, 3))
+        values["train_step_fp32"] = mlx_ms(lambda t: (step(t), state), x)
+        emit("trainnet", f"{variant} b{batch} {size}px", **values)
+        release()
+    for name, value in originals.items():
+        setattr(transformer, name, value)
+    transformer.ConvLayer.padded_conv = padded_conv
+
+
 def main():
     global OUT
     parser = argparse.ArgumentParser()
@@ -459,7 +525,8 @@ def main():
         started = time.perf_counter()
         {"conv": lambda: section_conv(torch_too, args.conv_scale),
          "apply": lambda: section_apply(torch_too, shapes, not args.no_stages),
-         "train": lambda: section_train(torch_too, size=args.train_size)}[section]()
+         "train": lambda: section_train(torch_too, size=args.train_size),
+         "trainnet": lambda: section_trainnet(size=args.train_size)}[section]()
         emit("env", f"section {section} took", seconds=time.perf_counter() - started)
 
 
