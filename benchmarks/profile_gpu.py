@@ -20,7 +20,7 @@ import mlx.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import transformer  # noqa: E402
+from engine import transformer
 from engine.losses import gram  # noqa: E402
 from engine.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad, upsample2x  # noqa: E402
 from engine.vgg import VGG, max_pool2_views  # noqa: E402
@@ -467,10 +467,11 @@ TRAIN_VARIANTS = {  # how the style network's gradient is taken: each patches en
 def section_trainnet(batch=8, size=256):
     """The style network's forward + backward and the whole training step (random VGG16
     weights), for each way of taking the network's gradient (TRAIN_VARIANTS)."""
-    from engine.optimize import style_target
-    from engine.train import TrainSettings, make_train_step
     import mlx.optimizers as optim
     import numpy as np
+
+    from engine.optimize import style_target
+    from engine.train import TrainSettings, make_train_step
 
     originals = {name: getattr(transformer, name) for name in ("_reflect_pad_fn", "_shift_sum_fn")}
     padded_conv = transformer.ConvLayer.padded_conv
@@ -490,14 +491,14 @@ def section_trainnet(batch=8, size=256):
             net.set_dtype(dtype)
             xs = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
             net_grad = mx.compile(nn.value_and_grad(
-                net, lambda t: mx.mean(mx.square(net(t))).astype(mx.float32)),
+                net, lambda t, net=net: mx.mean(mx.square(net(t))).astype(mx.float32)),
                 inputs=net.state, outputs=net.state)
             values[f"net_value_and_grad_{dtype}"] = mlx_ms(net_grad, xs)
         net = TransformerNet(FULL)
         optimizer = optim.Adam(learning_rate=1e-3)
         step, state = make_train_step(vgg, net, optimizer, grams, settings)
         x = mx.random.uniform(shape=(batch, size, size, 3))
-        values["train_step_fp32"] = mlx_ms(lambda t: (step(t), state), x)
+        values["train_step_fp32"] = mlx_ms(lambda t, step=step, state=state: (step(t), state), x)
         emit("trainnet", f"{variant} b{batch} {size}px", **values)
         release()
     for name, value in originals.items():
