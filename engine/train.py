@@ -19,7 +19,7 @@ import threading
 import queue
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -60,6 +60,9 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
+    # the stages a --from run went on from, oldest first: {steps (where each ended), size, batch,
+    # learning_rate, lr_decay}; --from may change the crop size (to fine-tune at a larger one)
+    earlier: Sequence[dict] = ()
 
     def check(self) -> None:
         if self.content_layer not in ("relu2_2", "relu3_3"):
@@ -268,14 +271,15 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
 
 # What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
 # learning rate may change), or its style file would record settings it was only half trained on.
+STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
              "style_layers", "width", "res_blocks", "arch")
 
 
 def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_path: Path,
-                         style_sha: str, settings: TrainSettings) -> None:
+                         style_sha: str, settings: TrainSettings, may_differ: tuple = ()) -> None:
     """What a run goes on from (a checkpoint, a style file) was trained on this painting with
-    this objective."""
+    this objective (apart from the settings in `may_differ`)."""
     if saved_sha != style_sha:
         raise UsageError(f"{what} was trained on another style image than "
                          f"{Path(style_path).name}")
@@ -287,7 +291,7 @@ def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_pa
         return ",".join(value) if isinstance(value, list) else str(value)
 
     for key in OBJECTIVE:
-        if saved.get(key) is not None and now[key] != saved[key]:
+        if key not in may_differ and saved.get(key) is not None and now[key] != saved[key]:
             flag = "--net" if key in ("arch", "res_blocks") else "--" + key.replace("_", "-")
             raise UsageError(f"{what} was trained with {flag} {shown(key, saved[key])}, not "
                              f"{shown(key, now[key])}; give the same setting or train a new "
@@ -364,12 +368,15 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         start, info = load_style(Path(start_from))
         _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
                              {**info.training, **asdict(info.config)}, style_path, style_sha,
-                             settings)
+                             settings, may_differ=("size",))
         if settings.steps <= info.steps:
             raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
                              f"from 0, so give more than {info.steps}")
         net.update(start.parameters())
         first_step = info.steps
+        stage = {key: info.training.get(key) for key in STAGE_KEYS}
+        settings = replace(settings, earlier=(*info.training.get("earlier", ()),
+                                              {**stage, "steps": info.steps}))
     optimizer = optim.Adam(learning_rate=settings.schedule())
     run = run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
@@ -382,9 +389,11 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             saved = read_metadata(checkpoint, "engine-checkpoint", "checkpoint")
         except WeightsError as error:
             raise WeightsError(f"{error}; start again without --resume") from None
+        saved_settings = json.loads(saved.get("settings", "{}"))
         _check_same_training(f"the checkpoint of {name!r}", saved.get("style_sha256"),
-                             json.loads(saved.get("settings", "{}")), style_path, style_sha,
-                             settings)
+                             saved_settings, style_path, style_sha, settings)
+        if not settings.earlier:  # a --from run resumed: its history stays in the metadata
+            settings = replace(settings, earlier=tuple(saved_settings.get("earlier", ())))
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 

@@ -115,16 +115,17 @@ def test_learning_rate_decay_schedule():
         TrainSettings(lr_decay=1.5).check()
 
 
+def stop_after(n):
+    """An on_step that interrupts training (as Ctrl-C would) after step n."""
+    def on_step(step):
+        if step.step == n:
+            raise KeyboardInterrupt
+    return on_step
+
+
 def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, content_dir,
                                                                    style_image):
     photos = sorted(content_dir.glob("*.jpg"))
-
-    def stop_after(n):
-        def on_step(step):
-            if step.step == n:
-                raise KeyboardInterrupt
-        return on_step
-
     decayed = {**TINY, "lr_decay": 0.5}
     whole = train_style(tiny_vgg, style_image, "w", photos, TrainSettings(steps=10, **decayed))
     train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed),
@@ -177,6 +178,27 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
         train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=9, **TINY),
                     resume=True, start_from=first.style_path)
 
+
+
+def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, content_dir,
+                                                                   style_image):
+    """--from may change --size (fine-tuning at the size a style is used at); the metadata keeps
+    each earlier stage, also when the fine-tune is interrupted and resumed."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=4, **TINY))
+    larger = {**TINY, "size": 2 * TINY["size"], "batch": 1, "learning_rate": 3e-4}
+    train_style(tiny_vgg, style_image, "big", photos, TrainSettings(steps=9, **larger),
+                start_from=first.style_path, on_step=stop_after(6))
+    resumed = train_style(tiny_vgg, style_image, "big", photos, TrainSettings(steps=9, **larger),
+                          resume=True)
+    info = read_info(resumed.style_path)
+    assert info.steps == 9 and info.training["size"] == 2 * TINY["size"]
+    assert info.training["earlier"] == [{"size": TINY["size"], "batch": TINY["batch"],
+                                         "learning_rate": TINY["learning_rate"], "lr_decay": 0.0,
+                                         "steps": 4}]
+    again = train_style(tiny_vgg, style_image, "bigger", photos,
+                        TrainSettings(steps=11, **larger), start_from=resumed.style_path)
+    assert [stage["steps"] for stage in read_info(again.style_path).training["earlier"]] == [4, 9]
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
                                                              monkeypatch):
