@@ -77,6 +77,8 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array, stats: tuple[mx.array, mx.array] | None = None) -> mx.array:
+        if stats is None and x.dtype == mx.float32 and not on_cpu():
+            return _instance_norm_fn(self.eps)(x, self.weight, self.bias)
         # One scale and shift per (image, channel), reshaped before use: the reshape keeps
         # mx.compile from fusing rsqrt into the full-size kernel, where the CPU would evaluate it
         # once per pixel (10x slower there); on a GPU either way costs the same.
@@ -91,6 +93,37 @@ class InstanceNorm(nn.Module):
         scale = mx.rsqrt(var + self.eps) * self.weight
         return scale, self.bias - mean * scale
 
+
+
+@lru_cache
+def _instance_norm_fn(eps: float):
+    """Instance norm with its own gradient (training on a GPU, float32): the textbook
+    dx = s * (g - mean(g) - x_hat * mean(g * x_hat)), two reductions over H and W, where autodiff
+    of mean, var and the scale-and-shift takes more reductions and passes."""
+
+    def moments(x):
+        mean = mx.mean(x, axis=(1, 2), keepdims=True)
+        return mean, mx.var(x, axis=(1, 2), keepdims=True)
+
+    @mx.custom_function
+    def norm(x, weight, bias):
+        mean, var = moments(x)
+        scale = mx.rsqrt(var + eps) * weight
+        return x * scale + (bias - mean * scale)
+
+    @norm.vjp
+    def norm_vjp(primals, cotangent, output):
+        x, weight, _ = primals
+        mean, var = moments(x)
+        inv = mx.rsqrt(var + eps)
+        x_hat = (x - mean) * inv
+        g_sum = mx.sum(cotangent, axis=(1, 2), keepdims=True)
+        gx_sum = mx.sum(cotangent * x_hat, axis=(1, 2), keepdims=True)
+        count = x.shape[1] * x.shape[2]
+        dx = (inv * weight) * (cotangent - (g_sum + x_hat * gx_sum) / count)
+        return dx, gx_sum.sum(axis=(0, 1, 2)), g_sum.sum(axis=(0, 1, 2))
+
+    return norm
 
 def reflect_pad(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
     """Reflection padding of H and W by p (as mx.pad's "reflect", 4x faster on the CPU).
