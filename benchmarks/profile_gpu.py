@@ -1,7 +1,7 @@
 """Where the GPU time goes: the style network and the training step taken apart, op by op,
 with PyTorch's time for the same op beside MLX's, and alternatives for the slow parts.
 
-    python benchmarks/profile_gpu.py [--sections conv,apply,train,trainnet] [--out results.jsonl]
+    python benchmarks/profile_gpu.py [--sections conv,apply,train,trainnet,trainconv] [--out results.jsonl]
 
 Random weights and inputs (speed does not depend on them). One JSON line per measurement:
 {"section", "case", "mlx_ms", "torch_ms"?}. Meant for the GPU machine; runs (slowly) anywhere.
@@ -456,11 +456,25 @@ def _autodiff_shift_sum(k, cout):
     return shift_sum
 
 
+def _autodiff_norm(eps):
+    def norm(x, weight, bias):
+        mean, var = mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
+        scale = mx.rsqrt(var + eps) * weight
+        return x * scale + (bias - mean * scale)
+    return norm
+
+
+def _affine_only(eps):
+    return lambda x, weight, bias: x * weight + bias
+
+
 TRAIN_VARIANTS = {  # how the style network's gradient is taken: each patches engine.transformer
-    "autodiff": {"_reflect_pad_fn": _autodiff_pad, "_shift_sum_fn": _autodiff_shift_sum},
-    "custom_pad": {"_shift_sum_fn": _autodiff_shift_sum},
-    "custom_pad_shift": {},
+    "autodiff": {"_reflect_pad_fn": _autodiff_pad, "_shift_sum_fn": _autodiff_shift_sum,
+                 "_instance_norm_fn": _autodiff_norm},
+    "custom_pad_shift": {"_instance_norm_fn": _autodiff_norm},
+    "custom_pad_shift_norm": {},
     "custom_pad_plain9": {"plain9": True},
+    "no_normalization (not a network: what norms cost)": {"_instance_norm_fn": _affine_only},
 }
 
 
@@ -473,7 +487,8 @@ def section_trainnet(batch=8, size=256):
     from engine.optimize import style_target
     from engine.train import TrainSettings, make_train_step
 
-    originals = {name: getattr(transformer, name) for name in ("_reflect_pad_fn", "_shift_sum_fn")}
+    originals = {name: getattr(transformer, name)
+                 for name in ("_reflect_pad_fn", "_shift_sum_fn", "_instance_norm_fn")}
     padded_conv = transformer.ConvLayer.padded_conv
     settings = TrainSettings(size=size, style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1",
                                                       "relu5_1"))
@@ -485,15 +500,14 @@ def section_trainnet(batch=8, size=256):
             setattr(transformer, name, patches.get(name, value))
         transformer.ConvLayer.padded_conv = ((lambda self, padded: self.conv(padded))
                                              if patches.get("plain9") else padded_conv)
-        values = {}
-        for dtype in (mx.float32, mx.bfloat16):
-            net = TransformerNet(FULL)
-            net.set_dtype(dtype)
-            xs = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
-            net_grad = mx.compile(nn.value_and_grad(
-                net, lambda t, net=net: mx.mean(mx.square(net(t))).astype(mx.float32)),
-                inputs=net.state, outputs=net.state)
-            values[f"net_value_and_grad_{dtype}"] = mlx_ms(net_grad, xs)
+        # float32 only: training runs in float32 (the half-precision norm kernel has no VJP)
+        net = TransformerNet(FULL)
+        xs = mx.random.uniform(shape=(batch, size, size, 3))
+        net_grad = mx.compile(nn.value_and_grad(
+            net, lambda t, net=net: mx.mean(mx.square(net(t)))),
+            inputs=net.state, outputs=net.state)
+        values = {"net_forward": mlx_ms(mx.compile(lambda t, net=net: net(t)), xs),
+                  "net_value_and_grad": mlx_ms(net_grad, xs)}
         net = TransformerNet(FULL)
         optimizer = optim.Adam(learning_rate=1e-3)
         step, state = make_train_step(vgg, net, optimizer, grams, settings)
@@ -504,6 +518,54 @@ def section_trainnet(batch=8, size=256):
     for name, value in originals.items():
         setattr(transformer, name, value)
     transformer.ConvLayer.padded_conv = padded_conv
+
+
+TRAIN_CONVS = ((3, 32, 9, 1, 256), (32, 64, 3, 2, 256), (64, 128, 3, 2, 128), (128, 128, 3, 1, 64),
+               (128, 64, 3, 1, 128), (64, 32, 3, 1, 256), (32, 3, 9, 1, 256))
+
+
+def section_trainconv(torch_too, batch=8):
+    """Each convolution of the style network at training size (batch 8, 256 px), float32: the
+    forward and the gradient (input and weight; weight only for the first layer), MLX against
+    cuDNN through PyTorch with TF32 allowed (its default for convolutions) and not."""
+    for shape in TRAIN_CONVS:
+        emit("trainconv", "{}->{} k{} s{} {}px b{}".format(*shape, batch),
+             **_trainconv_case(torch_too, batch, *shape))
+        release()
+
+
+def _trainconv_case(torch_too, batch, cin, cout, k, stride, size):
+    p = k // 2
+    x = mx.random.normal((batch, size + 2 * p, size + 2 * p, cin))
+    w = mx.random.normal((cout, k, k, cin)) * 0.05
+    out = mx.conv2d(x, w, stride=stride)
+    cotangent = mx.random.normal(out.shape)
+    argnums = (1,) if cin == 3 else (0, 1)
+    grad = mx.compile(mx.grad(lambda x, w: (mx.conv2d(x, w, stride=stride) * cotangent).sum(),
+                              argnums=argnums))
+    values = {"mlx_forward": mlx_ms(mx.compile(lambda x, w: mx.conv2d(x, w, stride=stride)),
+                                    x, w),
+              "mlx_grad": mlx_ms(grad, x, w)}
+    if torch_too:
+        import torch
+        import torch.nn.functional as F
+
+        tx = torch.randn(batch, cin, size + 2 * p, size + 2 * p, device="cuda").contiguous(
+            memory_format=torch.channels_last).requires_grad_(cin != 3)
+        tw = (torch.randn(cout, cin, k, k, device="cuda") * 0.05).contiguous(
+            memory_format=torch.channels_last).requires_grad_(True)
+        tc = torch.randn_like(F.conv2d(tx, tw, stride=stride))
+        inputs = [tw] if cin == 3 else [tx, tw]
+        for tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = tf32
+            label = "tf32" if tf32 else "fp32"
+            with torch.no_grad():
+                values[f"torch_{label}_forward"] = torch_ms(
+                    lambda: F.conv2d(tx, tw, stride=stride))
+            values[f"torch_{label}_grad"] = torch_ms(lambda: torch.autograd.grad(
+                (F.conv2d(tx, tw, stride=stride) * tc).sum(), inputs))
+        torch.backends.cudnn.allow_tf32 = True
+    return values
 
 
 def main():
@@ -527,7 +589,8 @@ def main():
         {"conv": lambda: section_conv(torch_too, args.conv_scale),
          "apply": lambda: section_apply(torch_too, shapes, not args.no_stages),
          "train": lambda: section_train(torch_too, size=args.train_size),
-         "trainnet": lambda: section_trainnet(size=args.train_size)}[section]()
+         "trainnet": lambda: section_trainnet(size=args.train_size),
+         "trainconv": lambda: section_trainconv(torch_too)}[section]()
         emit("env", f"section {section} took", seconds=time.perf_counter() - started)
 
 
