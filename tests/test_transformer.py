@@ -166,3 +166,27 @@ def test_whole_image_limit_depends_on_the_device():
     assert Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96, overlap=16).max_tile == 96
     with pytest.raises(UsageError, match="overlap"):
         Stylizer(TransformerNet(NetConfig(8, 1)), max_tile=96)  # overlap 64: no room for a step
+
+
+def test_instance_norm_gradient_on_the_gpu_path_matches_autodiff(monkeypatch):
+    """The GPU's float32 norm (its own VJP, two reductions) against autodiff of the formula."""
+    monkeypatch.setattr(transformer, "on_cpu", lambda: False)
+    norm = InstanceNorm(5)
+    norm.weight, norm.bias = mx.random.normal((5,)), mx.random.normal((5,))
+    x = mx.random.normal((3, 7, 6, 5)) * 3 + 1
+    cotangent = mx.random.normal(x.shape)
+
+    def formula(x, weight, bias):
+        mean, var = mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
+        return (x - mean) * mx.rsqrt(var + norm.eps) * weight + bias
+
+    def gpu_path(x, weight, bias):
+        norm.weight, norm.bias = weight, bias
+        return norm(x)
+
+    theirs = mx.grad(lambda *a: (formula(*a) * cotangent).sum(), argnums=(0, 1, 2))(
+        x, norm.weight, norm.bias)
+    ours = mx.grad(lambda *a: (gpu_path(*a) * cotangent).sum(), argnums=(0, 1, 2))(
+        x, norm.weight, norm.bias)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-4)
