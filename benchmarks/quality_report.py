@@ -65,14 +65,14 @@ def own_objective(training: dict) -> dict:
             **{key: float(own[key]) for key in ("content_weight", "style_weight", "tv_weight")}}
 
 
-def matched_settings(own: dict, iterations: int) -> OptimizeSettings:
+def matched_settings(own: dict, iterations: int, style_scale: float = 1.0) -> OptimizeSettings:
     """The optimizer on the training objective. Training sums the style term over its layers,
     the optimizer averages it: the style weight is scaled by the layer count to match."""
     return OptimizeSettings(iterations=iterations, content_layers=(own["content_layer"],),
                             style_layers=own["style_layers"],
                             content_weight=own["content_weight"],
                             style_weight=own["style_weight"] * len(own["style_layers"]),
-                            tv_weight=own["tv_weight"])
+                            tv_weight=own["tv_weight"], style_scale=style_scale)
 
 
 def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:
@@ -94,8 +94,8 @@ def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:
 
 
 def reuse_key(row: dict) -> str:
-    return json.dumps([row["style"], row["photo"], row["size"], row["iterations"],
-                       row["objective_settings"]], sort_keys=True)
+    return json.dumps([row["style"], row["photo"], row["size"], row.get("style_size", row["size"]),
+                       row["iterations"], row["objective_settings"]], sort_keys=True)
 
 
 def main() -> None:
@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--paintings", type=Path, default=Path("../shared/data/styles"))
     parser.add_argument("--photos", type=Path, nargs="+", required=True)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--style-size", type=int,
+                        help="the painting's longest side for the style targets (default: --size;"
+                             " the styles train with 512)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--only", nargs="*", help="style file stems to report on")
     parser.add_argument("--vgg-weights", type=Path)
@@ -128,8 +131,9 @@ def main() -> None:
         info = read_info(style_file)
         own = own_objective(info.training)
         painting = load_image(args.paintings / info.training["style_image"]).rgb
-        grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, args.size, 1.0)
-        grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], args.size,
+        style_size = args.style_size or args.size
+        grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, style_size, 1.0)
+        grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], style_size,
                                  1.0)
         stylizer = Stylizer.from_file(style_file)
         for name, photo in photos.items():
@@ -138,6 +142,7 @@ def main() -> None:
             mx.eval(feed_forward)
             ff_seconds = time.perf_counter() - started
             row = {"style": style_file.stem, "photo": name, "size": args.size,
+                   "style_size": style_size,
                    "iterations": args.iterations, "device": str(mx.default_device()),
                    "objective_settings": {**own, "style_layers": list(own["style_layers"])},
                    "steps": info.steps, "ff_seconds": ff_seconds}
@@ -152,11 +157,13 @@ def main() -> None:
                                  f"{style_file.stem} / {name} with this objective")
             else:
                 started = time.perf_counter()
+                scale = style_size / args.size  # the optimizer sizes the painting as the photo
                 reference = optimize(vgg, photo, [painting],
-                                     OptimizeSettings(iterations=args.iterations)).image
+                                     OptimizeSettings(iterations=args.iterations,
+                                                      style_scale=scale)).image
                 row["optimizer_seconds"] = time.perf_counter() - started
                 matched = optimize(vgg, photo, [painting],
-                                   matched_settings(own, args.iterations)).image
+                                   matched_settings(own, args.iterations, scale)).image
                 images += [("optimizer", reference), ("matched", matched)]
             for label, image in images:
                 for key, value in scores(vgg, image, photo, grams_opt, grams_own, own).items():
