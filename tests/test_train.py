@@ -313,10 +313,16 @@ def test_every_shipped_style_changes_a_photo_its_own_way(tmp_path):
     rows = json.loads(runner.invoke(app, ["styles", "--json"]).output)
     shipped = {row["name"]: row for row in rows if row["plugin"] == "engine_plugins.shipped_styles"}
     assert set(shipped) == SHIPPED
-    # fully trained, not demo networks: 1300-2000 steps at batch 8 on 680 photos (three styles'
-    # last re-train was cut at ~1300 by the device budget)
-    assert all(row["steps"] >= 1000 and row["training"]["batch"] == 8
-               and row["training"]["style_image"] for row in shipped.values())
+    # fully trained, not demo networks: 10000-17500 steps on 680 photos, the last at batch 4 of
+    # 512 px crops (as many pixels per step as batch 8 at 256), after 256 px stages at batch 8
+    def pixels_per_step(stage):
+        return stage["batch"] * stage["size"] ** 2
+
+    assert all(row["steps"] >= 10000 and row["training"]["style_image"]
+               and pixels_per_step(row["training"]) >= 8 * 256 ** 2
+               and all(pixels_per_step(stage) >= 8 * 256 ** 2
+                       for stage in row["training"].get("earlier", ()))
+               for row in shipped.values())
     yy, xx = np.mgrid[0:64, 0:64] / 64.0
     photo = mx.array(np.stack([xx, yy, 0.5 + 0.3 * np.sin(6 * xx)], -1)[None].astype(np.float32))
     outputs = {name: np.array(Stylizer.from_file(style_path(name))(photo)[0]) for name in SHIPPED}
