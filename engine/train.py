@@ -422,8 +422,10 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     try:
         for batch in data.batches(settings.seed, per_shard, step, settings.steps):
             loss, terms = train_step(mx.array(batch))
-            mx.eval(loss, terms, state)
+            # the update is in the network's state once the step returns: counted now, so an
+            # interrupt while it computes saves it with its step (and --resume goes on after it)
             step += 1
+            mx.eval(loss, terms, state)
             losses.append(float(loss))
             if on_step:
                 rate = (step - first) * settings.batch * processes / (time.perf_counter() - started)

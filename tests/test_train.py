@@ -200,6 +200,37 @@ def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, con
                         TrainSettings(steps=11, **larger), start_from=resumed.style_path)
     assert [stage["steps"] for stage in read_info(again.style_path).training["earlier"]] == [4, 9]
 
+
+def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
+                                                            monkeypatch):
+    """Ctrl-C while a step's update computes (after the compiled step returned): the saved style
+    holds that update and says so in its step count, like a run that stopped there."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    whole = train_style(tiny_vgg, style_image, "three", photos, TrainSettings(steps=3, **TINY))
+    real_step, real_eval = train_module.make_train_step, train_module.mx.eval
+    armed = []
+
+    def third_step_armed(*args):
+        step, state = real_step(*args)
+        calls = []
+
+        def wrapped(batch):
+            calls.append(1)
+            armed.append(len(calls) == 3)
+            return step(batch)
+        return wrapped, state
+
+    def eval_then_interrupt(*arrays):  # Ctrl-C lands while the third step's update computes
+        real_eval(*arrays)
+        if armed and armed.pop():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "make_train_step", third_step_armed)
+    monkeypatch.setattr(train_module.mx, "eval", eval_then_interrupt)
+    cut = train_style(tiny_vgg, style_image, "cut", photos, TrainSettings(steps=6, **TINY))
+    assert cut.interrupted and cut.steps == 3 and read_info(cut.style_path).steps == 3
+    assert_same_weights(load_style(whole.style_path)[0], load_style(cut.style_path)[0])
+
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
                                                              monkeypatch):
     photos = sorted(content_dir.glob("*.jpg"))
