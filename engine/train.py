@@ -271,9 +271,10 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
 
 # What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
 # learning rate may change), or its style file would record settings it was only half trained on.
-STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
              "style_layers", "width", "res_blocks", "arch")
+# What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
+STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 
 
 def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_path: Path,
