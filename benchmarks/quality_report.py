@@ -10,7 +10,7 @@ optimizer (`engine optimize`, 300 L-BFGS iterations) for the same pair:
   was trained to minimize, so the ratio measures how close one forward pass gets to it.
 
 Style distance: the mean over layers of the squared Gram difference to the painting (resized to
-SIZE on its longest side), on the optimizer's layers relu1_1..relu5_1 (`style`) and on the
+SIZE, or --style-size, on its longest side; the optimizers get the same painting size), on the optimizer's layers relu1_1..relu5_1 (`style`) and on the
 style's training layers (`style_own`). Content distance: mean squared relu4_2 difference
 (`content`) and on the training content layer (`content_own`). `objective`: the training loss
 (content + style + TV, with the training weights).
