@@ -255,17 +255,26 @@ def train_style(
         main = distributed.is_main()  # under mlx.launch, rank 0 alone shows progress
         if main and distributed.size() > 1:
             err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
-        with Progress(*columns, console=err, disable=not main) as progress:
-            task = progress.add_task("train", total=steps, rate="", terms="")
+        # shown from the first step: a mistake found before it (--from, --resume, the style
+        # image) stays a one-line error, with no empty bar above it
+        progress = Progress(*columns, console=err, disable=not main)
+        task = progress.add_task("train", total=steps, rate="", terms="")
+        shown = []
 
-            def on_step(step) -> None:
-                terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
-                steps_per_second = step.images_per_second / (batch * distributed.size())
-                progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                                rate=f"{steps_per_second:.1f} it/s")
+        def on_step(step) -> None:
+            if not shown:
+                progress.start()
+                shown.append(True)
+            terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
+            steps_per_second = step.images_per_second / (batch * distributed.size())
+            progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
+                            rate=f"{steps_per_second:.1f} it/s")
 
+        try:
             result = run(vgg, style_image, name, photos, settings, resume=resume,
                          preview=preview, on_step=on_step, start_from=origin)
+        finally:
+            progress.stop()
         state = "interrupted; resume with --resume" if result.interrupted else "done"
         if main:
             err.print(f"{state}: style {name!r} after {result.steps} steps -> "

@@ -299,6 +299,12 @@ def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir
                                    "1"])
     assert mismatch.exit_code == 2 and "was trained with --tv-weight 10.0, not 1.0" in \
         mismatch.output
+    assert len(mismatch.output.strip().splitlines()) == 1, mismatch.output  # no bar above it
+    larger = runner.invoke(app, [*more, "--name", "stripes4", "--steps", "8", "--size", "64"])
+    assert larger.exit_code == 0, larger.output
+    assert "training" in larger.output  # the bar, once steps run
+    info = read_info(style_dir() / "stripes4.safetensors")
+    assert info.training["size"] == 64 and info.training["earlier"][-1]["size"] == 32
 
 
 def test_apply_bad_input(tmp_path, photo):
