@@ -10,6 +10,23 @@ from . import blas
 # the variable once, at the first kernel; MLX_USE_CUDA_GRAPHS=1 in the environment restores them.
 os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
 
+
+def _kernel_cache() -> str:
+    """Where MLX's CUDA backend keeps the kernels it compiles (NVRTC, 25-90 s on a fresh machine):
+    the user's cache folder, per MLX version, instead of MLX's default under /tmp, which a reboot
+    or a /tmp cleaner empties."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    try:
+        mlx = version("mlx")
+    except PackageNotFoundError:
+        mlx = "unknown"
+    return os.path.join(base, "engine", f"mlx-{mlx}", "ptx")
+
+
+os.environ.setdefault("MLX_PTX_CACHE_DIR", _kernel_cache())
+
 blas.load()  # before anything imports mlx.core: MLX binds its BLAS symbols when it is loaded
 
 __version__ = "0.1.0"

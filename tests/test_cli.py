@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,15 @@ def test_cuda_graphs_default_off_unless_the_user_says():
     chosen = subprocess.run([sys.executable, "-c", show], env={**env, "MLX_USE_CUDA_GRAPHS": "1"},
                             capture_output=True, text=True, check=True)
     assert chosen.stdout.strip() == "1"
+
+
+def test_kernel_cache_in_the_users_cache_folder_unless_the_user_says(tmp_path):
+    show = "import engine, os; print(os.environ['MLX_PTX_CACHE_DIR'])"
+    env = {k: v for k, v in os.environ.items() if k != "MLX_PTX_CACHE_DIR"}
+    default = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                             check=True, env={**env, "XDG_CACHE_HOME": str(tmp_path)})
+    cache = Path(default.stdout.strip())
+    assert cache.parent.parent == tmp_path / "engine" and cache.parent.name.startswith("mlx-0.")
+    chosen = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
+                            check=True, env={**env, "MLX_PTX_CACHE_DIR": str(tmp_path / "k")})
+    assert chosen.stdout.strip() == str(tmp_path / "k")
