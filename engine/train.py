@@ -88,10 +88,11 @@ class TrainSettings:
     def config(self) -> NetConfig:
         return NetConfig(self.width, self.res_blocks, self.arch)
 
-    def schedule(self) -> float | Callable[[mx.array], mx.array]:
+    def schedule(self, offset: int = 0) -> float | Callable[[mx.array], mx.array]:
         """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
         steps. A function of the global step alone, so a resumed run (which may extend --steps)
-        picks it up where it stands."""
+        picks it up where it stands. Adam counts its own steps: `offset` is the global step its
+        count 0 stands for (a --from run's starting point)."""
         decay = round(self.steps * self.lr_decay)
         if decay == 0:
             return self.learning_rate
@@ -100,7 +101,8 @@ class TrainSettings:
             return mx.full(step.shape, self.learning_rate)
 
         cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
-        return optim.join_schedules([constant, cosine], [self.steps - decay])
+        joined = optim.join_schedules([constant, cosine], [self.steps - decay])
+        return joined if offset == 0 else lambda step: joined(step + offset)
 
 
 @dataclass
@@ -378,11 +380,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         stage = {key: info.training.get(key) for key in STAGE_KEYS}
         settings = replace(settings, earlier=(*info.training.get("earlier", ()),
                                               {**stage, "steps": info.steps}))
-    optimizer = optim.Adam(learning_rate=settings.schedule())
-    run = run_dir(name)
-    run.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_path(name)
-    step, losses = first_step, []
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
@@ -395,6 +393,18 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                              saved_settings, style_path, style_sha, settings)
         if not settings.earlier:  # a --from run resumed: its history stays in the metadata
             settings = replace(settings, earlier=tuple(saved_settings.get("earlier", ())))
+    # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam state:
+    # its count starts at 0, so the schedule is shifted to the global step where the run began,
+    # and the moments get bias correction. Without it a fresh state moves every weight by up to
+    # ~6x the learning rate for hundreds of steps (MLX's default has none), which set a trained
+    # style back instead of improving it (benchmarks/README.md, eighth session).
+    began = settings.earlier[-1]["steps"] if settings.earlier else 0
+    optimizer = optim.Adam(learning_rate=settings.schedule(began),
+                           bias_correction=bool(settings.earlier))
+    run = run_dir(name)
+    run.mkdir(parents=True, exist_ok=True)
+    step, losses = first_step, []
+    if resume:
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 

@@ -201,6 +201,36 @@ def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, con
     assert [stage["steps"] for stage in read_info(again.style_path).training["earlier"]] == [4, 9]
 
 
+
+def test_going_on_from_a_style_runs_the_schedule_on_the_global_step(tiny_vgg, content_dir,
+                                                                    style_image, monkeypatch):
+    """--from starts a fresh Adam (count 0, with bias correction); its learning rate still
+    follows the schedule of the global step, and an interrupted --from run resumes exactly."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    made = []
+    real_adam = train_module.optim.Adam
+
+    def recorded_adam(**kwargs):
+        made.append(real_adam(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(train_module.optim, "Adam", recorded_adam)
+    first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=6, **TINY))
+    decayed = TrainSettings(steps=10, **{**TINY, "lr_decay": 0.4})  # cosine over steps 6..9
+    whole = train_style(tiny_vgg, style_image, "w", photos, decayed, start_from=first.style_path)
+    adam = made[-1]
+    assert adam.bias_correction and int(adam.step) == 4
+    last = float(adam.learning_rate)  # the rate of the last update, global step 9
+    assert last == pytest.approx(float(decayed.schedule()(mx.array(9))))
+    assert last < 0.5 * TINY["learning_rate"]  # (counted from 0 it would still be constant)
+    assert not made[0].bias_correction  # training from scratch keeps MLX's default
+
+    train_style(tiny_vgg, style_image, "h", photos, decayed, start_from=first.style_path,
+                on_step=stop_after(8))
+    resumed = train_style(tiny_vgg, style_image, "h", photos, decayed, resume=True)
+    assert made[-1].bias_correction and int(made[-1].step) == 4
+    assert_same_weights(load_style(whole.style_path)[0], load_style(resumed.style_path)[0])
+
 def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
                                                             monkeypatch):
     """Ctrl-C while a step's update computes (after the compiled step returned): the saved style
