@@ -1,0 +1,86 @@
+"""The first steps of a run that goes on from a trained style (`--from`) with a fresh Adam state:
+held-out loss after each of the first steps, for Adam as MLX defines it (no bias correction),
+with bias correction, and with a linear warm-up instead.
+
+    python benchmarks/adam_from_steps.py scream --steps 20 --vgg-weights W \\
+        --paintings ../shared/data/styles --content ../shared/data/content --heldout DIR
+
+The held-out loss is the style's own training objective on four fixed 256 px crops of photos
+from DIR (photos no style trained on). One JSON line per variant.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import engine  # noqa: F401 - first: its BLAS loads before mlx.core  # isort: skip
+import mlx.core as mx
+import mlx.optimizers as optim
+import numpy as np
+
+from engine.image import find_images, load_image
+from engine.losses import content_loss, style_loss, total_variation
+from engine.optimize import style_target
+from engine.styles import load_style
+from engine.train import ContentSet, TrainSettings, make_train_step
+from engine.vgg import load_vgg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("style", help="a style file stem in --styles")
+    parser.add_argument("--styles", type=Path, default=Path("weights"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--paintings", type=Path, default=Path("../shared/data/styles"))
+    parser.add_argument("--content", type=Path, default=Path("../shared/data/content"))
+    parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--vgg-weights", type=Path)
+    args = parser.parse_args()
+
+    vgg = load_vgg(path=args.vgg_weights)
+    style_file = args.styles / f"{args.style}.safetensors"
+    _, info = load_style(style_file)
+    t = info.training
+    settings = TrainSettings(size=256, batch=2, style_weight=t["style_weight"],
+                             content_weight=t["content_weight"], tv_weight=t["tv_weight"],
+                             content_layer=t["content_layer"], style_layers=tuple(t["style_layers"]))
+    painting = load_image(args.paintings / t["style_image"]).rgb
+    grams = style_target(vgg, [painting], np.ones(1), settings.style_layers, t["style_size"], 1.0)
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+    heldout = mx.array(ContentSet(find_images(args.heldout), 256).sample(1, 0, 0, 4))
+    train = ContentSet(find_images(args.content)[:200], 256)
+
+    def heldout_loss(net) -> float:
+        y = net(heldout)
+        features = vgg(y, layers)
+        target = vgg(heldout, [settings.content_layer])[settings.content_layer]
+        return float(content_loss(features[settings.content_layer], target)
+                     * settings.content_weight + style_loss(features, grams)
+                     * settings.style_weight + total_variation(y) * settings.tv_weight)
+
+    rate = args.learning_rate
+    variants = {
+        "no bias correction (MLX's default)": lambda: optim.Adam(learning_rate=rate),
+        "bias correction": lambda: optim.Adam(learning_rate=rate, bias_correction=True),
+        "linear warm-up": lambda: optim.Adam(
+            learning_rate=optim.linear_schedule(rate / 100, rate, args.steps)),
+    }
+    shown = {1, 2, 3, 5, 10, 15, 20, 30, 40, args.steps}
+    for label, make in variants.items():
+        net, _ = load_style(style_file)
+        optimizer = make()
+        step, state = make_train_step(vgg, net, optimizer, grams, settings)
+        curve = {0: heldout_loss(net)}
+        for i in range(1, args.steps + 1):
+            loss, _ = step(mx.array(train.sample(0, 0, i, settings.batch)))
+            mx.eval(loss, state)
+            if i in shown:
+                curve[i] = heldout_loss(net)
+        print(json.dumps({"style": args.style, "variant": label, "learning_rate": rate,
+                          "heldout_loss": {k: round(v, 3) for k, v in curve.items()}}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
