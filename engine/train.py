@@ -396,8 +396,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam state:
     # its count starts at 0, so the schedule is shifted to the global step where the run began,
     # and the moments get bias correction. Without it a fresh state moves every weight by up to
-    # ~6x the learning rate for hundreds of steps (MLX's default has none), which set a trained
-    # style back instead of improving it (benchmarks/README.md, eighth session).
+    # ~6x the learning rate for hundreds of steps (MLX's default has none): on a trained style
+    # the held-out loss rose, then stalled, where with it it fell (benchmarks/adam_from_steps.py).
     began = settings.earlier[-1]["steps"] if settings.earlier else 0
     optimizer = optim.Adam(learning_rate=settings.schedule(began),
                            bias_correction=bool(settings.earlier))
