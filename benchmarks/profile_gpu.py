@@ -447,13 +447,7 @@ def _autodiff_pad(p):
 
 
 def _autodiff_shift_sum(k, cout):
-    def shift_sum(z):
-        width = z.shape[2] - k + 1
-        out = z[:, :, :width, :cout]
-        for dx in range(1, k):
-            out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
-        return out
-    return shift_sum
+    return lambda z: transformer._shift_sum(z, k, cout)
 
 
 def _autodiff_norm(eps):

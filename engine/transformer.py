@@ -222,6 +222,14 @@ def conv_out_rows(padded: mx.array, weight: mx.array) -> mx.array:
     return _shift_sum_fn(k, cout)(z)
 
 
+def _shift_sum(z: mx.array, k: int, cout: int) -> mx.array:
+    width = z.shape[2] - k + 1
+    out = z[:, :, :width, :cout]
+    for dx in range(1, k):
+        out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
+    return out
+
+
 @lru_cache
 def _shift_sum_fn(k: int, cout: int):
     """(B, H, W + k - 1, k * cout) -> (B, H, W, cout): the sum over dx of channel group dx
@@ -230,11 +238,7 @@ def _shift_sum_fn(k: int, cout: int):
 
     @mx.custom_function
     def shift_sum(z):
-        width = z.shape[2] - k + 1
-        out = z[:, :, :width, :cout]
-        for dx in range(1, k):
-            out = out + z[:, :, dx:dx + width, dx * cout:(dx + 1) * cout]
-        return out
+        return _shift_sum(z, k, cout)
 
     @shift_sum.vjp
     def shift_sum_vjp(primals, cotangent, output):
