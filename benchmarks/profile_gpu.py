@@ -451,11 +451,7 @@ def _autodiff_shift_sum(k, cout):
 
 
 def _autodiff_norm(eps):
-    def norm(x, weight, bias):
-        mean, var = mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
-        scale = mx.rsqrt(var + eps) * weight
-        return x * scale + (bias - mean * scale)
-    return norm
+    return lambda x, weight, bias: transformer._instance_norm(x, weight, bias, eps)
 
 
 def _affine_only(eps):

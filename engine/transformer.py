@@ -95,26 +95,30 @@ class InstanceNorm(nn.Module):
         return scale, self.bias - mean * scale
 
 
+def _moments(x: mx.array) -> tuple[mx.array, mx.array]:
+    return mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
+
+
+def _instance_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.array:
+    mean, var = _moments(x)
+    scale = mx.rsqrt(var + eps) * weight
+    return x * scale + (bias - mean * scale)
+
+
 @lru_cache
 def _instance_norm_fn(eps: float):
     """Instance norm with its own gradient (training on a GPU, float32): the textbook
     dx = s * (g - mean(g) - x_hat * mean(g * x_hat)), two reductions over H and W, where autodiff
     of mean, var and the scale-and-shift takes more reductions and passes."""
 
-    def moments(x):
-        mean = mx.mean(x, axis=(1, 2), keepdims=True)
-        return mean, mx.var(x, axis=(1, 2), keepdims=True)
-
     @mx.custom_function
     def norm(x, weight, bias):
-        mean, var = moments(x)
-        scale = mx.rsqrt(var + eps) * weight
-        return x * scale + (bias - mean * scale)
+        return _instance_norm(x, weight, bias, eps)
 
     @norm.vjp
     def norm_vjp(primals, cotangent, output):
         x, weight, _ = primals
-        mean, var = moments(x)
+        mean, var = _moments(x)
         inv = mx.rsqrt(var + eps)
         x_hat = (x - mean) * inv
         g_sum = mx.sum(cotangent, axis=(1, 2), keepdims=True)
