@@ -19,10 +19,9 @@ import mlx.optimizers as optim
 import numpy as np
 
 from engine.image import find_images, load_image
-from engine.losses import content_loss, style_loss, total_variation
 from engine.optimize import style_target
 from engine.styles import load_style
-from engine.train import ContentSet, TrainSettings, make_train_step
+from engine.train import ContentSet, TrainSettings, make_train_step, training_loss
 from engine.vgg import load_vgg
 
 
@@ -47,17 +46,11 @@ def main() -> None:
                              content_layer=t["content_layer"], style_layers=tuple(t["style_layers"]))
     painting = load_image(args.paintings / t["style_image"]).rgb
     grams = style_target(vgg, [painting], np.ones(1), settings.style_layers, t["style_size"], 1.0)
-    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
     heldout = mx.array(ContentSet(find_images(args.heldout), 256).sample(1, 0, 0, 4))
     train = ContentSet(find_images(args.content)[:200], 256)
 
     def heldout_loss(net) -> float:
-        y = net(heldout)
-        features = vgg(y, layers)
-        target = vgg(heldout, [settings.content_layer])[settings.content_layer]
-        return float(content_loss(features[settings.content_layer], target)
-                     * settings.content_weight + style_loss(features, grams)
-                     * settings.style_weight + total_variation(y) * settings.tv_weight)
+        return float(training_loss(vgg, grams, settings, heldout, net(heldout))[0])
 
     rate = args.learning_rate
     variants = {

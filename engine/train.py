@@ -202,19 +202,25 @@ class ShardedContent:
 # -------------------------------------------------------------------- training
 
 
+def training_loss(vgg: VGG, grams: dict[str, mx.array], settings: TrainSettings, x: mx.array,
+                  y: mx.array) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
+    """The objective a style trains on, for photos x and the network's outputs y:
+    (total, (content, style, tv)), each term already weighted."""
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+    features = vgg(y, layers)
+    target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
+    c = content_loss(features[settings.content_layer], target) * settings.content_weight
+    s = style_loss(features, grams) * settings.style_weight
+    t = total_variation(y) * settings.tv_weight
+    return c + s + t, (c, s, t)
+
+
 def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
                     grams: dict[str, mx.array], settings: TrainSettings):
     """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place."""
-    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
 
     def loss_fn(model, x):
-        y = model(x)
-        features = vgg(y, layers)
-        target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
-        c = content_loss(features[settings.content_layer], target) * settings.content_weight
-        s = style_loss(features, grams) * settings.style_weight
-        t = total_variation(y) * settings.tv_weight
-        return c + s + t, (c, s, t)
+        return training_loss(vgg, grams, settings, x, model(x))
 
     loss_and_grad = nn.value_and_grad(net, loss_fn)
     state = [net.state, optimizer.state]
