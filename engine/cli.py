@@ -259,12 +259,9 @@ def train_style(
         # image) stays a one-line error, with no empty bar above it
         progress = Progress(*columns, console=err, disable=not main)
         task = progress.add_task("train", total=steps, rate="", terms="")
-        shown = []
 
         def on_step(step) -> None:
-            if not shown:
-                progress.start()
-                shown.append(True)
+            progress.start()  # the first step shows it; rich's start is a no-op after that
             terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
             steps_per_second = step.images_per_second / (batch * distributed.size())
             progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
