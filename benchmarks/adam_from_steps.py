@@ -43,7 +43,8 @@ def main() -> None:
     t = info.training
     settings = TrainSettings(size=256, batch=2, style_weight=t["style_weight"],
                              content_weight=t["content_weight"], tv_weight=t["tv_weight"],
-                             content_layer=t["content_layer"], style_layers=tuple(t["style_layers"]))
+                             content_layer=t["content_layer"],
+                             style_layers=tuple(t["style_layers"]))
     painting = load_image(args.paintings / t["style_image"]).rgb
     grams = style_target(vgg, [painting], np.ones(1), settings.style_layers, t["style_size"], 1.0)
     heldout = mx.array(ContentSet(find_images(args.heldout), 256).sample(1, 0, 0, 4))

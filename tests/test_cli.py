@@ -138,24 +138,23 @@ def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file)
     assert isinstance(result.exception, RuntimeError) and "other failure" in str(result.exception)
 
 
+def _after_import_engine(variable, **environment):
+    """The value `import engine` leaves in an environment variable, in a fresh interpreter whose
+    environment lacks it unless given."""
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    show = f"import engine, os; print(os.environ[{variable!r}])"
+    shown = subprocess.run([sys.executable, "-c", show], env={**env, **environment},
+                           capture_output=True, text=True, check=True)
+    return shown.stdout.strip()
+
+
 def test_cuda_graphs_default_off_unless_the_user_says():
-    show = "import engine, os; print(os.environ['MLX_USE_CUDA_GRAPHS'])"
-    env = {k: v for k, v in os.environ.items() if k != "MLX_USE_CUDA_GRAPHS"}
-    default = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True,
-                             text=True, check=True)
-    assert default.stdout.strip() == "0"
-    chosen = subprocess.run([sys.executable, "-c", show], env={**env, "MLX_USE_CUDA_GRAPHS": "1"},
-                            capture_output=True, text=True, check=True)
-    assert chosen.stdout.strip() == "1"
+    assert _after_import_engine("MLX_USE_CUDA_GRAPHS") == "0"
+    assert _after_import_engine("MLX_USE_CUDA_GRAPHS", MLX_USE_CUDA_GRAPHS="1") == "1"
 
 
 def test_kernel_cache_in_the_users_cache_folder_unless_the_user_says(tmp_path):
-    show = "import engine, os; print(os.environ['MLX_PTX_CACHE_DIR'])"
-    env = {k: v for k, v in os.environ.items() if k != "MLX_PTX_CACHE_DIR"}
-    default = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
-                             check=True, env={**env, "XDG_CACHE_HOME": str(tmp_path)})
-    cache = Path(default.stdout.strip())
+    cache = Path(_after_import_engine("MLX_PTX_CACHE_DIR", XDG_CACHE_HOME=str(tmp_path)))
     assert cache.parent.parent == tmp_path / "engine" and cache.parent.name.startswith("mlx-0.")
-    chosen = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
-                            check=True, env={**env, "MLX_PTX_CACHE_DIR": str(tmp_path / "k")})
-    assert chosen.stdout.strip() == str(tmp_path / "k")
+    chosen = _after_import_engine("MLX_PTX_CACHE_DIR", MLX_PTX_CACHE_DIR=str(tmp_path / "k"))
+    assert chosen == str(tmp_path / "k")

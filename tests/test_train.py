@@ -179,7 +179,6 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
                     resume=True, start_from=first.style_path)
 
 
-
 def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, content_dir,
                                                                    style_image):
     """--from may change --size (fine-tuning at the size a style is used at); the metadata keeps
