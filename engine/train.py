@@ -370,7 +370,6 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
     net = TransformerNet(settings.config)
-    first_step = 0
     if resume and start_from is not None:
         raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
     if start_from is not None:
@@ -382,7 +381,6 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
                              f"from 0, so give more than {info.steps}")
         net.update(start.parameters())
-        first_step = info.steps
         stage = {key: info.training.get(key) for key in STAGE_KEYS}
         settings = replace(settings, earlier=(*info.training.get("earlier", ()),
                                               {**stage, "steps": info.steps}))
@@ -409,7 +407,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                            bias_correction=bool(settings.earlier))
     run = run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
-    step, losses = first_step, []
+    step, losses = began, []  # 0, or where --from's style ended; a checkpoint's step on resume
     if resume:
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
