@@ -125,13 +125,14 @@ def main() -> None:
     vgg = load_vgg(path=args.vgg_weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     photos = {p.stem: square(p, args.size) for p in args.photos}
+    style_size = args.style_size or args.size
+    scale = style_size / args.size  # the optimizer sizes the painting relative to the photo
     for style_file in sorted(args.styles.glob("*.safetensors")):
         if args.only and style_file.stem not in args.only:
             continue
         info = read_info(style_file)
         own = own_objective(info.training)
         painting = load_image(args.paintings / info.training["style_image"]).rgb
-        style_size = args.style_size or args.size
         grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, style_size, 1.0)
         grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], style_size,
                                  1.0)
@@ -157,7 +158,6 @@ def main() -> None:
                                  f"{style_file.stem} / {name} with this objective")
             else:
                 started = time.perf_counter()
-                scale = style_size / args.size  # the optimizer sizes the painting as the photo
                 reference = optimize(vgg, photo, [painting],
                                      OptimizeSettings(iterations=args.iterations,
                                                       style_scale=scale)).image
