@@ -255,21 +255,26 @@ def train_style(
         main = distributed.is_main()  # under mlx.launch, rank 0 alone shows progress
         if main and distributed.size() > 1:
             err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
-        # shown from the first step: a mistake found before it (--from, --resume, the style
-        # image) stays a one-line error, with no empty bar above it
+        # shown once every check has passed: a mistake found before (--from, --resume, the
+        # style image) stays a one-line error, with no empty bar above it
         progress = Progress(*columns, console=err, disable=not main)
         task = progress.add_task("train", total=steps, rate="", terms="")
 
+        def on_ready(step: int) -> None:
+            progress.update(task, completed=step,
+                            terms="compiling the step (minutes on a fresh GPU)")
+            progress.start()
+
         def on_step(step) -> None:
-            progress.start()  # the first step shows it; rich's start is a no-op after that
             terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
             steps_per_second = step.images_per_second / (batch * distributed.size())
             progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                            rate=f"{steps_per_second:.1f} it/s")
+                            rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
 
         try:
             result = run(vgg, style_image, name, photos, settings, resume=resume,
-                         preview=preview, on_step=on_step, start_from=origin)
+                         preview=preview, on_step=on_step, start_from=origin,
+                         on_ready=on_ready)
         finally:
             progress.stop()
         state = "interrupted; resume with --resume" if result.interrupted else "done"

@@ -111,7 +111,7 @@ class TrainStep:
     steps: int
     loss: float
     terms: dict[str, float]
-    images_per_second: float
+    images_per_second: float  # since the run's first step (0 on it: its time is compilation)
 
 
 @dataclass
@@ -335,7 +335,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 settings: TrainSettings, resume: bool = False, preview: Path | None = None,
                 on_step: Callable[[TrainStep], None] | None = None,
                 out_dir: Path | None = None, data_shards: int = 1,
-                start_from: Path | None = None) -> TrainResult:
+                start_from: Path | None = None,
+                on_ready: Callable[[int], None] | None = None) -> TrainResult:
     """Train a style network; write <name>.safetensors (+ preview .png) into the style folder.
 
     `start_from`, a trained style file (a shipped one, say) of the same painting and objective,
@@ -432,8 +433,11 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         plot_losses(losses, run / "loss.png")
 
     interrupted = False
-    started = time.perf_counter()
-    first = step
+    # the rate counts from the end of the first step: that one compiles the step's kernels
+    # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down for the whole run
+    timer: tuple[int, float] | None = None
+    if on_ready:
+        on_ready(step)  # every check is done; the first step (and its compilation) comes next
     try:
         for batch in data.batches(settings.seed, per_shard, step, settings.steps):
             loss, terms = train_step(mx.array(batch))
@@ -443,7 +447,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             mx.eval(loss, terms, state)
             losses.append(float(loss))
             if on_step:
-                rate = (step - first) * settings.batch * processes / (time.perf_counter() - started)
+                now = time.perf_counter()
+                timer = timer or (step, now)
+                rate = (step - timer[0]) * settings.batch * processes / max(now - timer[1], 1e-9)
                 on_step(TrainStep(step, settings.steps, float(loss),
                                   dict(zip(("content", "style", "tv"), map(float, terms))), rate))
             if step % settings.checkpoint_every == 0 and step < settings.steps:

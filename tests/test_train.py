@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -177,6 +179,33 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
     with pytest.raises(UsageError, match="either --resume"):
         train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=9, **TINY),
                     resume=True, start_from=first.style_path)
+
+
+def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out(
+        tiny_vgg, content_dir, style_image, monkeypatch):
+    """The first step compiles (minutes on a fresh GPU): the caller hears when it begins, from
+    which step, and the images/s reported later count from the end of it."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=3, **TINY))
+    clock = [0.0]
+    make_step = train_module.make_train_step
+
+    def timed_step(*args):
+        step, state = make_step(*args)
+
+        def run(batch):
+            clock[0] += 100.0 if clock[0] == 0 else 1.0  # a slow first step, then 1 s each
+            return step(batch)
+        return run, state
+
+    monkeypatch.setattr(train_module, "make_train_step", timed_step)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    events = []
+    train_style(tiny_vgg, style_image, "b", photos, TrainSettings(steps=7, **TINY),
+                start_from=first.style_path, on_ready=lambda step: events.append(("ready", step)),
+                on_step=lambda s: events.append((s.step, s.images_per_second)))
+    batch = TINY["batch"]
+    assert events == [("ready", 3), (4, 0.0), (5, batch), (6, batch), (7, batch)]
 
 
 def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, content_dir,
