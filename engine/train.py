@@ -346,6 +346,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     `settings.batch` is per process. Under mlx.launch the content is split into one shard per
     process; a single process can split its own batch into `data_shards` shards instead (the
     same images as that many processes would see, as a check of the data-parallel path).
+
+    `on_ready(step)` is called once every input is checked, before the first step (which compiles
+    the step's kernels), with the step the run starts from; `on_step` after each step.
     """
     settings.check()
     check_name(name, "style")
@@ -449,7 +452,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             if on_step:
                 now = time.perf_counter()
                 timer = timer or (step, now)
-                rate = (step - timer[0]) * settings.batch * processes / max(now - timer[1], 1e-9)
+                done = (step - timer[0]) * settings.batch * processes
+                rate = done / (now - timer[1]) if done else 0.0
                 on_step(TrainStep(step, settings.steps, float(loss),
                                   dict(zip(("content", "style", "tv"), map(float, terms))), rate))
             if step % settings.checkpoint_every == 0 and step < settings.steps:
