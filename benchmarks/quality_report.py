@@ -15,8 +15,13 @@ style's training layers (`style_own`). Content distance: mean squared relu4_2 di
 (`content`) and on the training content layer (`content_own`). `objective`: the training loss
 (content + style + TV, with the training weights).
 
-    python benchmarks/quality_report.py --styles weights --paintings ../shared/data/styles \
+    python benchmarks/training_paintings.py ../shared/data/styles out/paintings
+    python benchmarks/quality_report.py --styles weights --paintings out/paintings \
         --photos set14_*.jpg --out benchmarks/results/quality.jsonl --sheets out/
+
+The painting must be the very file the style was trained on (its sha256 is in the style's
+metadata; the shipped styles trained on 1024 px copies, which `training_paintings.py` makes):
+the report refuses another, since a re-encoded painting moves the style distance by up to 1.7x.
 
 The optimizer's outputs depend only on the painting, the photo and the objective, not on the
 network: `--reuse-optimizer EARLIER.jsonl` takes their scores from an earlier report's rows of
@@ -27,6 +32,7 @@ against the optimizer figures of a GPU run, say) instead of running it again.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -93,6 +99,17 @@ def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:
     }
 
 
+def check_painting(path: Path, sha256: str, style_file: Path) -> None:
+    """Stop unless `path` is the painting file the style was trained on."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such painting; give --paintings the folder {style_file.name}"
+                         " was trained from")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise SystemExit(f"{path} is not the file {style_file.name} was trained on (another "
+                         "sha256); for the shipped styles, make their copies with "
+                         "benchmarks/training_paintings.py and pass that folder as --paintings")
+
+
 def reuse_key(row: dict) -> str:
     return json.dumps([row["style"], row["photo"], row["size"], row.get("style_size", row["size"]),
                        row["iterations"], row["objective_settings"]], sort_keys=True)
@@ -101,7 +118,8 @@ def reuse_key(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--styles", type=Path, default=Path("weights"))
-    parser.add_argument("--paintings", type=Path, default=Path("../shared/data/styles"))
+    parser.add_argument("--paintings", type=Path, required=True,
+                        help="the folder of the painting files the styles were trained on")
     parser.add_argument("--photos", type=Path, nargs="+", required=True)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--style-size", type=int,
@@ -132,7 +150,9 @@ def main() -> None:
             continue
         info = read_info(style_file)
         own = own_objective(info.training)
-        painting = load_image(args.paintings / info.training["style_image"]).rgb
+        painting_file = args.paintings / info.training["style_image"]
+        check_painting(painting_file, info.style_sha256, style_file)
+        painting = load_image(painting_file).rgb
         grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, style_size, 1.0)
         grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], style_size,
                                  1.0)
