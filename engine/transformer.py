@@ -91,8 +91,13 @@ class InstanceNorm(nn.Module):
 
     def affine(self, mean: mx.array, var: mx.array) -> tuple[mx.array, mx.array]:
         """The scale and shift that normalize with these moments (any matching shapes)."""
-        scale = mx.rsqrt(var + self.eps) * self.weight
-        return scale, self.bias - mean * scale
+        return _affine(mean, var, self.weight, self.bias, self.eps)
+
+
+def _affine(mean: mx.array, var: mx.array, weight: mx.array, bias: mx.array,
+            eps: float) -> tuple[mx.array, mx.array]:
+    scale = mx.rsqrt(var + eps) * weight
+    return scale, bias - mean * scale
 
 
 def _moments(x: mx.array) -> tuple[mx.array, mx.array]:
@@ -100,9 +105,8 @@ def _moments(x: mx.array) -> tuple[mx.array, mx.array]:
 
 
 def _instance_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.array:
-    mean, var = _moments(x)
-    scale = mx.rsqrt(var + eps) * weight
-    return x * scale + (bias - mean * scale)
+    scale, shift = _affine(*_moments(x), weight, bias, eps)
+    return x * scale + shift
 
 
 @lru_cache
@@ -265,7 +269,7 @@ def image_stats(x: mx.array) -> tuple[mx.array, mx.array]:
     if not on_cpu():
         if x.dtype in (mx.float16, mx.bfloat16):  # float32 sums (MLX's lose them in half)
             return half_moments(x)
-        return mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
+        return _moments(x)
     batch, height, width, channels = x.shape
     flat = x.reshape(batch, height * width, channels)
     average = mx.full((batch, 1, height * width), 1.0 / (height * width), dtype=x.dtype)
