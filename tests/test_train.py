@@ -229,7 +229,6 @@ def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, con
     assert [stage["steps"] for stage in read_info(again.style_path).training["earlier"]] == [4, 9]
 
 
-
 def test_going_on_from_a_style_runs_the_schedule_on_the_global_step(tiny_vgg, content_dir,
                                                                     style_image, monkeypatch):
     """--from starts a fresh Adam (count 0, with bias correction); its learning rate still
@@ -258,6 +257,7 @@ def test_going_on_from_a_style_runs_the_schedule_on_the_global_step(tiny_vgg, co
     resumed = train_style(tiny_vgg, style_image, "h", photos, decayed, resume=True)
     assert made[-1].bias_correction and int(made[-1].step) == 4
     assert_same_weights(load_style(whole.style_path)[0], load_style(resumed.style_path)[0])
+
 
 def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
                                                             monkeypatch):
@@ -288,6 +288,7 @@ def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_di
     cut = train_style(tiny_vgg, style_image, "cut", photos, TrainSettings(steps=6, **TINY))
     assert cut.interrupted and cut.steps == 3 and read_info(cut.style_path).steps == 3
     assert_same_weights(load_style(whole.style_path)[0], load_style(cut.style_path)[0])
+
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
                                                              monkeypatch):
