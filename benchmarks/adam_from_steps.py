@@ -17,6 +17,7 @@ import engine  # noqa: F401 - first: its BLAS loads before mlx.core  # isort: sk
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
+from quality_report import own_objective
 
 from engine.image import find_images, load_image
 from engine.optimize import style_target
@@ -41,10 +42,7 @@ def main() -> None:
     style_file = args.styles / f"{args.style}.safetensors"
     _, info = load_style(style_file)
     t = info.training
-    settings = TrainSettings(size=256, batch=2, style_weight=t["style_weight"],
-                             content_weight=t["content_weight"], tv_weight=t["tv_weight"],
-                             content_layer=t["content_layer"],
-                             style_layers=tuple(t["style_layers"]))
+    settings = TrainSettings(size=256, batch=2, **own_objective(t))
     painting = load_image(args.paintings / t["style_image"]).rgb
     grams = style_target(vgg, [painting], np.ones(1), settings.style_layers, t["style_size"], 1.0)
     heldout = mx.array(ContentSet(find_images(args.heldout), 256).sample(1, 0, 0, 4))
