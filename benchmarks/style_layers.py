@@ -48,13 +48,11 @@ def main() -> None:
     painting = load_image(painting_file).rgb
     photo = square(args.photo, args.size)
     layers = own["style_layers"]
-    targets = {layer: style_target(vgg, [painting], np.ones(1), (layer,), args.size, 1.0)
-               for layer in layers}
+    targets = style_target(vgg, [painting], np.ones(1), layers, args.size, 1.0)
 
     def distances(image) -> dict[str, float]:
         features = vgg(image, layers)
-        return {layer: float(style_loss({layer: features[layer]}, targets[layer]))
-                for layer in layers}
+        return {layer: float(style_loss(features, {layer: targets[layer]})) for layer in layers}
 
     started = time.perf_counter()
     matched = optimize(vgg, photo, [painting], matched_settings(own, args.iterations)).image
