@@ -82,6 +82,14 @@ def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
         raise typer.BadParameter(f"{what} must be comma-separated numbers, e.g. 0.7,0.3") from None
 
 
+def _dilations(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _names(text))
+    except ValueError:
+        raise typer.BadParameter(f"--dilations must be comma-separated integers, e.g. 2,4, not "
+                                 f"{text!r}") from None
+
+
 def optimize(
     images: Annotated[Optional[list[Path]], typer.Argument(
         help="CONTENT then one or more STYLE images.", show_default=False)] = None,
@@ -216,6 +224,10 @@ def train_style(
                                     "network: 14x faster there).")] = "full",
     width: Annotated[Optional[int], typer.Option(
         help="Override the network's width (full: 32, fast: 48).")] = None,
+    dilations: Annotated[str, typer.Option(
+        help="Dilations of residual blocks added after the full network's five (e.g. 2,4): "
+             "each widens its reach by 16 x the dilation in pixels; added by --from to a "
+             "trained style, they start as the identity.")] = "",
     seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
@@ -244,7 +256,7 @@ def train_style(
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
-            seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
+            dilations=_dilations(dilations), seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
         origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()

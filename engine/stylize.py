@@ -41,6 +41,7 @@ class Stylizer:
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength {strength} is outside 0..1")
         self.net, self.info = net, info
+        self.least = net.config.least_side  # pad4's smallest side for this network
         self.dtype = dtype or default_dtype()
         if self.dtype != mx.float32:
             net.set_dtype(self.dtype)
@@ -85,7 +86,7 @@ class Stylizer:
 
     def _apply_whole(self, images: mx.array) -> mx.array:
         height, width = images.shape[1:3]
-        return self._finish(crop(self._run(pad4(images)), height, width), images)
+        return self._finish(crop(self._run(pad4(images, self.least)), height, width), images)
 
     def _compiled_whole(self, images: mx.array) -> bool:
         """One compiled pass: not through tiles, and no colour preservation (its resize and
@@ -101,7 +102,7 @@ class Stylizer:
                 out = mx.concatenate([self._tiled(images[i:i + 1])
                                       for i in range(images.shape[0])])
             else:
-                out = crop(self._forward(pad4(images)), height, width)
+                out = crop(self._forward(pad4(images, self.least)), height, width)
             out = self._finish(out, images)
         mx.eval(out)
         return out
@@ -129,7 +130,7 @@ class Stylizer:
         scale = min(1.0, self.stats_size / max(height, width))
         small = resize(image, max(4, round(width * scale)), max(4, round(height * scale)))
         recorder = NormStats()
-        self._net(pad4(small).astype(self.dtype), recorder)
+        self._net(pad4(small, self.least).astype(self.dtype), recorder)
         mx.eval(recorder.recorded)
         tile, overlap = self.max_tile, self.overlap
         step = tile - 2 * overlap
@@ -140,7 +141,7 @@ class Stylizer:
                 bottom, right = min(top + tile, height), min(left + tile, width)
                 patch = image[:, top:bottom, left:right]
                 stats = NormStats(recorder.recorded) if shared_stats else None
-                out = self._net(pad4(patch).astype(self.dtype), stats)
+                out = self._net(pad4(patch, self.least).astype(self.dtype), stats)
                 out = crop(out.astype(mx.float32), bottom - top, right - left)[0]
                 ramp = _feather(bottom - top, right - left, overlap, top > 0, left > 0,
                                 bottom < height, right < width)
@@ -177,13 +178,15 @@ def _feather(height: int, width: int, overlap: int, top: bool, left: bool, botto
     return mx.array(np.outer(ramp(height, top, bottom), ramp(width, left, right))[..., None])
 
 
-def pad4(x: mx.array) -> mx.array:
+def pad4(x: mx.array, least: int = 8) -> mx.array:
     """Reflect-pad H and W up to multiples of 4 (the network halves them twice), and to at
-    least 8 (its reflection padding at a quarter of the size needs two pixels)."""
+    least `least` (the network's NetConfig.least_side: its reflection padding at a quarter of
+    the size needs pixels to reflect)."""
     height, width = x.shape[1:3]
-    pad_h, pad_w = max(8, height + (-height) % 4) - height, max(8, width + (-width) % 4) - width
+    pad_h = max(least, height + (-height) % 4) - height
+    pad_w = max(least, width + (-width) % 4) - width
     if pad_h or pad_w:
-        mode = "reflect" if min(height, width) > 4 else "edge"
+        mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
         x = mx.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], mode=mode)
     return x
 

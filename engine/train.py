@@ -57,6 +57,7 @@ class TrainSettings:
     width: int = 32
     res_blocks: int = 5
     arch: str = "johnson"
+    dilations: Sequence[int] = ()  # further residual blocks, dilated (NetConfig.dilations)
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
@@ -75,6 +76,8 @@ class TrainSettings:
             raise UsageError("the network needs a positive width")
         if self.arch not in ARCHS:
             raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
+        if self.dilations and (self.arch != "johnson" or min(self.dilations) < 1):
+            raise UsageError("--dilations takes positive integers, for the full network only")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
@@ -86,7 +89,7 @@ class TrainSettings:
 
     @property
     def config(self) -> NetConfig:
-        return NetConfig(self.width, self.res_blocks, self.arch)
+        return NetConfig(self.width, self.res_blocks, self.arch, tuple(self.dilations))
 
     def schedule(self, offset: int = 0) -> float | Callable[[mx.array], mx.array]:
         """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
@@ -280,7 +283,7 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
 # What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
 # learning rate may change), or its style file would record settings it was only half trained on.
 OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
-             "style_layers", "width", "res_blocks", "arch")
+             "style_layers", "width", "res_blocks", "arch", "dilations")
 # What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
 STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 
@@ -297,7 +300,7 @@ def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_pa
     def shown(key: str, value) -> str:
         if key == "arch":  # set by --net
             return NETWORK_NAMES.get(value, value)
-        return ",".join(value) if isinstance(value, list) else str(value)
+        return _listed(value) if isinstance(value, list) else str(value)
 
     for key in OBJECTIVE:
         if key not in may_differ and saved.get(key) is not None and now[key] != saved[key]:
@@ -305,6 +308,10 @@ def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_pa
             raise UsageError(f"{what} was trained with {flag} {shown(key, saved[key])}, not "
                              f"{shown(key, now[key])}; give the same setting or train a new "
                              "--name from scratch")
+
+
+def _listed(values: Sequence) -> str:
+    return ",".join(map(str, values)) or "(none)"
 
 
 def _sha256_file(path: Path) -> str:
@@ -380,7 +387,11 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         start, info = load_style(Path(start_from))
         _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
                              {**info.training, **asdict(info.config)}, style_path, style_sha,
-                             settings, may_differ=("size",))
+                             settings, may_differ=("size", "dilations"))
+        had = list(info.config.dilations)
+        if list(settings.dilations[:len(had)]) != had:
+            raise UsageError(f"{start_from} has dilated blocks {_listed(had)}: --dilations must "
+                             f"begin with them (blocks may be added, not taken away)")
         if settings.steps <= info.steps:
             raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
                              f"from 0, so give more than {info.steps}")
@@ -425,7 +436,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     def export(steps_done: int) -> None:
         save_style(style_file, net, training, steps_done, style_sha)
-        stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
+        stylized = mx.clip(net(pad4(preview_image, net.config.least_side)), 0.0, 1.0)
         save_image(style_file.with_suffix(".png"), crop(stylized, *preview_image.shape[1:3]))
 
     def save_progress(steps_done: int) -> None:
@@ -459,7 +470,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             if step % settings.checkpoint_every == 0 and step < settings.steps:
                 save_progress(step)
             if main and settings.preview_every and step % settings.preview_every == 0:
-                stylized = mx.clip(net(pad4(preview_image)), 0.0, 1.0)
+                stylized = mx.clip(net(pad4(preview_image, net.config.least_side)), 0.0, 1.0)
                 save_image(run / f"preview-{step:06d}.png",
                            crop(stylized, *preview_image.shape[1:3]))
     except KeyboardInterrupt:

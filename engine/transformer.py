@@ -31,22 +31,48 @@ from .kernels import half_moments
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Width of the first layer (later layers are 2x and 4x) and the number of residual blocks."""
+    """Width of the first layer (later layers are 2x and 4x), the number of residual blocks, and
+    the dilations of further residual blocks after them (Johnson network only): a block of
+    dilation d widens the network's reach by 16 * d pixels (two 3x3 convolutions at 1/4
+    resolution), where a plain block adds 16."""
 
     width: int = 32
     res_blocks: int = 5
     arch: str = "johnson"  # or "shuffle", the CPU network
+    dilations: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown network architecture {self.arch!r}")
+        if any(not isinstance(d, int) or d < 1 for d in self.dilations):
+            raise ValueError(f"dilations must be positive integers, not {self.dilations!r}")
+        if self.dilations and self.arch != "johnson":
+            raise ValueError("dilated residual blocks are for the Johnson network only")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        values = asdict(self)
+        if not self.dilations:  # files without them read the same as before they existed
+            del values["dilations"]
+        return json.dumps(values)
 
     @classmethod
     def from_json(cls, text: str) -> NetConfig:
         values = json.loads(text)
-        arch = str(values.get("arch", "johnson"))
-        if arch not in ARCHS:
-            raise ValueError(f"unknown network architecture {arch!r}")
-        return cls(width=int(values["width"]), res_blocks=int(values["res_blocks"]), arch=arch)
+        return cls(width=int(values["width"]), res_blocks=int(values["res_blocks"]),
+                   arch=str(values.get("arch", "johnson")),
+                   dilations=tuple(int(d) for d in values.get("dilations", ())))
+
+    @property
+    def reach(self) -> int:
+        """The receptive field's side in pixels (Johnson network; the CPU network's trunk adds
+        the same 16 px per block)."""
+        return 109 - 16 * 5 + 16 * self.res_blocks + 16 * sum(self.dilations)
+
+    @property
+    def least_side(self) -> int:
+        """The smallest input side: at 1/4 of it, reflection padding by the largest dilation
+        needs one pixel more than that to reflect."""
+        return 4 * (max(self.dilations, default=1) + 1)
 
 
 ARCHS = ("johnson", "shuffle")
@@ -190,26 +216,28 @@ def _reflect_pad_fn(p: int):
     return pad
 
 
-def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False) -> mx.array:
+def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False,
+               dilation: int = 1) -> mx.array:
     """A stride-1 'valid' convolution as k*k matrix products over the flattened padded image.
 
-    Output pixel (y, x) sums padded[y + dy, x + dx] @ w[dy, dx]; on the flattened (B*Hp*Wp, C)
-    array, that is row q + dy*Wp + dx for q = y*Wp + x, so each tap reads one contiguous slice (no
-    im2col copy) and accumulates with addmm. Rows past the right edge are computed and dropped.
-    With `spare_row` (the input from reflect_pad(..., spare_row=True)), a single image's output is
-    a view of the products, with no copy.
+    Output pixel (y, x) sums padded[y + d*dy, x + d*dx] @ w[dy, dx] (d the dilation); on the
+    flattened (B*Hp*Wp, C) array, that is row q + d*(dy*Wp + dx) for q = y*Wp + x, so each tap
+    reads one contiguous slice (no im2col copy) and accumulates with addmm. Rows past the right
+    edge are computed and dropped. With `spare_row` (the input from reflect_pad(...,
+    spare_row=True)), a single image's output is a view of the products, with no copy.
     """
     cout, k, _, cin = weight.shape
     batch, hp, wp, _ = padded.shape
-    height, width = hp - k + 1 - spare_row, wp - k + 1
+    span = dilation * (k - 1)  # the kernel's extent past its first tap
+    height, width = hp - span - spare_row, wp - span
     flat = padded.reshape(-1, cin)
     view = spare_row and batch == 1  # then every tap's slice of height*wp rows fits in `flat`
-    rows = height * wp if view else batch * hp * wp - (k - 1) * (wp + 1)
+    rows = height * wp if view else batch * hp * wp - span * (wp + 1)
     taps = weight.transpose(1, 2, 3, 0)
     out = None
     for dy in range(k):
         for dx in range(k):
-            start = dy * wp + dx
+            start = dilation * (dy * wp + dx)
             piece = flat[start:start + rows]
             out = piece @ taps[dy, dx] if out is None else mx.addmm(out, piece, taps[dy, dx])
     if view:
@@ -286,17 +314,18 @@ def weighted_moments(rows: mx.array, average: mx.array) -> tuple[mx.array, mx.ar
 
 
 class ConvLayer(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
         super().__init__()
-        self.pad = kernel // 2
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride)
+        self.pad, self.dilation = dilation * (kernel // 2), dilation
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, dilation=dilation)
 
     def __call__(self, x: mx.array) -> mx.array:
         p = self.pad
         if on_cpu():
             if self.conv.stride == (1, 1) and p > 0:
                 x = reflect_pad(x, p, spare_row=True)
-                return conv2d_cpu(x, self.conv.weight, spare_row=True) + self.conv.bias
+                return conv2d_cpu(x, self.conv.weight, spare_row=True,
+                                  dilation=self.dilation) + self.conv.bias
             return self.conv(reflect_pad(x, p))
         # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
         return self.padded_conv(reflect_pad(x, p))
@@ -333,12 +362,16 @@ def _norm(norm: InstanceNorm, x: mx.array, stats: NormStats | None) -> mx.array:
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, dilation: int = 1):
         super().__init__()
-        self.conv1 = ConvLayer(channels, channels, 3)
+        self.conv1 = ConvLayer(channels, channels, 3, dilation=dilation)
         self.norm1 = InstanceNorm(channels)
-        self.conv2 = ConvLayer(channels, channels, 3)
+        self.conv2 = ConvLayer(channels, channels, 3, dilation=dilation)
         self.norm2 = InstanceNorm(channels)
+        if dilation > 1:
+            # a dilated block starts as the identity (its last norm's scale 0): added to a trained
+            # network (train-style --from), it leaves the network's output as it was
+            self.norm2.weight = mx.zeros_like(self.norm2.weight)
 
     def __call__(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
         y = nn.relu(_norm(self.norm1, self.conv1(x), stats))
@@ -386,6 +419,7 @@ class TransformerNet(nn.Module):
         self.down = [ConvLayer(3, w, 9), ConvLayer(w, 2 * w, 3, 2), ConvLayer(2 * w, 4 * w, 3, 2)]
         self.down_norms = [InstanceNorm(w), InstanceNorm(2 * w), InstanceNorm(4 * w)]
         self.blocks = [ResidualBlock(4 * w) for _ in range(config.res_blocks)]
+        self.blocks += [ResidualBlock(4 * w, d) for d in config.dilations]
         self.up = [ConvLayer(4 * w, 2 * w, 3), ConvLayer(2 * w, w, 3)]
         self.up_norms = [InstanceNorm(2 * w), InstanceNorm(w)]
         self.out = ConvLayer(w, 3, 9)

@@ -181,6 +181,40 @@ def test_training_goes_on_from_a_style_file(tiny_vgg, content_dir, style_image, 
                     resume=True, start_from=first.style_path)
 
 
+def test_going_on_with_dilated_blocks_added(tiny_vgg, content_dir, style_image):
+    """--from with --dilations adds residual blocks that start as the identity: at learning rate
+    0 the network's output is the file's; trained, they move, and the file records them."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=4, **TINY))
+    wider = {**TINY, "dilations": (2, 3)}
+    still = train_style(tiny_vgg, style_image, "s", photos,
+                        TrainSettings(steps=6, **{**wider, "learning_rate": 0.0}),
+                        start_from=first.style_path)
+    x = mx.random.uniform(shape=(1, 32, 32, 3))
+    before, _ = load_style(first.style_path)
+    kept, info = load_style(still.style_path)
+    assert info.config.dilations == (2, 3) and len(kept.blocks) == 3
+    np.testing.assert_array_equal(np.array(kept(x)), np.array(before(x)))
+
+    moved = train_style(tiny_vgg, style_image, "m", photos, TrainSettings(steps=8, **wider),
+                        start_from=first.style_path)
+    trained, _ = load_style(moved.style_path)
+    assert float(mx.abs(trained.blocks[2].norm2.weight).max()) > 0
+    result = runner.invoke(app, ["apply", "--style", "m", str(photos[0]), "-o",
+                                 str(content_dir.parent / "m.png"), "--net", "full"])
+    assert result.exit_code == 0, result.output
+
+    with pytest.raises(UsageError, match="must begin with them"):
+        train_style(tiny_vgg, style_image, "d", photos,
+                    TrainSettings(steps=12, **{**TINY, "dilations": (3,)}),
+                    start_from=moved.style_path)
+    train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **wider),
+                on_step=stop_after(5))
+    with pytest.raises(UsageError, match="--dilations 2,3, not 2"):
+        train_style(tiny_vgg, style_image, "r", photos,
+                    TrainSettings(steps=8, **{**TINY, "dilations": (2,)}), resume=True)
+
+
 def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out(
         tiny_vgg, content_dir, style_image, monkeypatch):
     """The first step compiles (minutes on a fresh GPU): the caller hears when it begins, from

@@ -57,6 +57,56 @@ def test_cpu_convolution_matches_mx_conv2d(batch, cin, cout, k, h, w):
                                np.array(mx.conv2d(reference, weight)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch,dilation", [(1, 2), (2, 3)])
+def test_dilated_cpu_convolution_matches_mx_conv2d(batch, dilation):
+    x = mx.random.normal((batch, 9, 13, 6))
+    weight = mx.random.normal((5, 3, 3, 6))
+    reference = mx.conv2d(reflect_pad(x, dilation), weight, dilation=dilation)
+    assert reference.shape == (batch, 9, 13, 5)
+    np.testing.assert_allclose(np.array(conv2d_cpu(reflect_pad(x, dilation), weight,
+                                                   dilation=dilation)),
+                               np.array(reference), rtol=1e-4, atol=1e-4)
+    spare = reflect_pad(x, dilation, spare_row=True)
+    np.testing.assert_allclose(np.array(conv2d_cpu(spare, weight, True, dilation)),
+                               np.array(reference), rtol=1e-4, atol=1e-4)
+
+
+def test_dilated_blocks_start_as_the_identity_and_widen_the_reach():
+    """Dilated blocks added to a trained network leave its output as it was until they learn;
+    the reach (receptive field) is what a pixel's change can touch."""
+    mx.random.seed(5)
+    plain = TransformerNet(NetConfig(8, 2))
+    wide_config = NetConfig(8, 2, dilations=(2, 4))
+    wide = TransformerNet(wide_config)
+    assert len(wide.blocks) == 4 and wide.blocks[3].conv1.pad == 4
+    wide.update(plain.parameters())
+    x = mx.random.uniform(shape=(1, 96, 96, 3))
+    np.testing.assert_array_equal(np.array(wide(x)), np.array(plain(x)))
+    assert NetConfig.from_json(wide_config.to_json()) == wide_config
+    assert "dilations" not in FULL.to_json()  # plain files read the same as before
+    assert (FULL.reach, NetConfig(32, 5, dilations=(2, 4)).reach) == (109, 205)
+    assert wide_config.least_side == 20 and FULL.least_side == 8
+
+    # the reach, measured: one pixel changed moves outputs up to reach // 2 away, not further
+    # (with the norms' statistics held fixed: through them every pixel touches every other)
+    for block in wide.blocks[2:]:
+        block.norm2.weight = mx.ones_like(block.norm2.weight)
+    x = mx.random.uniform(shape=(1, 256, 256, 3))
+    moved = x.at[0, 128, 128].add(1.0)
+    recorder = NormStats()
+    before = wide(x, recorder)
+    after = wide(moved, NormStats(recorder.recorded))
+    changed = np.abs(np.array(after - before))[0].max(axis=-1).max(axis=0) > 0
+    columns = np.flatnonzero(changed)
+    reach = NetConfig(8, 2, dilations=(2, 4)).reach
+    assert columns.min() >= 128 - reach // 2 and columns.max() <= 128 + reach // 2
+    assert columns.max() - columns.min() > TransformerNet(NetConfig(8, 2)).config.reach
+    with pytest.raises(ValueError, match="Johnson network only"):
+        NetConfig(8, 2, "shuffle", (2,))
+    with pytest.raises(ValueError, match="positive"):
+        NetConfig(8, 2, dilations=(0,))
+
+
 def test_cpu_convolution_gradients_match_mx_conv2d():
     x = mx.random.normal((2, 6, 7, 4))
     weight = mx.random.normal((3, 3, 3, 4))
@@ -94,7 +144,8 @@ def test_gpu_layer_path_gives_the_cpu_path_result(monkeypatch):
     """The GPU branch of the network (slice padding, the output layer by rows), run here on
     the CPU, against the CPU branch: the same function of the same weights."""
     mx.random.seed(3)
-    net = TransformerNet(NetConfig(8, 2))
+    net = TransformerNet(NetConfig(8, 2, dilations=(2,)))
+    net.blocks[2].norm2.weight = mx.ones_like(net.blocks[2].norm2.weight)  # not the identity
     x = mx.random.uniform(shape=(2, 20, 24, 3))
     on_cpu = np.array(net(x))
     monkeypatch.setattr(transformer, "on_cpu", lambda: False)
