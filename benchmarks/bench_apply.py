@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
@@ -97,18 +98,22 @@ def main():
     parser.add_argument("--net", choices=("full", "fast"), default="full")
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--dtypes", default="float16")
+    parser.add_argument("--dilations", default="",
+                        help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
     args = parser.parse_args()
-    config = NETWORKS[args.net]
+    config = replace(NETWORKS[args.net], dilations=tuple(
+        int(d) for d in args.dilations.split(",") if d))
     for size in args.sizes.split(","):
         width, height = map(int, size.split("x"))
         for batch in map(int, args.batches.split(",")):
             results = [bench_mlx(width, height, batch, getattr(mx, d), args.repeats, config)
                        for d in args.dtypes.split(",")]
-            if args.torch:
+            if args.torch and not config.dilations:
                 bench_torch(width, height, batch, args.repeats, config, results)
                 release_torch()
             for result in results:
-                print(json.dumps({"size": size, "batch": batch, "net": args.net, **result}),
+                print(json.dumps({"size": size, "batch": batch, "net": args.net,
+                                  "dilations": list(config.dilations), **result}),
                       flush=True)
             torch_best = min((r["ms_per_frame"] for r in results
                               if r["framework"].startswith("torch") and "ms_per_frame" in r),

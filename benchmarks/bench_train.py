@@ -108,17 +108,21 @@ def main():
     parser.add_argument("--vgg-weights", default=None)
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--net", choices=("full", "fast"), default="full")
+    parser.add_argument("--dilations", default="",
+                        help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
     args = parser.parse_args()
     preset = NETWORKS[args.net]
+    dilations = tuple(int(d) for d in args.dilations.split(",") if d)
     settings = TrainSettings(size=args.size, width=preset.width, res_blocks=preset.res_blocks,
-                             arch=preset.arch)
+                             arch=preset.arch, dilations=dilations)
     vgg = load_vgg(path=args.vgg_weights)
     def show(result):
-        print(json.dumps({"batch": args.batch, "size": args.size, "net": args.net, **result}),
+        print(json.dumps({"batch": args.batch, "size": args.size, "net": args.net,
+                          "dilations": list(dilations), **result}),
               flush=True)
 
     show(bench_mlx(vgg, settings, args.steps, args.batch))
-    if args.torch:
+    if args.torch and not dilations:
         from engine.vgg import resolve_weights
 
         class Printer(list):
