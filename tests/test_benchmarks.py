@@ -44,3 +44,37 @@ def test_quality_report_scores_against_the_trained_painting_only(tmp_path):
         report.check_painting(tmp_path / "painting.jpg", sha, Path("starry.safetensors"))
     with pytest.raises(SystemExit, match="no such painting"):
         report.check_painting(tmp_path / "missing.jpg", sha, Path("starry.safetensors"))
+
+
+def test_first_at_or_below_finds_the_first_crossing_or_none():
+    equivalent = load("lbfgs_equivalent")
+    assert equivalent.first_at_or_below([5.0, 4.0, 2.0, 3.0, 1.0], 3.0) == 2
+    assert equivalent.first_at_or_below([5.0, 4.0], 3.0) is None
+    assert equivalent.first_at_or_below([3.0 * (1 + 1e-7)], 3.0) == 0  # the same image, rescored
+
+
+def test_lbfgs_equivalent_of_an_optimizer_output_is_the_iteration_that_made_it(tiny_vgg):
+    """An image the optimizer itself made after k iterations is worth exactly the iteration at
+    which its objective was first reached; the photo itself is worth none."""
+    import mlx.core as mx
+
+    from engine.optimize import optimize
+
+    equivalent = load("lbfgs_equivalent")
+    own = {"content_layer": "relu2_2", "style_layers": ("relu1_1", "relu2_1", "relu3_1"),
+           "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 1.0}
+    mx.random.seed(3)
+    photo, painting = mx.random.uniform(shape=(1, 32, 32, 3)), mx.random.uniform(
+        shape=(1, 40, 40, 3))
+    settings = equivalent.matched_settings(own, 6)
+    losses = []
+    made = optimize(tiny_vgg, photo, [painting], settings,
+                    on_step=lambda step: losses.append(step.loss))
+    assert min(losses) < losses[0]  # it did optimize
+    best = 1 + losses.index(min(losses))
+    found = equivalent.equivalent_iterations(tiny_vgg, photo, painting, made.image, own, 20)
+    assert found["iterations_objective"] == best
+    assert found["curve_objective"][1:best + 1] == pytest.approx(losses[:best], rel=1e-5)
+    assert found["optimizer_ran"] < 20  # it stopped once both were reached
+    at_start = equivalent.equivalent_iterations(tiny_vgg, photo, painting, photo, own, 20)
+    assert at_start["iterations_objective"] == 0 and at_start["iterations_style"] == 0
