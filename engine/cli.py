@@ -256,7 +256,8 @@ def train_style(
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
-            dilations=_dilations(dilations), seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
+            dilations=_dilations(dilations), seed=seed, checkpoint_every=checkpoint_every,
+            preview_every=checkpoint_every)
         settings.check()
         origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()
