@@ -3,7 +3,11 @@ held-out loss after each of the first steps, for Adam as MLX defines it (no bias
 with bias correction, and with a linear warm-up instead.
 
     python benchmarks/adam_from_steps.py scream --steps 20 --vgg-weights W \\
-        --paintings ../shared/data/styles --content ../shared/data/content --heldout DIR
+        --paintings out/paintings --content ../shared/data/content --heldout DIR
+
+--paintings is the folder of the very painting files the styles were trained on (for the shipped
+styles, the copies `training_paintings.py` makes); another file is refused, as in the quality
+report.
 
 The held-out loss is the style's own training objective on four fixed 256 px crops of photos
 from DIR (photos no style trained on). One JSON line per variant.
@@ -17,7 +21,7 @@ import engine  # noqa: F401 - first: its BLAS loads before mlx.core  # isort: sk
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
-from quality_report import own_objective
+from quality_report import check_painting, own_objective
 
 from engine.image import find_images, load_image
 from engine.optimize import style_target
@@ -32,7 +36,8 @@ def main() -> None:
     parser.add_argument("--styles", type=Path, default=Path("weights"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--paintings", type=Path, default=Path("../shared/data/styles"))
+    parser.add_argument("--paintings", type=Path, required=True,
+                        help="the folder of the painting files the styles were trained on")
     parser.add_argument("--content", type=Path, default=Path("../shared/data/content"))
     parser.add_argument("--heldout", type=Path, required=True)
     parser.add_argument("--vgg-weights", type=Path)
@@ -43,6 +48,7 @@ def main() -> None:
     _, info = load_style(style_file)
     t = info.training
     settings = TrainSettings(size=256, batch=2, **own_objective(t))
+    check_painting(args.paintings / t["style_image"], info.style_sha256, style_file)
     painting = load_image(args.paintings / t["style_image"]).rgb
     grams = style_target(vgg, [painting], np.ones(1), settings.style_layers, t["style_size"], 1.0)
     heldout = mx.array(ContentSet(find_images(args.heldout), 256).sample(1, 0, 0, 4))
