@@ -7,6 +7,7 @@ Adam 2e-4, beta1 0.5, non-saturating loss, one compiled step updating both netwo
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -207,7 +208,9 @@ def _bce(logits: mx.array, label: float) -> mx.array:
 
 def make_gan_step(generator: GeneratorNet, discriminator: Discriminator,
                   g_opt: optim.Optimizer, d_opt: optim.Optimizer, settings: GanSettings):
-    """A compiled step: real batch -> (d_loss, g_loss); both networks updated in place."""
+    """A compiled step: (real batch, latents) -> (d_loss, g_loss); both networks updated in
+    place. The latents come from outside (`step_latents`), so no hidden random state rides
+    through the compiled function and a resumed run draws what an uninterrupted one would."""
 
     def d_loss_fn(model, real, fake):
         return _bce(model(real), settings.real_label) + _bce(model(fake), 0.0)
@@ -217,11 +220,10 @@ def make_gan_step(generator: GeneratorNet, discriminator: Discriminator,
 
     d_grad = nn.value_and_grad(discriminator, d_loss_fn)
     g_grad = nn.value_and_grad(generator, g_loss_fn)
-    state = [generator.state, discriminator.state, g_opt.state, d_opt.state, mx.random.state]
+    state = [generator.state, discriminator.state, g_opt.state, d_opt.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def step(real):
-        z = mx.random.normal((real.shape[0], settings.latent))
+    def step(real, z):
         fake = mx.stop_gradient(generator(z))
         d_loss, grads = d_grad(discriminator, real, fake)
         d_opt.update(discriminator, grads)
@@ -230,6 +232,12 @@ def make_gan_step(generator: GeneratorNet, discriminator: Discriminator,
         return d_loss, g_loss
 
     return step, state
+
+
+def step_latents(seed: int, epoch: int, index: int, batch: int, latent: int) -> mx.array:
+    """The latents of one training step, a function of (seed, epoch, batch index) alone."""
+    key = int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+    return mx.random.normal((batch, latent), key=mx.random.key(key))
 
 
 def generator_dir() -> Path:
@@ -341,6 +349,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = run / "checkpoint.safetensors"
     epoch, history = 0, []
+    skip = 0  # a run interrupted mid-epoch: the batches of that epoch it did
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
@@ -355,9 +364,15 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
             rng.bit_generator.state = json.loads(metadata["rng"])
             epoch = int(metadata["epoch"])
             history = [tuple(h) for h in json.loads(metadata["history"])]
+            # the same batches from where it stopped, unless --batch changed (then the
+            # interrupted epoch starts over; what its first batches taught stays)
+            if int(metadata.get("in_epoch", 0)) and int(metadata["batch"]) == settings.batch:
+                skip = int(metadata["in_epoch"])
         except (KeyError, ValueError, RuntimeError) as error:
             raise WeightsError(f"{checkpoint}: cannot resume ({error}); "
                                "start again without --resume") from None
+    for opt in (g_opt, d_opt):  # the optimizer state holds a rate: --learning-rate may change
+        opt.learning_rate = settings.learning_rate
     mx.eval(generator.state, discriminator.state)
     generator.train()
     discriminator.train()
@@ -366,13 +381,17 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     training = {**asdict(settings), "images": len(data), "folder": Path(folder).name,
                 "name": name}
 
-    def save_progress(epochs_done: int) -> None:
+    def save_progress(epochs_done: int, in_epoch: int = 0, epoch_rng: dict | None = None
+                      ) -> None:
+        """`in_epoch` batches done of the epoch after `epochs_done`, which began with the data
+        order's random state `epoch_rng` (None: between epochs, the state now)."""
         arrays = {**_arrays("generator", generator.parameters()),
                   **_arrays("discriminator", discriminator.parameters()),
                   **_arrays("g_opt", g_opt.state), **_arrays("d_opt", d_opt.state)}
         save_atomic(checkpoint, arrays, {
             "format": "engine-gan-checkpoint", "config": settings.config.to_json(),
-            "epoch": str(epochs_done), "rng": json.dumps(rng.bit_generator.state),
+            "epoch": str(epochs_done), "in_epoch": str(in_epoch), "batch": str(settings.batch),
+            "rng": json.dumps(epoch_rng or rng.bit_generator.state),
             "history": json.dumps(history)})
         generator.eval()
         save_generator(target, generator, training, epochs_done)
@@ -380,12 +399,17 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
         save_image(target.with_suffix(".png"), sample_grid(generator, fixed[:16]))
 
     interrupted = False
-    started, done = time.perf_counter(), 0
+    started, done, in_epoch, epoch_rng = time.perf_counter(), 0, 0, None
     try:
         while epoch < settings.epochs:
-            mx.random.seed(settings.seed * 100_003 + epoch)  # a resumed epoch draws like a fresh one
+            epoch_rng = copy.deepcopy(rng.bit_generator.state)
+            in_epoch = 0
             for index, real in enumerate(data.epoch(rng, settings.batch)):
-                d_loss, g_loss = step_fn(mx.array(real))
+                if index < skip:  # done before the interruption (the shuffle replays them)
+                    continue
+                z = step_latents(settings.seed, epoch, index, len(real), settings.latent)
+                d_loss, g_loss = step_fn(mx.array(real), z)
+                in_epoch = index + 1
                 mx.eval(d_loss, g_loss, state)
                 done += 1
                 history.append((float(d_loss), float(g_loss)))
@@ -393,7 +417,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
                     rate = done * settings.batch / (time.perf_counter() - started)
                     on_step(GanStep(epoch + 1, epoch * steps_per_epoch + index + 1,
                                     settings.epochs * steps_per_epoch, *history[-1], rate))
-            epoch += 1
+            epoch, skip, in_epoch, epoch_rng = epoch + 1, 0, 0, None
             if not all(map(math.isfinite, history[-1])):
                 raise EngineError("GAN training diverged (a loss is not finite); lower "
                                   "--learning-rate")
@@ -402,5 +426,5 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
                 save_progress(epoch)
     except KeyboardInterrupt:
         interrupted = True
-        save_progress(epoch)
+        save_progress(epoch, in_epoch, epoch_rng)
     return GanResult(target, epoch, len(history), interrupted, history)

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 from engine import registry
 from engine.errors import EngineError
@@ -55,6 +56,44 @@ def test_gan_trains_saves_resumes_and_registers(image_folder):
     np.testing.assert_allclose(walk[0], images[0], atol=1e-5)
     np.testing.assert_allclose(walk[-1], np.array(generator.generate(1, seed=4))[0], atol=1e-5)
 
+
+
+def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
+    """Ctrl-C after the 4th step (an epoch is 3): --resume goes on with the 5th batch, so the run
+    ends where an uninterrupted one does, loss for loss and weight for weight."""
+    straight = train_generator(image_folder, "straight", GanSettings(epochs=2, **TINY))
+
+    def stop_at_four(step):
+        if step.step == 4:
+            raise KeyboardInterrupt
+
+    cut = train_generator(image_folder, "cut", GanSettings(epochs=2, **TINY),
+                          on_step=stop_at_four)
+    assert cut.interrupted and cut.epochs == 1 and len(cut.history) == 4
+    resumed = train_generator(image_folder, "cut", GanSettings(epochs=2, **TINY), resume=True)
+    assert len(resumed.history) == 6
+    np.testing.assert_allclose(resumed.history, straight.history, rtol=1e-5)
+    ours, _ = load_generator(resumed.path)
+    theirs, _ = load_generator(straight.path)
+    for (name, a), (_, b) in zip(tree_flatten(ours.parameters()), tree_flatten(theirs.parameters())):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6, err_msg=name)
+
+
+def test_gan_resume_takes_the_new_learning_rate(image_folder, monkeypatch):
+    from engine import gan
+
+    train_generator(image_folder, "rate", GanSettings(epochs=1, learning_rate=2e-4, **TINY))
+    rates = []
+    making = gan.make_gan_step
+
+    def spy(generator, discriminator, g_opt, d_opt, settings):
+        rates.extend([float(g_opt.learning_rate), float(d_opt.learning_rate)])
+        return making(generator, discriminator, g_opt, d_opt, settings)
+
+    monkeypatch.setattr(gan, "make_gan_step", spy)
+    train_generator(image_folder, "rate", GanSettings(epochs=2, learning_rate=1e-3, **TINY),
+                    resume=True)
+    assert rates == pytest.approx([1e-3, 1e-3])
 
 def test_gan_training_from_the_cli_then_generate(image_folder, tmp_path):
     _engine("train-generator", image_folder, "--name", "cli-gan", "--size", "16", "--width",
