@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.registry import NETS, style_path
 from engine.styles import read_info
-from engine.stylize import Stylizer
+from engine.stylize import MARGIN, Stylizer
 from engine.transformer import NETWORK_NAMES
 from engine.video import stylize_frames, stylize_video
 
@@ -58,9 +58,11 @@ def main() -> None:
     parser.add_argument("--flicker", type=Path, help="measure flicker on this clip instead")
     parser.add_argument("--flicker-size", type=int, default=384)
     parser.add_argument("--net", choices=NETS, default="auto")
+    parser.add_argument("--margin", type=int, default=MARGIN,
+                        help="reflected pixels around each frame (engine video's default)")
     args = parser.parse_args()
     path = style_path(args.style, args.net)
-    stylizer = Stylizer.from_file(path)
+    stylizer = Stylizer.from_file(path, margin=args.margin)
     network_kind = NETWORK_NAMES[read_info(path).config.arch]
     device = str(mx.default_device())
     if args.flicker:
@@ -98,7 +100,8 @@ def main() -> None:
             print(json.dumps({"size": size, "frames": args.frames, "batch": args.batch,
                               "end_to_end_fps": args.frames / seconds,
                               "network_only_fps": 1 / network, "style": args.style,
-                              "device": device, "network": network_kind}), flush=True)
+                              "device": device, "network": network_kind,
+                              "margin": args.margin}), flush=True)
 
 
 if __name__ == "__main__":

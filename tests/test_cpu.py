@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import engine
@@ -220,7 +221,9 @@ def test_stylizer_takes_the_padded_layout_path_for_the_fast_network(monkeypatch)
     image = mx.random.uniform(shape=(1, 30, 50, 3))
     out = stylizer(image)
     assert calls, "the fast network did not run through cpu_forward"
-    expected = mx.clip(stylizer.net(stylize.pad4(image)), 0, 1)[:, :30, :50]
+    m = stylizer.margin  # reflected on every side, then cropped away
+    assert m > 0
+    expected = mx.clip(stylizer.net(stylize.pad4(image, 8, m, m)), 0, 1)[:, m:m + 30, m:m + 50]
     np.testing.assert_allclose(np.array(out), np.array(expected), atol=2e-5)
 
 
@@ -241,7 +244,9 @@ def test_uint8_frames_in_one_compiled_pass_match_the_float_path():
     for options in ({}, {"strength": 0.6}, {"preserve_color": True}):
         stylizer = Stylizer.from_file(style_path("wave", "fast"), **options)
         expected = np.array(stylizer(floats))
-        plain = stylizer._finish(mx.clip(stylizer.net(pad4(floats)), 0, 1)[:, :30, :42], floats)
+        m = stylizer.margin
+        plain = stylizer._finish(
+            mx.clip(stylizer.net(pad4(floats, 8, m, m)), 0, 1)[:, m:m + 30, m:m + 42], floats)
         np.testing.assert_allclose(expected, np.array(plain), atol=2e-5)
         out = stylizer.uint8(frames)
         assert out.dtype == np.uint8 and out.shape == frames.shape
@@ -251,3 +256,25 @@ def test_uint8_frames_in_one_compiled_pass_match_the_float_path():
     expected = np.array(stylizer(mx.array(wide.astype(np.float32) / 255.0)))
     out = stylizer.uint8(wide)
     assert np.abs(out.astype(int) - np.round(expected * 255).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("net", ["full", "fast"])
+def test_margin_takes_the_band_the_networks_draw_at_the_edges_out_of_the_picture(net):
+    """Stylize a photo, then the photo with 48 px cut off each side: near the cut, the second
+    pass can only guess what the first saw, and without a margin its outer 4 px also carry the
+    band the network draws at any edge. With the default margin they come out closer."""
+    from engine import examples
+    from engine.image import load_image
+
+    def outer_error(stylizer, photo):
+        whole = np.array(Stylizer(stylizer.net, margin=0)(photo))[0, 48:-48, 48:-48]
+        inner = np.array(stylizer(photo[:, 48:-48, 48:-48]))[0]
+        error = np.abs(inner - whole).mean(-1)
+        return (error.sum() - error[4:-4, 4:-4].sum()) / (error.size - error[4:-4, 4:-4].size)
+
+    for name in ("chelsea.png", "coffee.png"):
+        photo = load_image(next(p for p in examples.photos() if p.name == name)).rgb
+        path = style_path("starry", net)
+        bare = outer_error(Stylizer.from_file(path, margin=0), photo)
+        framed = outer_error(Stylizer.from_file(path), photo)
+        assert framed < 0.85 * bare, (name, framed, bare)

@@ -211,6 +211,28 @@ def test_tiles_with_shared_statistics_match_the_whole_image():
     assert big.shape == x.shape
 
 
+
+def test_margin_is_reflection_around_the_image_cropped_after():
+    """margin=m gives, on the picture, what the bare network (margin 0) gives on the picture with
+    m reflected pixels on every side; on the whole and the tiled path alike."""
+    mx.random.seed(5)
+    net = TransformerNet(NetConfig(4, 1))
+    x = mx.random.uniform(shape=(2, 21, 30, 3))
+    bare = Stylizer(net, dtype=mx.float32, margin=0)
+    framed = mx.pad(x, [(0, 0), (6, 6), (6, 6), (0, 0)], mode="reflect")
+    expected = np.array(bare(framed))[:, 6:-6, 6:-6]
+    out = np.array(Stylizer(net, dtype=mx.float32, margin=6)(x))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert np.abs(out - np.array(bare(x))).max() > 1e-3  # a margin changes the picture
+    tiled = Stylizer(net, dtype=mx.float32, margin=6, max_tile=24, overlap=6)
+    bare_tiled = Stylizer(net, dtype=mx.float32, margin=0, max_tile=24, overlap=6)
+    expected = np.array(bare_tiled(framed[:1]))[:, 6:-6, 6:-6]
+    np.testing.assert_allclose(np.array(tiled(x[:1])), expected, atol=1e-5)
+    tiny = Stylizer(net, dtype=mx.float32)(mx.random.uniform(shape=(1, 3, 2, 3)))  # margin > size
+    assert tiny.shape == (1, 3, 2, 3) and bool(mx.all(mx.isfinite(tiny)))
+    with pytest.raises(UsageError, match="margin"):
+        Stylizer(net, margin=-1)
+
 def test_whole_image_limit_depends_on_the_device():
     stylizer = Stylizer(TransformerNet(NetConfig(8, 1)))
     assert stylizer.max_tile == (2048 if mx.default_device() == mx.cpu else 4096)
