@@ -3,8 +3,9 @@
     python benchmarks/bench_apply.py [--torch] [--sizes 512x512,1920x1080,3840x2160] [--batches 1,8]
 
 Random weights (speed does not depend on them). Prints one JSON line per configuration.
-MLX runs the network alone (--margin 0), the same work as the PyTorch peer; --margin 16 times
-what `engine apply` does by default (16 reflected pixels around each frame, cropped after).
+MLX runs the network alone (--margin 0, as `engine apply` by default), the same work as the
+PyTorch peer; --margin 16 times `engine apply --margin 16` (16 reflected pixels around each
+frame, cropped after).
 """
 
 import argparse
@@ -104,7 +105,7 @@ def main():
     parser.add_argument("--dilations", default="",
                         help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
     parser.add_argument("--margin", type=int, default=0,
-                        help="reflected pixels around each frame (engine apply's default: 16)")
+                        help="reflected pixels around each frame (engine apply --margin)")
     args = parser.parse_args()
     config = replace(NETWORKS[args.net], dilations=tuple(
         int(d) for d in args.dilations.split(",") if d))

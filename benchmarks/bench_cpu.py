@@ -53,8 +53,7 @@ def median_seconds(run, repeats: int) -> float:
 
 
 def bench_engine(image: np.ndarray, net: str, repeats: int) -> float:
-    # the network alone, the same work as the peers (engine apply adds a 16 px margin: --margin)
-    stylizer = Stylizer.from_file(style_path("starry", net), margin=0)
+    stylizer = Stylizer.from_file(style_path("starry", net))  # no margin: the peers' work
     return median_seconds(lambda: stylizer.uint8(image[None]), repeats)
 
 

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--flicker-size", type=int, default=384)
     parser.add_argument("--net", choices=NETS, default="auto")
     parser.add_argument("--margin", type=int, default=MARGIN,
-                        help="reflected pixels around each frame (engine video's default)")
+                        help="reflected pixels around each frame (engine video --margin)")
     args = parser.parse_args()
     path = style_path(args.style, args.net)
     stylizer = Stylizer.from_file(path, margin=args.margin)

@@ -32,11 +32,10 @@ def main():
     x = mx.array(np.asarray(photo, dtype=np.float32)[None] / 255.0)
     for path in styles:
         plain = np.array(mx.clip(Stylizer.from_file(path, dtype=mx.float32).net(x), 0.0, 1.0))
-        # margin 0: the network alone, as `plain` (the margin is not what this checks)
-        runs = [(str(d), Stylizer.from_file(path, dtype=d, margin=0)) for d in
+        runs = [(str(d), Stylizer.from_file(path, dtype=d)) for d in
                 (mx.float32, mx.float16, mx.bfloat16)]
         runs.append(("float16 tiles", Stylizer.from_file(path, dtype=mx.float16,
-                                                         max_tile=args.tile, margin=0)))
+                                                         max_tile=args.tile)))
         for label, stylizer in runs:
             out = np.array(stylizer(x))
             error = np.abs(out - plain)

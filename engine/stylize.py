@@ -22,12 +22,15 @@ def default_dtype() -> mx.Dtype:
     return mx.float32 if on_cpu() else mx.float16
 
 
-# Reflected pixels added on every side before the network and cropped after. The networks draw
-# a band of their own at an image's edges (a dashed line, a lighter stripe): the outer 4 px of a
-# cropped photo's pass land 2-4x as far from a pass with the real surroundings as pixels 32 px
-# in. A 16 px margin moves most of that band out of the picture (21-50% closer on all 14 shipped
-# networks; benchmarks/edge_margin.py) for 5% more pixels at 1920x1080, 13% at 512x512.
-MARGIN = 16
+# Reflected pixels added on every side before the network and cropped after (apply --margin).
+# The networks draw a band of their own at an image's edges (a dashed line, a lighter stripe):
+# the outer 4 px of a cropped photo's pass land 2-4x as far from a pass with the real
+# surroundings as pixels 32 px in, and a 16 px margin moves most of that band out of the picture
+# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). It is not the default:
+# the networks were trained without one, and the band holds part of what they learned to match
+# of the painting's Gram statistics (with 16 px, the shipped starry's style distance to its
+# painting on pepper rose 68%; benchmarks/README.md). Training with the margin would end that.
+MARGIN = 0
 
 
 def default_max_tile() -> int:
