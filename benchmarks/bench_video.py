@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.registry import NETS, style_path
 from engine.styles import read_info
-from engine.stylize import MARGIN, Stylizer
+from engine.stylize import Stylizer
 from engine.transformer import NETWORK_NAMES
 from engine.video import stylize_frames, stylize_video
 
@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--flicker", type=Path, help="measure flicker on this clip instead")
     parser.add_argument("--flicker-size", type=int, default=384)
     parser.add_argument("--net", choices=NETS, default="auto")
-    parser.add_argument("--margin", type=int, default=MARGIN,
-                        help="reflected pixels around each frame (engine video --margin)")
+    parser.add_argument("--margin", type=int, default=None,
+                        help="reflected pixels around each frame (default: the style's own)")
     args = parser.parse_args()
     path = style_path(args.style, args.net)
     stylizer = Stylizer.from_file(path, margin=args.margin)
@@ -101,7 +101,7 @@ def main() -> None:
                               "end_to_end_fps": args.frames / seconds,
                               "network_only_fps": 1 / network, "style": args.style,
                               "device": device, "network": network_kind,
-                              "margin": args.margin}), flush=True)
+                              "margin": stylizer.margin}), flush=True)
 
 
 if __name__ == "__main__":

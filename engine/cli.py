@@ -18,7 +18,6 @@ from . import distributed, examples
 from .errors import EngineError, UsageError
 from .plugins import DISABLE_ENV
 from .optimize import OptimizeSettings
-from .stylize import MARGIN
 from .train import TrainSettings
 from .transformer import NETWORK_NAMES, NETWORKS
 
@@ -229,6 +228,10 @@ def train_style(
         help="Dilations of residual blocks added after the full network's five (e.g. 2,4): "
              "each widens its reach by 16 x the dilation in pixels; added by --from to a "
              "trained style, they start as the identity.")] = "",
+    margin: Annotated[int, typer.Option(
+        min=0, help="Reflected pixels around each crop for the network, cropped before the loss "
+        "(even; e.g. 16): the loss never sees the band a network draws at an image's edges, "
+        "and the style applies with the same margin.")] = TRAIN_DEFAULTS.margin,
     seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
@@ -257,8 +260,8 @@ def train_style(
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
             width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
-            dilations=_dilations(dilations), seed=seed, checkpoint_every=checkpoint_every,
-            preview_every=checkpoint_every)
+            dilations=_dilations(dilations), margin=margin, seed=seed,
+            checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
         origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()
@@ -300,10 +303,11 @@ def train_style(
             raise typer.Exit(130)
 
 
-MarginOption = Annotated[int, typer.Option(
-    min=0, help="Reflected pixels around each image for the network, cropped after, e.g. 16: "
-    "cleaner edges (the networks draw a band of their own there), a little slower, and the "
-    "style a little further from the painting's statistics.")]
+MarginOption = Annotated[int | None, typer.Option(
+    min=0, show_default=False, help="Reflected pixels around each image for the network, "
+    "cropped after, e.g. 16: cleaner edges (the networks draw a band of their own there), a "
+    "little slower. Default: the margin the style was trained with (the shipped ones: 0; "
+    "with another, the style drifts from what it was trained to match).")]
 
 
 @app.command()
@@ -324,7 +328,7 @@ def apply(
     )] = None,
     overwrite: Annotated[bool, typer.Option()] = False,
     net: NetChoice = "auto",
-    margin: MarginOption = MARGIN,
+    margin: MarginOption = None,
 ) -> None:
     """Stylize images with a trained style: one compiled forward pass per batch."""
     from .apply import apply_files, plan_outputs
@@ -401,7 +405,7 @@ def video(
                    ] = 18,
     overwrite: Annotated[bool, typer.Option()] = False,
     net: NetChoice = "auto",
-    margin: MarginOption = MARGIN,
+    margin: MarginOption = None,
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
     from .registry import style_path

@@ -26,11 +26,10 @@ def default_dtype() -> mx.Dtype:
 # The networks draw a band of their own at an image's edges (a dashed line, a lighter stripe):
 # the outer 4 px of a cropped photo's pass land 2-4x as far from a pass with the real
 # surroundings as pixels 32 px in, and a 16 px margin moves most of that band out of the picture
-# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). It is not the default:
-# the networks were trained without one, and the band holds part of what they learned to match
-# of the painting's Gram statistics (with 16 px, the shipped starry's style distance to its
-# painting on pepper rose 68%; benchmarks/README.md). Training with the margin would end that.
-MARGIN = 0
+# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). A style applies with the
+# margin it was trained with (train-style --margin), the shipped ones none: they were trained
+# without one, and their band holds part of what they learned to match of the painting's Gram
+# statistics (with 16 px, the shipped starry's style distance on pepper rose 68%).
 
 
 def default_max_tile() -> int:
@@ -48,11 +47,13 @@ class Stylizer:
     def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
                  dtype: mx.Dtype | None = None, strength: float = 1.0,
                  preserve_color: bool = False, max_tile: int | None = None, overlap: int = 64,
-                 stats_size: int | None = None, margin: int = MARGIN):
+                 stats_size: int | None = None, margin: int | None = None):
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength {strength} is outside 0..1")
         self.net, self.info = net, info
         self.least = net.config.least_side  # pad4's smallest side for this network
+        if margin is None:  # the margin the style was trained with
+            margin = int((info.training if info else {}).get("margin", 0))
         if margin < 0:
             raise UsageError(f"margin {margin} is negative; give 0 or more pixels")
         self.margin = margin

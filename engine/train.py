@@ -37,7 +37,7 @@ from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
 from .styles import (check_name, engine_home, load_style, read_metadata, save_atomic,
                      save_style, style_dir)
-from .stylize import crop, pad4
+from .stylize import crop, margins, pad4
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
 
@@ -58,6 +58,9 @@ class TrainSettings:
     res_blocks: int = 5
     arch: str = "johnson"
     dilations: Sequence[int] = ()  # further residual blocks, dilated (NetConfig.dilations)
+    # reflected pixels around each crop for the network, cropped before the loss: the loss never
+    # sees the band a network draws at an image's edges; the style applies with the same margin
+    margin: int = 0
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
@@ -78,6 +81,8 @@ class TrainSettings:
             raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
         if self.dilations and (self.arch != "johnson" or min(self.dilations) < 1):
             raise UsageError("--dilations takes positive integers, for the full network only")
+        if self.margin < 0 or self.margin % 2:
+            raise UsageError("--margin must be an even number of pixels, 0 or more")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
@@ -218,12 +223,21 @@ def training_loss(vgg: VGG, grams: dict[str, mx.array], settings: TrainSettings,
     return c + s + t, (c, s, t)
 
 
+def framed_forward(net: TransformerNet, x: mx.array, margin: int) -> mx.array:
+    """The network on `x` with `margin` reflected pixels on every side, cropped back to x."""
+    if not margin:
+        return net(x)
+    m = margin
+    framed = mx.pad(x, [(0, 0), (m, m), (m, m), (0, 0)], mode="reflect")
+    return net(framed)[:, m:-m, m:-m]
+
+
 def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
                     grams: dict[str, mx.array], settings: TrainSettings):
     """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place."""
 
     def loss_fn(model, x):
-        return training_loss(vgg, grams, settings, x, model(x))
+        return training_loss(vgg, grams, settings, x, framed_forward(model, x, settings.margin))
 
     loss_and_grad = nn.value_and_grad(net, loss_fn)
     state = [net.state, optimizer.state]
@@ -283,7 +297,7 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
 # What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
 # learning rate may change), or its style file would record settings it was only half trained on.
 OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
-             "style_layers", "width", "res_blocks", "arch", "dilations")
+             "style_layers", "width", "res_blocks", "arch", "dilations", "margin")
 # What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
 STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 
@@ -387,7 +401,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         start, info = load_style(Path(start_from))
         _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
                              {**info.training, **asdict(info.config)}, style_path, style_sha,
-                             settings, may_differ=("size", "dilations"))
+                             settings, may_differ=("size", "dilations", "margin"))
         had = list(info.config.dilations)
         if list(settings.dilations[:len(had)]) != had:
             raise UsageError(f"{start_from} has dilated blocks {_listed(had)}: --dilations must "
@@ -434,10 +448,16 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     training = {**asdict(settings), "style_image": Path(style_path).name, "name": name,
                 "processes": processes, "global_batch": settings.batch * processes}
 
+    def preview() -> mx.array:
+        """The preview photo as `engine apply` will stylize it (the same margin)."""
+        height, width = preview_image.shape[1:3]
+        top, left = margins(height, width, settings.margin)
+        stylized = net(pad4(preview_image, net.config.least_side, top, left))
+        return crop(mx.clip(stylized, 0.0, 1.0), height, width, top, left)
+
     def export(steps_done: int) -> None:
         save_style(style_file, net, training, steps_done, style_sha)
-        stylized = mx.clip(net(pad4(preview_image, net.config.least_side)), 0.0, 1.0)
-        save_image(style_file.with_suffix(".png"), crop(stylized, *preview_image.shape[1:3]))
+        save_image(style_file.with_suffix(".png"), preview())
 
     def save_progress(steps_done: int) -> None:
         if not main:  # one writer: rank 0
@@ -470,9 +490,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             if step % settings.checkpoint_every == 0 and step < settings.steps:
                 save_progress(step)
             if main and settings.preview_every and step % settings.preview_every == 0:
-                stylized = mx.clip(net(pad4(preview_image, net.config.least_side)), 0.0, 1.0)
-                save_image(run / f"preview-{step:06d}.png",
-                           crop(stylized, *preview_image.shape[1:3]))
+                save_image(run / f"preview-{step:06d}.png", preview())
     except KeyboardInterrupt:
         interrupted = True
     if not np.isfinite(losses[-1] if losses else 0.0):

@@ -12,6 +12,7 @@ from engine.cli import app
 from engine.errors import ImageError, UsageError, WeightsError
 from engine.styles import load_style, read_info, style_dir
 from engine.train import TrainSettings, train_style
+from engine.transformer import NetConfig, TransformerNet
 
 from .conftest import write_image
 
@@ -214,6 +215,42 @@ def test_going_on_with_dilated_blocks_added(tiny_vgg, content_dir, style_image):
         train_style(tiny_vgg, style_image, "r", photos,
                     TrainSettings(steps=8, **{**TINY, "dilations": (2,)}), resume=True)
 
+
+
+def test_training_with_a_margin_crops_before_the_loss_and_applies_with_it(
+        tiny_vgg, content_dir, style_image):
+    """--margin: the loss sees the network's output on the reflected crop, cropped back; the
+    style file records the margin and applies with it unless told otherwise."""
+    from engine.stylize import Stylizer
+    from engine.train import framed_forward
+
+    net = TransformerNet(NetConfig(4, 1))
+    x = mx.random.uniform(shape=(2, 16, 20, 3))
+    framed = mx.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    np.testing.assert_allclose(np.array(framed_forward(net, x, 4)),
+                               np.array(net(framed))[:, 4:-4, 4:-4], atol=1e-6)
+    np.testing.assert_array_equal(np.array(framed_forward(net, x, 0)), np.array(net(x)))
+
+    photos = sorted(content_dir.glob("*.jpg"))
+    result = train_style(tiny_vgg, style_image, "framed", photos,
+                         TrainSettings(steps=6, **{**TINY, "margin": 4}))
+    assert result.losses[-1] < result.losses[0]
+    stylizer = Stylizer.from_file(result.style_path)
+    assert stylizer.info.training["margin"] == 4 and stylizer.margin == 4
+    assert Stylizer.from_file(result.style_path, margin=0).margin == 0
+    with pytest.raises(UsageError, match="even"):
+        TrainSettings(margin=3).check()
+    # a style trained without one goes on with one (--from), not a resumed run
+    plain = train_style(tiny_vgg, style_image, "plain", photos, TrainSettings(steps=4, **TINY))
+    more = train_style(tiny_vgg, style_image, "more", photos,
+                       TrainSettings(steps=6, **{**TINY, "margin": 4}),
+                       start_from=plain.style_path)
+    assert Stylizer.from_file(more.style_path).margin == 4
+    train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **TINY),
+                on_step=stop_after(5))
+    with pytest.raises(UsageError, match="margin"):
+        train_style(tiny_vgg, style_image, "r", photos,
+                    TrainSettings(steps=8, **{**TINY, "margin": 4}), resume=True)
 
 def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out(
         tiny_vgg, content_dir, style_image, monkeypatch):
