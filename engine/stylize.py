@@ -22,16 +22,6 @@ def default_dtype() -> mx.Dtype:
     return mx.float32 if on_cpu() else mx.float16
 
 
-# Reflected pixels added on every side before the network and cropped after (apply --margin).
-# The networks draw a band of their own at an image's edges (a dashed line, a lighter stripe):
-# the outer 4 px of a cropped photo's pass land 2-4x as far from a pass with the real
-# surroundings as pixels 32 px in, and a 16 px margin moves most of that band out of the picture
-# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). A style applies with the
-# margin it was trained with (train-style --margin), the shipped ones none: they were trained
-# without one, and their band holds part of what they learned to match of the painting's Gram
-# statistics (with 16 px, the shipped starry's style distance on pepper rose 68%).
-
-
 def default_max_tile() -> int:
     """Longest side applied in one pass: a 4K frame fits an 80 GB GPU whole (the tiled path
     was 26x slower there), a CPU's memory better takes 2048."""
@@ -197,6 +187,14 @@ def _feather(height: int, width: int, overlap: int, top: bool, left: bool, botto
     return mx.array(np.outer(ramp(height, top, bottom), ramp(width, left, right))[..., None])
 
 
+# Reflected pixels added on every side before the network and cropped after (apply --margin).
+# The networks draw a band of their own at an image's edges (a dashed line, a lighter stripe):
+# the outer 4 px of a cropped photo's pass land 2-4x as far from a pass with the real
+# surroundings as pixels 32 px in, and a 16 px margin moves most of that band out of the picture
+# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). A style applies with the
+# margin it was trained with (train-style --margin), the shipped ones none: they were trained
+# without one, and their band holds part of what they learned to match of the painting's Gram
+# statistics (with 16 px, the shipped starry's style distance on pepper rose 68%).
 def margins(height: int, width: int, margin: int) -> tuple[int, int]:
     """The margin on the top and bottom, left and right: at most what reflection can give."""
     return min(margin, height - 1), min(margin, width - 1)
