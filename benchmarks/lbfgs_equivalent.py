@@ -125,7 +125,7 @@ def main() -> None:
                    "style_size": args.style_size or args.size, "steps": info.steps,
                    "device": str(mx.default_device()),
                    "objective_settings": {**own, "style_layers": list(own["style_layers"])},
-                   "max_iterations": args.iterations, **found}
+                   "margin": stylizer.margin, "max_iterations": args.iterations, **found}
             with args.out.open("a") as stream:
                 stream.write(json.dumps(row) + "\n")
 

@@ -166,7 +166,8 @@ def main() -> None:
                    "style_size": style_size,
                    "iterations": args.iterations, "device": str(mx.default_device()),
                    "objective_settings": {**own, "style_layers": list(own["style_layers"])},
-                   "steps": info.steps, "ff_seconds": ff_seconds}
+                   "steps": info.steps, "ff_seconds": ff_seconds,
+                   "margin": stylizer.margin}  # the style's own: it moves the style distance
             images = [("photo", photo), ("feed_forward", feed_forward)]
             before = earlier.get(reuse_key(row))
             if before is not None:
