@@ -508,7 +508,8 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
             t = row["training"] or {}
             training = (f"{row['steps']} steps, {t.get('size', '?')} px, style "
                         f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
-                        f"sw {t.get('style_weight', '?')}")
+                        f"sw {t.get('style_weight', '?')}"
+                        + (f", margin {t['margin']}" if t.get("margin") else ""))
             name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
             network = (f"{NETWORK_NAMES[row['network']]} width "
                        f"{row['width']}, {row['parameters'] / 1e6:.2f}M weights"

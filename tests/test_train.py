@@ -238,6 +238,8 @@ def test_training_with_a_margin_crops_before_the_loss_and_applies_with_it(
     stylizer = Stylizer.from_file(result.style_path)
     assert stylizer.info.training["margin"] == 4 and stylizer.margin == 4
     assert Stylizer.from_file(result.style_path, margin=0).margin == 0
+    listed = runner.invoke(app, ["styles"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0 and "margin 4" in listed.output, listed.output
     with pytest.raises(UsageError, match="even"):
         TrainSettings(margin=3).check()
     # a style trained without one goes on with one (--from), not a resumed run
