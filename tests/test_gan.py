@@ -75,7 +75,8 @@ def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
     np.testing.assert_allclose(resumed.history, straight.history, rtol=1e-5)
     ours, _ = load_generator(resumed.path)
     theirs, _ = load_generator(straight.path)
-    for (name, a), (_, b) in zip(tree_flatten(ours.parameters()), tree_flatten(theirs.parameters())):
+    pairs = zip(tree_flatten(ours.parameters()), tree_flatten(theirs.parameters()))
+    for (name, a), (_, b) in pairs:
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6, err_msg=name)
 
 
