@@ -398,6 +398,30 @@ def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
     assert result.exit_code == 2 and "unknown style layer conv9" in result.output
 
 
+
+def test_no_compile_trains_op_by_op_and_turns_compilation_back_on(
+        tiny_vgg_file, content_dir, style_image, monkeypatch):
+    """--no-compile: mx.compile is off for the run (on a fresh GPU it starts at once instead of
+    compiling kernels for minutes) and on again after it, even when the run fails."""
+    calls = []
+    for name in ("disable_compile", "enable_compile"):
+        real = getattr(mx, name)
+        monkeypatch.setattr(mx, name, lambda real=real, name=name: calls.append(name) or real())
+    args = ["train-style", str(style_image), "--content", str(content_dir), "--batch", "2",
+            "--size", "32", "--style-size", "48", "--width", "4", "--steps", "3",
+            "--style-layers", "relu1_1,relu2_1,relu3_1", "--vgg-weights", str(tiny_vgg_file)]
+    result = runner.invoke(app, [*args, "--name", "eager", "--no-compile"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["disable_compile", "enable_compile"]
+    assert read_info(style_dir() / "eager.safetensors").steps == 3
+    calls.clear()
+    result = runner.invoke(app, [*args, "--name", "never", "--no-compile", "--resume"])
+    assert result.exit_code == 2 and "nothing to resume" in result.output  # raised in the run
+    assert calls == ["disable_compile", "enable_compile"]
+    calls.clear()
+    result = runner.invoke(app, [*args, "--name", "compiled"])
+    assert result.exit_code == 0 and calls == []
+
 def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir, style_image,
                                             tmp_path):
     result = runner.invoke(app, [
