@@ -403,7 +403,6 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     try:
         while epoch < settings.epochs:
             epoch_rng = copy.deepcopy(rng.bit_generator.state)
-            in_epoch = 0
             for index, real in enumerate(data.epoch(rng, settings.batch)):
                 if index < skip:  # done before the interruption (the shuffle replays them)
                     continue

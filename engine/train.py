@@ -37,7 +37,7 @@ from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
 from .styles import (check_name, engine_home, load_style, read_metadata, save_atomic,
                      save_style, style_dir)
-from .stylize import crop, margins, pad4
+from .stylize import crop, margins, pad4, reflect_margin
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
 
@@ -225,11 +225,8 @@ def training_loss(vgg: VGG, grams: dict[str, mx.array], settings: TrainSettings,
 
 def framed_forward(net: TransformerNet, x: mx.array, margin: int) -> mx.array:
     """The network on `x` with `margin` reflected pixels on every side, cropped back to x."""
-    if not margin:
-        return net(x)
-    m = margin
-    framed = mx.pad(x, [(0, 0), (m, m), (m, m), (0, 0)], mode="reflect")
-    return net(framed)[:, m:-m, m:-m]
+    height, width = x.shape[1:3]
+    return crop(net(reflect_margin(x, margin, margin)), height, width, margin, margin)
 
 
 def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
