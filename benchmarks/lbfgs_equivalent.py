@@ -29,11 +29,9 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))  # also when loaded from elsewhere (the tests)
-from quality_report import check_painting, matched_settings, own_objective, square
+from quality_report import add_style_arguments, matched_settings, square, trained_styles
 
-from engine.image import load_image
 from engine.optimize import Step, make_objective, optimize, style_target
-from engine.styles import read_info
 from engine.stylize import Stylizer
 from engine.vgg import load_vgg
 
@@ -90,31 +88,14 @@ def equivalent_iterations(vgg, photo: mx.array, painting: mx.array, image: mx.ar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--styles", type=Path, default=Path("weights"))
-    parser.add_argument("--paintings", type=Path, required=True,
-                        help="the folder of the painting files the styles were trained on")
-    parser.add_argument("--photos", type=Path, nargs="+", required=True)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--style-size", type=int,
-                        help="the painting's longest side (default: --size, as the report)")
-    parser.add_argument("--iterations", type=int, default=300, help="the most L-BFGS runs")
-    parser.add_argument("--only", nargs="*", help="style file stems to report on")
-    parser.add_argument("--vgg-weights", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    add_style_arguments(parser)  # --iterations: the most L-BFGS iterations to run
     args = parser.parse_args()
 
     vgg = load_vgg(path=args.vgg_weights)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     photos = {p.stem: square(p, args.size) for p in args.photos}
     scale = (args.style_size or args.size) / args.size
-    for style_file in sorted(args.styles.glob("*.safetensors")):
-        if args.only and style_file.stem not in args.only:
-            continue
-        info = read_info(style_file)
-        own = own_objective(info.training)
-        painting_file = args.paintings / info.training["style_image"]
-        check_painting(painting_file, info.style_sha256, style_file)
-        painting = load_image(painting_file).rgb
+    for style_file, info, own, painting in trained_styles(args):
         stylizer = Stylizer.from_file(style_file)
         for name, photo in photos.items():
             feed_forward = stylizer(photo)

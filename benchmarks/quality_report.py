@@ -110,13 +110,8 @@ def check_painting(path: Path, sha256: str, style_file: Path) -> None:
                          "benchmarks/training_paintings.py and pass that folder as --paintings")
 
 
-def reuse_key(row: dict) -> str:
-    return json.dumps([row["style"], row["photo"], row["size"], row.get("style_size", row["size"]),
-                       row["iterations"], row["objective_settings"]], sort_keys=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_style_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say which styles, paintings and photos to score, and where to."""
     parser.add_argument("--styles", type=Path, default=Path("weights"))
     parser.add_argument("--paintings", type=Path, required=True,
                         help="the folder of the painting files the styles were trained on")
@@ -129,6 +124,28 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="style file stems to report on")
     parser.add_argument("--vgg-weights", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+
+
+def trained_styles(args: argparse.Namespace):
+    """Each style file of --styles (or --only): (file, info, its objective, its painting), the
+    painting checked to be the very file it was trained on."""
+    for style_file in sorted(args.styles.glob("*.safetensors")):
+        if args.only and style_file.stem not in args.only:
+            continue
+        info = read_info(style_file)
+        painting_file = args.paintings / info.training["style_image"]
+        check_painting(painting_file, info.style_sha256, style_file)
+        yield style_file, info, own_objective(info.training), load_image(painting_file).rgb
+
+
+def reuse_key(row: dict) -> str:
+    return json.dumps([row["style"], row["photo"], row["size"], row.get("style_size", row["size"]),
+                       row["iterations"], row["objective_settings"]], sort_keys=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_style_arguments(parser)
     parser.add_argument("--sheets", type=Path,
                         help="folder for photo | feed-forward | optimizer | matched PNGs")
     parser.add_argument("--reuse-optimizer", type=Path,
@@ -145,14 +162,7 @@ def main() -> None:
     photos = {p.stem: square(p, args.size) for p in args.photos}
     style_size = args.style_size or args.size
     scale = style_size / args.size  # the optimizer sizes the painting relative to the photo
-    for style_file in sorted(args.styles.glob("*.safetensors")):
-        if args.only and style_file.stem not in args.only:
-            continue
-        info = read_info(style_file)
-        own = own_objective(info.training)
-        painting_file = args.paintings / info.training["style_image"]
-        check_painting(painting_file, info.style_sha256, style_file)
-        painting = load_image(painting_file).rgb
+    for style_file, info, own, painting in trained_styles(args):
         grams_opt = style_target(vgg, [painting], np.ones(1), OPT_STYLE, style_size, 1.0)
         grams_own = style_target(vgg, [painting], np.ones(1), own["style_layers"], style_size,
                                  1.0)
