@@ -1,12 +1,14 @@
 """Training a style: ms per step (batch 8, 256x256, VGG16 losses, Adam), MLX against PyTorch.
 
     python benchmarks/bench_train.py [--torch] [--steps 30] [--vgg-weights W]
+        [--precisions float32,bfloat16]
 """
 
 import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
@@ -38,7 +40,8 @@ def bench_mlx(vgg, settings, steps, batch):
     for _ in range(steps):
         loss, _ = step(x)
         mx.eval(loss, state)
-    return {"framework": "mlx fp32 compiled", "ms_per_step": (time.perf_counter() - started)
+    label = {"float32": "fp32", "bfloat16": "bf16 mixed"}[settings.precision]
+    return {"framework": f"mlx {label} compiled", "ms_per_step": (time.perf_counter() - started)
             * 1000 / steps, "warmup_s": warmup}
 
 
@@ -107,6 +110,8 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--vgg-weights", default=None)
     parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--precisions", default="float32",
+                        help="MLX training precisions to time, e.g. float32,bfloat16")
     parser.add_argument("--net", choices=("full", "fast"), default="full")
     parser.add_argument("--dilations", default="",
                         help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
@@ -121,7 +126,8 @@ def main():
                           "dilations": list(dilations), **result}),
               flush=True)
 
-    show(bench_mlx(vgg, settings, args.steps, args.batch))
+    for precision in args.precisions.split(","):
+        show(bench_mlx(vgg, replace(settings, precision=precision), args.steps, args.batch))
     if args.torch and not dilations:
         from engine.vgg import resolve_weights
 

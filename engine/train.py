@@ -27,7 +27,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from PIL import Image
 
 from . import distributed
@@ -61,6 +61,9 @@ class TrainSettings:
     # reflected pixels around each crop for the network, cropped before the loss: the loss never
     # sees the band a network draws at an image's edges; the style applies with the same margin
     margin: int = 0
+    # what the network and VGG compute in: "float32", or "bfloat16" (mixed precision: float32
+    # weights, Adam and losses; convolutions and activations in bfloat16; norm statistics float32)
+    precision: str = "float32"
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
@@ -83,6 +86,9 @@ class TrainSettings:
             raise UsageError("--dilations takes positive integers, for the full network only")
         if self.margin < 0 or self.margin % 2:
             raise UsageError("--margin must be an even number of pixels, 0 or more")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
@@ -111,6 +117,9 @@ class TrainSettings:
         cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
         joined = optim.join_schedules([constant, cosine], [self.steps - decay])
         return joined if offset == 0 else lambda step: joined(step + offset)
+
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -236,6 +245,8 @@ def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
     def loss_fn(model, x):
         return training_loss(vgg, grams, settings, x, framed_forward(model, x, settings.margin))
 
+    if settings.precision != "float32":
+        loss_fn = _mixed_precision(vgg, net, grams, settings)
     loss_and_grad = nn.value_and_grad(net, loss_fn)
     state = [net.state, optimizer.state]
 
@@ -249,6 +260,32 @@ def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
         return loss, terms
 
     return train_step, state
+
+
+def _mixed_precision(vgg: VGG, net: TransformerNet, grams: dict[str, mx.array],
+                     settings: TrainSettings):
+    """The loss with the network and VGG computing in settings.precision: the float32
+    weights are cast on the way in (their gradients come back float32, for Adam), the features
+    on the way out (Gram matrices, losses and their sums in float32)."""
+    half = getattr(mx, settings.precision)
+    shadow = TransformerNet(net.config)  # the network's layers, fed the cast weights
+    vgg_half = VGG(vgg.spec)
+    vgg_half.update(tree_map(lambda p: p.astype(half), vgg.parameters()))
+    vgg_half.freeze()
+    mx.eval(vgg_half.parameters())
+
+    class Float32Features:  # VGG in half precision, features handed on in float32
+        spec = vgg.spec
+
+        def __call__(self, x, taps):
+            return {k: v.astype(mx.float32) for k, v in vgg_half(x.astype(half), taps).items()}
+
+    def half_loss(model, x):
+        shadow.update(tree_map(lambda p: p.astype(half), model.trainable_parameters()))
+        y = framed_forward(shadow, x.astype(half), settings.margin).astype(mx.float32)
+        return training_loss(Float32Features(), grams, settings, x, y)
+
+    return half_loss
 
 
 def run_dir(name: str) -> Path:

@@ -94,7 +94,7 @@ class InstanceNorm(nn.Module):
 
     `stats` may supply the (mean, variance) to use instead of this input's own: tiles of one large
     image then share the statistics of the whole image and the style does not shift across tiles.
-    On a GPU in float32 (training) it runs as one function with its own gradient.
+    On a GPU it runs as one function with its own gradient (training, in float32 or bfloat16).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -104,7 +104,7 @@ class InstanceNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array, stats: tuple[mx.array, mx.array] | None = None) -> mx.array:
-        if stats is None and x.dtype == mx.float32 and not on_cpu():
+        if stats is None and not on_cpu():
             return _instance_norm_fn(self.eps)(x, self.weight, self.bias)
         # One scale and shift per (image, channel), reshaped before use: the reshape keeps
         # mx.compile from fusing rsqrt into the full-size kernel, where the CPU would evaluate it
@@ -130,16 +130,23 @@ def _moments(x: mx.array) -> tuple[mx.array, mx.array]:
     return mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
 
 
+def _float32_moments(x: mx.array) -> tuple[mx.array, mx.array]:
+    """Mean and variance over H and W in float32, whatever x's precision (GPU)."""
+    return _moments(x) if x.dtype == mx.float32 else half_moments(x)
+
+
 def _instance_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.array:
-    scale, shift = _affine(*_moments(x), weight, bias, eps)
-    return x * scale + shift
+    scale, shift = _affine(*_float32_moments(x), weight, bias, eps)
+    return x * scale.astype(x.dtype) + shift.astype(x.dtype)
 
 
 @lru_cache
 def _instance_norm_fn(eps: float):
-    """Instance norm with its own gradient (training on a GPU, float32): the textbook
+    """Instance norm with its own gradient (training on a GPU): the textbook
     dx = s * (g - mean(g) - x_hat * mean(g * x_hat)), two reductions over H and W, where autodiff
-    of mean, var and the scale-and-shift takes more reductions and passes."""
+    of mean, var and the scale-and-shift takes more reductions and passes. In half precision
+    (bfloat16 training) the statistics and the gradient's sums are float32: MLX's reductions
+    over a half-precision array lose them."""
 
     @mx.custom_function
     def norm(x, weight, bias):
@@ -147,15 +154,17 @@ def _instance_norm_fn(eps: float):
 
     @norm.vjp
     def norm_vjp(primals, cotangent, output):
-        x, weight, _ = primals
-        mean, var = _moments(x)
+        x, weight, bias = primals
+        mean, var = _float32_moments(x)
         inv = mx.rsqrt(var + eps)
-        x_hat = (x - mean) * inv
-        g_sum = mx.sum(cotangent, axis=(1, 2), keepdims=True)
-        gx_sum = mx.sum(cotangent * x_hat, axis=(1, 2), keepdims=True)
+        x_hat = (x.astype(mx.float32) - mean) * inv
+        g = cotangent.astype(mx.float32)
+        g_sum = mx.sum(g, axis=(1, 2), keepdims=True)
+        gx_sum = mx.sum(g * x_hat, axis=(1, 2), keepdims=True)
         count = x.shape[1] * x.shape[2]
-        dx = (inv * weight) * (cotangent - (g_sum + x_hat * gx_sum) / count)
-        return dx, gx_sum.sum(axis=(0, 1, 2)), g_sum.sum(axis=(0, 1, 2))
+        dx = (inv * weight.astype(mx.float32)) * (g - (g_sum + x_hat * gx_sum) / count)
+        return (dx.astype(x.dtype), gx_sum.sum(axis=(0, 1, 2)).astype(weight.dtype),
+                g_sum.sum(axis=(0, 1, 2)).astype(bias.dtype))
 
     return norm
 

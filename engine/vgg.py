@@ -103,7 +103,7 @@ class VGG(nn.Module):
         unknown = wanted - set(self.spec.taps)
         if unknown:
             raise ValueError(f"unknown VGG taps {sorted(unknown)}; known: {self.spec.taps}")
-        x = (x - self._mean) / self._std
+        x = (x - self._mean.astype(x.dtype)) / self._std.astype(x.dtype)
         features: dict[str, mx.array] = {}
         index = 0
         for b, block in enumerate(self.spec.blocks):

@@ -396,6 +396,13 @@ def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
     result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
                                  "--style-layers", "relu1_2,conv9", "--steps", "1"])
     assert result.exit_code == 2 and "unknown style layer conv9" in result.output
+    result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
+                                 "--precision", "float8", "--steps", "1"])
+    assert result.exit_code == 2 and "unknown precision 'float8'" in result.output
+    if mx.default_device() == mx.cpu:
+        result = runner.invoke(app, ["train-style", str(style_image), "--content",
+                                     str(content_dir), "--precision", "bfloat16", "--steps", "1"])
+        assert result.exit_code == 2 and "is for GPUs" in result.output
 
 
 
@@ -548,3 +555,60 @@ def test_sheet_shows_the_photo_in_every_style(tmp_path, photo, tiny_style_file):
     bad = runner.invoke(app, ["sheet", str(photo), "-o", str(tmp_path / "x.png"), "--only", "nope"])
     assert bad.exit_code == 2 and "unknown style" in bad.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bfloat16_training_follows_float32_and_keeps_float32_weights(tiny_vgg, style_image):
+    """Mixed precision (--precision bfloat16): the same loss and gradient as float32 within
+    bfloat16's rounding; the weights the optimizer updates stay float32."""
+    import mlx.optimizers as optim
+
+    from engine.image import load_image
+    from engine.optimize import style_target
+    from engine.train import make_train_step
+
+    x = mx.array(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
+    style = load_image(style_image).rgb
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        settings = TrainSettings(**TINY, precision=precision)
+        grams = style_target(tiny_vgg, [style], np.ones(1), settings.style_layers, 48, 1.0)
+        mx.random.seed(3)
+        net = TransformerNet(settings.config)
+        mx.eval(net.parameters())
+        before = dict(tree_flatten(net.parameters()))
+        step, state = make_train_step(tiny_vgg, net, optim.SGD(learning_rate=1.0), grams,
+                                      settings)
+        loss, terms = step(x)
+        mx.eval(loss, terms, state)
+        after = dict(tree_flatten(net.parameters()))
+        assert all(v.dtype == mx.float32 for v in after.values())
+        runs[precision] = float(loss), np.concatenate(
+            [np.array(before[k] - after[k]).ravel() for k in sorted(after)])  # the gradient
+    (loss32, grad32), (loss16, grad16) = runs["float32"], runs["bfloat16"]
+    assert abs(loss16 - loss32) < 0.03 * loss32
+    cosine = grad16 @ grad32 / (np.linalg.norm(grad16) * np.linalg.norm(grad32))
+    assert cosine > 0.97 and np.linalg.norm(grad16) == pytest.approx(np.linalg.norm(grad32),
+                                                                      rel=0.05)
+
+
+def test_instance_norm_gradient_in_bfloat16():
+    """The norm's own VJP (training on a GPU) in bfloat16: float32 statistics and sums, so it
+    matches float32 autodiff of the plain formula within bfloat16's rounding."""
+    from engine.transformer import _instance_norm, _instance_norm_fn
+
+    rng = np.random.default_rng(1)
+    x = mx.array(rng.normal(2.0, 3.0, (2, 24, 24, 8)).astype(np.float32))
+    w, b = mx.array(rng.normal(1, 0.3, 8).astype(np.float32)), mx.array(rng.normal(size=8))
+    g = mx.array(rng.normal(size=(2, 24, 24, 8)).astype(np.float32))
+
+    def loss(norm, x, w, b):
+        return mx.sum(norm(x, w, b).astype(mx.float32) * g)
+
+    reference = mx.grad(lambda *a: loss(lambda x, w, b: _instance_norm(x, w, b, 1e-5), *a),
+                        argnums=(0, 1, 2))(x, w, b)
+    half = [a.astype(mx.bfloat16) for a in (x, w, b)]
+    own = mx.grad(lambda *a: loss(_instance_norm_fn(1e-5), *a), argnums=(0, 1, 2))(*half)
+    for mine, theirs in zip(own, reference):
+        assert mine.dtype == mx.bfloat16
+        error = np.abs(np.array(mine.astype(mx.float32)) - np.array(theirs)).max()
+        assert error < 0.02 * np.abs(np.array(theirs)).max() + 1e-3
