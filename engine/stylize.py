@@ -32,6 +32,11 @@ class Stylizer:
     """One style network, reusable across calls: a compiled forward pass per input shape.
 
     Input and output are (B, H, W, 3) float32 in [0, 1] of any H and W.
+
+    A shape's first call runs op by op and its second compiles: one photo does not wait for a
+    compilation it would never use again. On a fresh H100 (empty kernel cache) the first
+    512x512 pass took 55 s compiled against 14 s op by op; from the second call on, the
+    compiled pass is 1.1-2x faster (benchmarks/README.md, twelfth session).
     """
 
     def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
@@ -58,10 +63,25 @@ class Stylizer:
         self.stats_size = stats_size or self.max_tile  # longest side of the statistics pass
         # mx.compile keeps one trace per input shape: the network alone (tiles, colour
         # preservation) and the whole pass, conversions from and to uint8 included
-        self._forward = mx.compile(self._run)
-        self._whole = mx.compile(self._apply_whole)
-        self._whole_uint8 = mx.compile(
+        self._forward = self._compiled_later(self._run)
+        self._whole = self._compiled_later(self._apply_whole)
+        self._whole_uint8 = self._compiled_later(
             lambda frames: _to_uint8(self._apply_whole(frames.astype(mx.float32) / 255.0)))
+
+    @staticmethod
+    def _compiled_later(function):
+        """`function` op by op on an input shape's first call, compiled from its second."""
+        compiled, seen = mx.compile(function), set()
+
+        def run(x: mx.array) -> mx.array:
+            key = (x.shape, x.dtype)
+            if key in seen:
+                return compiled(x)
+            seen.add(key)
+            return function(x)
+
+        run.compiled = compiled
+        return run
 
     @classmethod
     def from_file(cls, path: Path, **options) -> Stylizer:
