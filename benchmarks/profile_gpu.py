@@ -381,10 +381,31 @@ def section_train(torch_too, batch=8, size=256):
                                                 .astype(mx.float32)), inputs=net.state, outputs=net.state)
         values["net_forward"] = mlx_ms(mx.compile(lambda t: net(t)), xs)
         values["net_value_and_grad"] = mlx_ms(net_grad, xs)
+        values["train_step"] = _train_step_ms(batch, size, "float32" if dtype == mx.float32
+                                              else "bfloat16")
         if torch_too:
             values.update(torch_train_parts(batch, size, dtype))
         emit("train", f"parts b{batch} {size}px {dtype}", **values)
         release()
+
+
+def _train_step_ms(batch, size, precision):
+    """engine's whole training step (random VGG16 weights, the five relu*_1 style layers)."""
+    import mlx.optimizers as optim
+    import numpy as np
+
+    from engine.optimize import style_target
+    from engine.train import TrainSettings, make_train_step
+
+    settings = TrainSettings(size=size, precision=precision, style_layers=(
+        "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"))
+    vgg = VGG()
+    grams = style_target(vgg, [mx.random.uniform(shape=(1, size, size, 3))], np.ones(1),
+                         settings.style_layers, size, 1.0)
+    net = TransformerNet(FULL)
+    step, state = make_train_step(vgg, net, optim.Adam(learning_rate=1e-3), grams, settings)
+    x = mx.random.uniform(shape=(batch, size, size, 3))
+    return mlx_ms(lambda t: (step(t), state), x)
 
 
 def torch_train_parts(batch, size, dtype):
@@ -518,21 +539,22 @@ def section_trainconv(torch_too, batch=8):
     """Each convolution of the style network at training size (batch 8, 256 px), float32: the
     forward and the gradient (input and weight; weight only for the first layer), MLX against
     cuDNN through PyTorch with TF32 allowed (its default for convolutions) and not."""
-    for shape in TRAIN_CONVS:
-        emit("trainconv", "{}->{} k{} s{} {}px b{}".format(*shape, batch),
-             **_trainconv_case(torch_too, batch, *shape))
-        release()
+    for dtype in (mx.float32, mx.bfloat16):
+        for shape in TRAIN_CONVS:
+            emit("trainconv", "{}->{} k{} s{} {}px b{}".format(*shape, batch) + f" {dtype}",
+                 **_trainconv_case(torch_too, batch, *shape, dtype=dtype))
+            release()
 
 
-def _trainconv_case(torch_too, batch, cin, cout, k, stride, size):
+def _trainconv_case(torch_too, batch, cin, cout, k, stride, size, dtype=mx.float32):
     p = k // 2
-    x = mx.random.normal((batch, size + 2 * p, size + 2 * p, cin))
-    w = mx.random.normal((cout, k, k, cin)) * 0.05
+    x = mx.random.normal((batch, size + 2 * p, size + 2 * p, cin)).astype(dtype)
+    w = (mx.random.normal((cout, k, k, cin)) * 0.05).astype(dtype)
     out = mx.conv2d(x, w, stride=stride)
     cotangent = mx.random.normal(out.shape)
     argnums = (1,) if cin == 3 else (0, 1)
-    grad = mx.compile(mx.grad(lambda x, w: (mx.conv2d(x, w, stride=stride) * cotangent).sum(),
-                              argnums=argnums))
+    grad = mx.compile(mx.grad(lambda x, w: (mx.conv2d(x, w, stride=stride) * cotangent).sum()
+                              .astype(mx.float32), argnums=argnums))
     values = {"mlx_forward": mlx_ms(mx.compile(lambda x, w: mx.conv2d(x, w, stride=stride)),
                                     x, w),
               "mlx_grad": mlx_ms(grad, x, w)}
@@ -540,15 +562,16 @@ def _trainconv_case(torch_too, batch, cin, cout, k, stride, size):
         import torch
         import torch.nn.functional as F
 
-        tx = torch.randn(batch, cin, size + 2 * p, size + 2 * p, device="cuda").contiguous(
-            memory_format=torch.channels_last).requires_grad_(cin != 3)
-        tw = (torch.randn(cout, cin, k, k, device="cuda") * 0.05).contiguous(
+        tdtype = torch.bfloat16 if dtype == mx.bfloat16 else torch.float32
+        tx = torch.randn(batch, cin, size + 2 * p, size + 2 * p, device="cuda", dtype=tdtype
+                         ).contiguous(memory_format=torch.channels_last).requires_grad_(cin != 3)
+        tw = (torch.randn(cout, cin, k, k, device="cuda", dtype=tdtype) * 0.05).contiguous(
             memory_format=torch.channels_last).requires_grad_(True)
         tc = torch.randn_like(F.conv2d(tx, tw, stride=stride))
         inputs = [tw] if cin == 3 else [tx, tw]
-        for tf32 in (True, False):
+        for tf32 in ((True, False) if dtype == mx.float32 else (True,)):
             torch.backends.cudnn.allow_tf32 = tf32
-            label = "tf32" if tf32 else "fp32"
+            label = ("tf32" if tf32 else "fp32") if dtype == mx.float32 else "bf16"
             with torch.no_grad():
                 values[f"torch_{label}_forward"] = torch_ms(
                     lambda: F.conv2d(tx, tw, stride=stride))
