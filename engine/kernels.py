@@ -7,8 +7,17 @@
   upsampling and reflection padding in one pass, from one convolution's output to the next one's
   padded input (fused.py).
 
-No gradients (training runs in float32 with MLX's ops). `reference_*` are the same functions in
-plain MLX ops, used on the CPU and in tests.
+No gradients of their own (bfloat16 training uses half_moments inside the instance norm's own
+VJP). `reference_*` are the same functions in plain MLX ops, used on the CPU and in tests.
+
+MLX compiles each template instantiation with NVRTC (~1.5 s on the H100) in every new process
+and keeps no disk cache of them. So nothing that depends on the image's size is a template
+argument: half_moments computes its number of row groups from the input's shape in the kernel
+(as a template argument, which depends on batch x channels, it compiled one kernel per layer
+width, 3 at a process's first call and 3 more for each new batch size, ~1.5 s each).
+pad_affine keeps its options (pad, upsampling, ReLU, residual) in the template: 5 kernels per
+process whatever the size. H100, first 1080p call of a process: 14.2-14.5 s before, 9.1-12.0 s
+after; per frame unchanged (benchmarks/results/apply-kernels-h100.txt).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import mlx.nn as nn
 _MOMENTS = """
     const unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
     const int batch = y_shape[0], rows = y_shape[1] * y_shape[2], channels = y_shape[3];
+    // the row groups per (image, channel): as half_moments computes them (~256k threads)
+    const int GROUPS = max(1, min(rows, (THREADS + batch * channels - 1) / (batch * channels)));
     if (t >= (unsigned int)(batch * GROUPS * channels)) return;
     const int c = t % channels;
     const int g = (t / channels) % GROUPS;
@@ -75,12 +86,13 @@ _RESIDUAL_ADD = "v += static_cast<float>(res[rsrc + k]);"
 
 _kernels: dict[str, object] = {}
 _VEC = 8  # channels per thread in pad_affine
+_MOMENT_THREADS = 262144  # about this many threads in half_moments
 
 
 def _kernel(name: str):
     if name not in _kernels:
         if name == "moments":
-            names, source = ["y"], _MOMENTS
+            names, source = ["y"], _MOMENTS.replace("THREADS", str(_MOMENT_THREADS))
         else:
             residual = name == "pad_affine_residual"
             names = ["y", "scale", "shift"] + (["res"] if residual else [])
@@ -103,9 +115,9 @@ def half_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     rows = height * width
     if not _on_gpu() or batch * channels * rows >= 2**31:
         return reference_moments(x)
-    groups = max(1, min(rows, -(-262144 // (batch * channels))))  # ~256k threads
+    groups = max(1, min(rows, -(-_MOMENT_THREADS // (batch * channels))))  # as the kernel does
     partial = _kernel("moments")(
-        inputs=[x], template=[("T", x.dtype), ("GROUPS", groups)],
+        inputs=[x], template=[("T", x.dtype)],
         grid=(batch * groups * channels, 1, 1), threadgroup=(256, 1, 1),
         output_shapes=[(batch, groups, channels, 2)], output_dtypes=[mx.float32])[0]
     sums = mx.sum(partial, axis=1) / rows
