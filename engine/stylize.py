@@ -80,7 +80,6 @@ class Stylizer:
             seen.add(key)
             return function(x)
 
-        run.compiled = compiled
         return run
 
     @classmethod

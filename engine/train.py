@@ -219,8 +219,9 @@ class ShardedContent:
 # -------------------------------------------------------------------- training
 
 
-def training_loss(vgg: VGG, grams: dict[str, mx.array], settings: TrainSettings, x: mx.array,
-                  y: mx.array) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
+def training_loss(vgg: Callable[..., dict[str, mx.array]], grams: dict[str, mx.array],
+                  settings: TrainSettings, x: mx.array, y: mx.array
+                  ) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
     """The objective a style trains on, for photos x and the network's outputs y:
     (total, (content, style, tv)), each term already weighted."""
     layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
@@ -274,16 +275,13 @@ def _mixed_precision(vgg: VGG, net: TransformerNet, grams: dict[str, mx.array],
     vgg_half.freeze()
     mx.eval(vgg_half.parameters())
 
-    class Float32Features:  # VGG in half precision, features handed on in float32
-        spec = vgg.spec
-
-        def __call__(self, x, taps):
-            return {k: v.astype(mx.float32) for k, v in vgg_half(x.astype(half), taps).items()}
+    def features(x: mx.array, taps) -> dict[str, mx.array]:  # VGG's, handed on in float32
+        return {k: v.astype(mx.float32) for k, v in vgg_half(x.astype(half), taps).items()}
 
     def half_loss(model, x):
         shadow.update(tree_map(lambda p: p.astype(half), model.trainable_parameters()))
         y = framed_forward(shadow, x.astype(half), settings.margin).astype(mx.float32)
-        return training_loss(Float32Features(), grams, settings, x, y)
+        return training_loss(features, grams, settings, x, y)
 
     return half_loss
 

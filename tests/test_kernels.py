@@ -17,8 +17,8 @@ from tests.conftest import varied_net
 # On a GPU, float32 convolutions run on TF32 tensor cores (10-bit mantissa): two ways of
 # computing the same network agree to ~1e-3 relative there, ~1e-6 on the CPU.
 ON_GPU = mx.default_device() != mx.cpu
-NET_TOL = dict(rtol=2e-3, atol=2e-5) if ON_GPU else dict(rtol=1e-4, atol=1e-6)
-CONV_TOL = dict(rtol=1e-2, atol=0.1) if ON_GPU else dict(rtol=1e-4, atol=1e-3)
+NET_TOL = {"rtol": 2e-3, "atol": 2e-5} if ON_GPU else {"rtol": 1e-4, "atol": 1e-6}
+CONV_TOL = {"rtol": 1e-2, "atol": 0.1} if ON_GPU else {"rtol": 1e-4, "atol": 1e-3}
 
 
 def _numpy_pad_affine(y, scale, shift, pad, up, relu, residual, rp):
