@@ -109,10 +109,7 @@ class Stylizer:
         return stylized
 
     def _apply_whole(self, images: mx.array) -> mx.array:
-        height, width = images.shape[1:3]
-        top, left = margins(height, width, self.margin)
-        out = self._run(pad4(images, self.least, top, left))
-        return self._finish(crop(out, height, width, top, left), images)
+        return self._finish(run_framed(self._run, images, self.least, self.margin), images)
 
     def _compiled_whole(self, images: mx.array) -> bool:
         """One compiled pass: not through tiles, and no colour preservation (its resize and
@@ -124,14 +121,15 @@ class Stylizer:
         if self._compiled_whole(images):
             out = self._whole(images)
         else:
-            top, left = margins(height, width, self.margin)
             if max(height, width) > self.max_tile:
+                top, left = margins(height, width, self.margin)
                 framed = reflect_margin(images, top, left)
-                out = mx.concatenate([self._tiled(framed[i:i + 1])
-                                      for i in range(images.shape[0])])
+                out = crop(mx.concatenate([self._tiled(framed[i:i + 1])
+                                           for i in range(images.shape[0])]),
+                           height, width, top, left)
             else:
-                out = self._forward(pad4(images, self.least, top, left))
-            out = self._finish(crop(out, height, width, top, left), images)
+                out = run_framed(self._forward, images, self.least, self.margin)
+            out = self._finish(out, images)
         mx.eval(out)
         return out
 
@@ -243,3 +241,11 @@ def pad4(x: mx.array, least: int = 8, top: int = 0, left: int = 0) -> mx.array:
 
 def crop(x: mx.array, height: int, width: int, top: int = 0, left: int = 0) -> mx.array:
     return x[:, top:top + height, left:left + width]
+
+
+def run_framed(run, images: mx.array, least: int = 8, margin: int = 0) -> mx.array:
+    """`run` (a network's pass) on `images` with `margin` reflected pixels around them and
+    padded as pad4 pads, cropped back to the images' size."""
+    height, width = images.shape[1:3]
+    top, left = margins(height, width, margin)
+    return crop(run(pad4(images, least, top, left)), height, width, top, left)

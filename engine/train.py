@@ -37,7 +37,7 @@ from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
 from .styles import (check_name, engine_home, load_style, read_metadata, save_atomic,
                      save_style, style_dir)
-from .stylize import crop, margins, pad4, reflect_margin
+from .stylize import crop, reflect_margin, run_framed
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
 
@@ -482,10 +482,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     def preview() -> mx.array:
         """The preview photo as `engine apply` will stylize it (the same margin)."""
-        height, width = preview_image.shape[1:3]
-        top, left = margins(height, width, settings.margin)
-        stylized = net(pad4(preview_image, net.config.least_side, top, left))
-        return crop(mx.clip(stylized, 0.0, 1.0), height, width, top, left)
+        stylized = run_framed(net, preview_image, net.config.least_side, settings.margin)
+        return mx.clip(stylized, 0.0, 1.0)
 
     def export(steps_done: int) -> None:
         save_style(style_file, net, training, steps_done, style_sha)
