@@ -1,7 +1,10 @@
 """Training a style: ms per step (batch 8, 256x256, VGG16 losses, Adam), MLX against PyTorch.
 
     python benchmarks/bench_train.py [--torch] [--steps 30] [--vgg-weights W]
-        [--precisions float32,bfloat16]
+        [--precisions float32,bfloat16] [--forms low,plain]
+
+--forms: the style network's full-resolution layers on a GPU in their low-resolution forms
+(engine.transformer.LOW_RES_FORMS, the default) or plain.
 """
 
 import argparse
@@ -11,13 +14,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
+import engine  # noqa: F401,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from engine import transformer  # noqa: E402
 from engine.optimize import style_target  # noqa: E402
 from engine.train import TrainSettings, make_train_step  # noqa: E402
 from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
@@ -41,7 +45,8 @@ def bench_mlx(vgg, settings, steps, batch):
         loss, _ = step(x)
         mx.eval(loss, state)
     label = {"float32": "fp32", "bfloat16": "bf16 mixed"}[settings.precision]
-    return {"framework": f"mlx {label} compiled", "ms_per_step": (time.perf_counter() - started)
+    forms = "low-res forms" if transformer.LOW_RES_FORMS else "plain forms"
+    return {"framework": f"mlx {label} compiled, {forms}", "ms_per_step": (time.perf_counter() - started)
             * 1000 / steps, "warmup_s": warmup}
 
 
@@ -112,6 +117,8 @@ def main():
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--precisions", default="float32",
                         help="MLX training precisions to time, e.g. float32,bfloat16")
+    parser.add_argument("--forms", default="low",
+                        help="low, plain or both (low,plain): transformer.LOW_RES_FORMS")
     parser.add_argument("--net", choices=("full", "fast"), default="full")
     parser.add_argument("--dilations", default="",
                         help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
@@ -126,8 +133,10 @@ def main():
                           "dilations": list(dilations), **result}),
               flush=True)
 
-    for precision in args.precisions.split(","):
-        show(bench_mlx(vgg, replace(settings, precision=precision), args.steps, args.batch))
+    for forms in args.forms.split(","):
+        transformer.LOW_RES_FORMS = {"low": True, "plain": False}[forms]
+        for precision in args.precisions.split(","):
+            show(bench_mlx(vgg, replace(settings, precision=precision), args.steps, args.batch))
     if args.torch and not dilations:
         from engine.vgg import resolve_weights
 

@@ -1,7 +1,7 @@
 """Where the GPU time goes: the style network and the training step taken apart, op by op,
 with PyTorch's time for the same op beside MLX's, and alternatives for the slow parts.
 
-    python benchmarks/profile_gpu.py [--sections conv,apply,train,trainnet,trainconv] [--out results.jsonl]
+    python benchmarks/profile_gpu.py [--sections conv,apply,train,trainnet,trainconv,trainforms] [--out results.jsonl]
 
 Random weights and inputs (speed does not depend on them). One JSON line per measurement:
 {"section", "case", "mlx_ms", "torch_ms"?}. Meant for the GPU machine; runs (slowly) anywhere.
@@ -581,6 +581,65 @@ def _trainconv_case(torch_too, batch, cin, cout, k, stride, size, dtype=mx.float
     return values
 
 
+
+def section_trainforms(batch=8, size=256):
+    """The style network's full-resolution layers at training size in their plain forms and in
+    the low-resolution forms (transformer.LOW_RES_FORMS: the 9x9 layers on 4x4 or 2x2
+    space-to-depth blocks, the upsampling convolutions as sub-pixel convolutions), forward and
+    gradient (input and weights; weights only for the first layer); then the whole network's
+    forward + backward with the forms off and on (bench_train.py --forms times the step)."""
+    from engine.transformer import ConvLayer, conv_blocked
+
+    def forms(layer):
+        nine = layer.conv.weight.shape[1] == 9
+        if nine:
+            return {"plain": lambda x: layer(x), "blocked4": layer.blocked,
+                    "blocked2": lambda x: conv_blocked(reflect_pad(x, 4), layer.conv.weight, 2)
+                    + layer.conv.bias}
+        return {"plain": lambda x: layer(upsample2x(x)), "subpixel": layer.after_upsample}
+
+    cases = ((3, 32, 9, size), (128, 64, 3, size // 4), (64, 32, 3, size // 2), (32, 3, 9, size))
+    for dtype in (mx.float32, mx.bfloat16):
+        for cin, cout, k, side in cases:
+            layer = ConvLayer(cin, cout, k)
+            layer.set_dtype(dtype)
+            x = mx.random.normal((batch, side, side, cin)).astype(dtype)
+            first = cin == 3
+            values = {}
+            for name, fn in forms(layer).items():
+                out = fn(x)
+                cotangent = mx.random.normal(out.shape).astype(dtype)
+
+                def loss(params, x, fn=fn, cotangent=cotangent, layer=layer):
+                    kept = layer.parameters()
+                    layer.update(params)
+                    value = (fn(x) * cotangent).astype(mx.float32).sum()
+                    layer.update(kept)
+                    return value
+
+                grad = mx.compile(mx.grad(loss, argnums=(0,) if first else (0, 1)))
+                values[f"{name}_forward"] = mlx_ms(mx.compile(fn), x)
+                values[f"{name}_grad"] = mlx_ms(grad, layer.trainable_parameters(), x)
+            emit("trainforms", f"{cin}->{cout} k{k} {side}px b{batch} {dtype}", **values)
+            release()
+    for low in (False, True):
+        transformer.LOW_RES_FORMS = low
+        values = {}
+        for dtype in (mx.float32, mx.bfloat16):
+            net = TransformerNet(FULL)
+            net.set_dtype(dtype)
+            xs = mx.random.uniform(shape=(batch, size, size, 3)).astype(dtype)
+            net_grad = mx.compile(nn.value_and_grad(
+                net, lambda t, net=net: mx.mean(mx.square(net(t).astype(mx.float32)))),
+                inputs=net.state, outputs=net.state)
+            label = "fp32" if dtype == mx.float32 else "bf16"
+            values[f"net_forward_{label}"] = mlx_ms(mx.compile(lambda t, net=net: net(t)), xs)
+            values[f"net_value_and_grad_{label}"] = mlx_ms(net_grad, xs)
+        emit("trainforms", f"network b{batch} {size}px low_res_forms={low}", **values)
+        release()
+    transformer.LOW_RES_FORMS = True
+
+
 def main():
     global OUT
     parser = argparse.ArgumentParser()
@@ -603,7 +662,8 @@ def main():
          "apply": lambda: section_apply(torch_too, shapes, not args.no_stages),
          "train": lambda: section_train(torch_too, size=args.train_size),
          "trainnet": lambda: section_trainnet(size=args.train_size),
-         "trainconv": lambda: section_trainconv(torch_too)}[section]()
+         "trainconv": lambda: section_trainconv(torch_too),
+         "trainforms": lambda: section_trainforms(size=args.train_size)}[section]()
         emit("env", f"section {section} took", seconds=time.perf_counter() - started)
 
 

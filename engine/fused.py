@@ -9,17 +9,15 @@ one's padded input. No gradients: training keeps TransformerNet.__call__.
 from __future__ import annotations
 
 import mlx.core as mx
-import numpy as np
 
 from .kernels import pad_affine
 from .transformer import (
     OUTPUT_SCALE,
     NormStats,
     TransformerNet,
-    depth_to_space,
+    conv_blocked,
     image_stats,
     reflect_pad,
-    space_to_depth,
 )
 
 
@@ -67,31 +65,3 @@ def _end_conv(layer, padded: mx.array) -> mx.array:
     if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) >= BLOCKED_FROM:
         return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
     return layer.padded_conv(padded)
-
-
-def blocked_weight(weight: mx.array, r: int) -> mx.array:
-    """A (cout, k, k, cin) 'valid' convolution's weights for the same convolution over r x r
-    space-to-depth blocks: (r*r*cout, n, n, r*r*cin), n = (r + k - 2) // r + 1 blocks.
-
-    Output sub-pixel o of a block reads input sub-pixel s of the block `b` further on when
-    r*b + s - o is a tap of the kernel (0..k-1), with that tap's weight; zero otherwise.
-    """
-    cout, k, _, cin = weight.shape
-    n = (r + k - 2) // r + 1
-    o, b, s = np.arange(r), np.arange(n), np.arange(r)
-    tap = r * b[None, :, None] + s[None, None, :] - o[:, None, None]  # (o, b, s)
-    valid = (tap >= 0) & (tap < k)
-    tap = np.clip(tap, 0, k - 1)
-    index = tap[:, None, :, None, :, None] * k + tap[None, :, None, :, None, :]  # (oy ox by bx sy sx)
-    mask = valid[:, None, :, None, :, None] & valid[None, :, None, :, None, :]
-    taps = weight.transpose(1, 2, 0, 3).reshape(k * k, cout, cin)
-    blocked = taps[mx.array(index.reshape(-1))].reshape(r, r, n, n, r, r, cout, cin)
-    blocked = blocked * mx.array(mask[..., None, None], dtype=weight.dtype)
-    return blocked.transpose(0, 1, 6, 2, 3, 4, 5, 7).reshape(r * r * cout, n, n, r * r * cin)
-
-
-def conv_blocked(padded: mx.array, weight: mx.array, r: int = 4) -> mx.array:
-    """mx.conv2d(padded, weight) ('valid', stride 1) computed on r x r space-to-depth blocks:
-    more multiply-adds, but channel counts the tensor cores fill (48 in, 512 out for the 9x9
-    3 -> 32 input layer). Padded sides minus k - 1 must be multiples of r."""
-    return depth_to_space(mx.conv2d(space_to_depth(padded, r), blocked_weight(weight, r)), r)

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from .kernels import half_moments
 
@@ -82,6 +83,13 @@ ARCHS = ("johnson", "shuffle")
 # moves output pixels by a fraction of a percent instead of by their whole range, which in [0, 1]
 # units made training noisy and left the network unable to learn fine texture.
 OUTPUT_SCALE = 1.0 / 255.0
+
+# On a GPU, the Johnson network's full-resolution layers run in low-resolution forms, the same
+# function of the same weights: the 9x9 layers on 4x4 space-to-depth blocks, each upsampling
+# convolution as four sub-pixel convolutions at the input's resolution (ConvLayer.blocked,
+# ConvLayer.after_upsample). MLX's convolution gradients are slow at full resolution with few
+# channels (3-4x cuDNN's through PyTorch) and fast at low resolution with many.
+LOW_RES_FORMS = True
 
 FULL = NetConfig(32, 5)
 FAST = NetConfig(48, 5, "shuffle")  # the CPU network: no full-resolution activations
@@ -345,6 +353,16 @@ class ConvLayer(nn.Module):
             return conv_out_rows(padded, weight) + self.conv.bias
         return self.conv(padded)
 
+    def blocked(self, x: mx.array) -> mx.array:
+        """self(x) (stride 1, undilated) on 4x4 space-to-depth blocks (conv_blocked)."""
+        return conv_blocked(reflect_pad(x, self.pad), self.conv.weight) + self.conv.bias
+
+    def after_upsample(self, x: mx.array) -> mx.array:
+        """self(upsample2x(x)) (3x3, stride 1, undilated) at x's resolution: one convolution
+        with four outputs per channel (subpixel_weight), then depth-to-space."""
+        y = mx.conv2d(edge_pad1(x), subpixel_weight(self.conv.weight))
+        return depth_to_space(y, 2) + self.conv.bias
+
 
 class NormStats:
     """Either records each InstanceNorm's (mean, var) in order, or replays recorded ones."""
@@ -401,6 +419,63 @@ def depth_to_space(x: mx.array, r: int) -> mx.array:
     return x.reshape(batch, height * r, width * r, c)
 
 
+def blocked_weight(weight: mx.array, r: int) -> mx.array:
+    """A (cout, k, k, cin) 'valid' convolution's weights for the same convolution over r x r
+    space-to-depth blocks: (r*r*cout, n, n, r*r*cin), n = (r + k - 2) // r + 1 blocks.
+
+    Output sub-pixel o of a block reads input sub-pixel s of the block `b` further on when
+    r*b + s - o is a tap of the kernel (0..k-1), with that tap's weight; zero otherwise.
+    """
+    cout, k, _, cin = weight.shape
+    n = (r + k - 2) // r + 1
+    o, b, s = np.arange(r), np.arange(n), np.arange(r)
+    tap = r * b[None, :, None] + s[None, None, :] - o[:, None, None]  # (o, b, s)
+    valid = (tap >= 0) & (tap < k)
+    tap = np.clip(tap, 0, k - 1)
+    index = tap[:, None, :, None, :, None] * k + tap[None, :, None, :, None, :]  # (oy ox by bx sy sx)
+    mask = valid[:, None, :, None, :, None] & valid[None, :, None, :, None, :]
+    taps = weight.transpose(1, 2, 0, 3).reshape(k * k, cout, cin)
+    blocked = taps[mx.array(index.reshape(-1))].reshape(r, r, n, n, r, r, cout, cin)
+    blocked = blocked * mx.array(mask[..., None, None], dtype=weight.dtype)
+    return blocked.transpose(0, 1, 6, 2, 3, 4, 5, 7).reshape(r * r * cout, n, n, r * r * cin)
+
+
+def conv_blocked(padded: mx.array, weight: mx.array, r: int = 4) -> mx.array:
+    """mx.conv2d(padded, weight) ('valid', stride 1) computed on r x r space-to-depth blocks:
+    more multiply-adds, but channel counts the tensor cores fill (48 in, 512 out for the 9x9
+    3 -> 32 input layer). Padded sides minus k - 1 must be multiples of r."""
+    return depth_to_space(mx.conv2d(space_to_depth(padded, r), blocked_weight(weight, r)), r)
+
+
+def _subpixel_taps() -> np.ndarray:
+    """(2, 3, 3) 0/1: [p, a, d] = 1 when tap d of a 3x3 convolution over a 2x nearest-upsampled,
+    reflection-padded image, at an output row of parity p, reads low-resolution row offset a - 1
+    of the edge-padded low-resolution image."""
+    taps = np.zeros((2, 3, 3), np.float32)
+    for p in range(2):
+        for d in range(3):
+            taps[p, (p + d - 1) // 2 + 1, d] = 1
+    return taps
+
+
+def subpixel_weight(weight: mx.array) -> mx.array:
+    """A 3x3 convolution's weights (cout, 3, 3, cin), applied after 2x nearest upsampling and
+    reflection padding by 1, as the weights (4*cout, 3, 3, cin) of a convolution over the
+    low-resolution image edge-padded by 1: one group of cout outputs per output sub-pixel
+    (depth_to_space order). Reflecting the upsampled image by one pixel repeats its edge pixel,
+    which is the low-resolution edge pixel: hence edge padding."""
+    cout, _, _, cin = weight.shape
+    taps = mx.array(_subpixel_taps(), dtype=weight.dtype)
+    w = mx.einsum("yad,xbe,cdei->yxcabi", taps, taps, weight)
+    return w.reshape(4 * cout, 3, 3, cin)
+
+
+def edge_pad1(x: mx.array) -> mx.array:
+    """(B, H, W, C) -> (B, H + 2, W + 2, C), each edge pixel repeated once."""
+    x = mx.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
+    return mx.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+
+
 def upsample2x(x: mx.array) -> mx.array:
     """Nearest-neighbour upsampling of (B, H, W, C) by 2."""
     batch, height, width, channels = x.shape
@@ -435,13 +510,16 @@ class TransformerNet(nn.Module):
     def __call__(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
         if self.config.arch == "shuffle":
             return self._shuffle(x, stats)
+        low = LOW_RES_FORMS and not on_cpu()
         for conv, norm in zip(self.down, self.down_norms):
-            x = nn.relu(_norm(norm, conv(x), stats))
+            y = conv.blocked(x) if low and conv is self.down[0] else conv(x)
+            x = nn.relu(_norm(norm, y, stats))
         for block in self.blocks:
             x = block(x, stats)
         for conv, norm in zip(self.up, self.up_norms):
-            x = nn.relu(_norm(norm, conv(upsample2x(x)), stats))
-        return self.out(x) * OUTPUT_SCALE
+            y = conv.after_upsample(x) if low else conv(upsample2x(x))
+            x = nn.relu(_norm(norm, y, stats))
+        return (self.out.blocked(x) if low else self.out(x)) * OUTPUT_SCALE
 
     def _shuffle(self, x: mx.array, stats: NormStats | None) -> mx.array:
         # full -> 1/2 (2x2 blocks, 12 channels) -> 1/4 -> trunk -> 1/2 -> full; the last

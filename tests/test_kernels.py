@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine import fused
-from engine.fused import conv_blocked, fused_forward
+from engine.fused import fused_forward
 from engine.kernels import half_moments, pad_affine, reference_moments, reference_pad_affine
-from engine.transformer import NetConfig, NormStats
+from engine.transformer import NetConfig, NormStats, conv_blocked
 from tests.conftest import varied_net
 
 # On a GPU, float32 convolutions run on TF32 tensor cores (10-bit mantissa): two ways of

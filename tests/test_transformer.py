@@ -5,8 +5,20 @@ import pytest
 from engine import transformer
 from engine.errors import UsageError
 from engine.stylize import Stylizer
-from engine.transformer import FAST, FULL, InstanceNorm, NetConfig, NormStats, TransformerNet, \
-    conv2d_cpu, conv_out_rows, depth_to_space, reflect_pad, space_to_depth, upsample2x
+from engine.transformer import (
+    FAST,
+    FULL,
+    InstanceNorm,
+    NetConfig,
+    NormStats,
+    TransformerNet,
+    conv2d_cpu,
+    conv_out_rows,
+    depth_to_space,
+    reflect_pad,
+    space_to_depth,
+    upsample2x,
+)
 
 
 def test_shapes_and_configs():
@@ -151,6 +163,47 @@ def test_gpu_layer_path_gives_the_cpu_path_result(monkeypatch):
     monkeypatch.setattr(transformer, "on_cpu", lambda: False)
     np.testing.assert_allclose(np.array(net(x)), on_cpu, rtol=1e-4, atol=1e-4)
 
+
+
+@pytest.mark.parametrize("h, w", [(4, 6), (7, 5)])
+def test_convolution_after_upsampling_as_subpixel_convolutions_is_the_same(h, w):
+    mx.random.seed(4)
+    layer = transformer.ConvLayer(12, 5, 3)
+    x = mx.random.normal((2, h, w, 12))
+    np.testing.assert_allclose(np.array(layer.after_upsample(x)),
+                               np.array(layer(upsample2x(x))), rtol=1e-5, atol=1e-5)
+
+
+def test_low_resolution_forms_give_the_network_and_its_gradients(monkeypatch):
+    """On a GPU the 9x9 layers run on space-to-depth blocks and the upsampling convolutions as
+    sub-pixel convolutions (LOW_RES_FORMS): same output, same weight gradients as the plain
+    forms (run here on the CPU through the GPU branch)."""
+    from mlx import nn
+    from mlx.utils import tree_flatten
+
+    mx.random.seed(5)
+    monkeypatch.setattr(transformer, "on_cpu", lambda: False)
+    net = TransformerNet(NetConfig(8, 2))
+    x = mx.random.uniform(shape=(2, 24, 20, 3))
+    cotangent = mx.random.normal((2, 24, 20, 3))
+    loss_and_grad = nn.value_and_grad(net, lambda t: (net(t) * cotangent).sum())
+    results = {}
+    for low in (False, True):
+        monkeypatch.setattr(transformer, "LOW_RES_FORMS", low)
+        loss, grads = loss_and_grad(x)
+        results[low] = net(x), loss, dict(tree_flatten(grads))
+    (plain, plain_loss, plain_grads), (low, low_loss, low_grads) = results[False], results[True]
+    np.testing.assert_allclose(np.array(low), np.array(plain), rtol=1e-4, atol=1e-6)
+    assert abs(low_loss.item() - plain_loss.item()) <= 1e-4 * abs(plain_loss.item())
+    checked = 0
+    for key, value in plain_grads.items():
+        scale = float(mx.abs(value).max())
+        if scale < 1e-6:
+            continue  # a shift the next instance norm takes out: zero up to rounding
+        checked += 1
+        np.testing.assert_allclose(np.array(low_grads[key]), np.array(value),
+                                   atol=1e-4 * scale, err_msg=key)
+    assert checked > len(plain_grads) // 2
 
 def test_instance_norm_normalizes_each_image_and_channel():
     x = mx.random.normal((2, 5, 7, 3)) * 4 + 2
