@@ -10,14 +10,14 @@
 No gradients of their own (bfloat16 training uses half_moments inside the instance norm's own
 VJP). `reference_*` are the same functions in plain MLX ops, used on the CPU and in tests.
 
+Both read and write 16 bytes (8 half-precision channels) per access; half_moments keeps four
+rows in flight per thread and sums each block's rows in shared memory (its earlier form, one
+2-byte load in flight per thread, ran far below the memory bandwidth).
+
 MLX compiles each template instantiation with NVRTC (~1.5 s on the H100) in every new process
 and keeps no disk cache of them. So nothing that depends on the image's size is a template
-argument: half_moments computes its number of row groups from the input's shape in the kernel
-(as a template argument, which depends on batch x channels, it compiled one kernel per layer
-width, 3 at a process's first call and 3 more for each new batch size, ~1.5 s each).
-pad_affine keeps its options (pad, upsampling, ReLU, residual) in the template: 5 kernels per
-process whatever the size. H100, first 1080p call of a process: 14.2-14.5 s before, 9.1-12.0 s
-after; per frame unchanged (benchmarks/results/apply-kernels-h100.txt).
+argument (half_moments' blocks per image come from the grid); pad_affine keeps its options
+(pad, upsampling, ReLU, residual) in the template: 5 kernels per process whatever the size.
 """
 
 from __future__ import annotations
@@ -26,25 +26,77 @@ import mlx.core as mx
 import mlx.nn as nn
 
 _MOMENTS = """
-    const unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
+    // One block per (image, slice of rows): each thread reads VEC channels (16 bytes) of every
+    // LANES-th row of its slice, four rows in flight, then the block sums its lanes in shared
+    // memory and writes one partial (sum, sum of squares) per channel.
+    __shared__ float partial[256 * 2 * VEC];
     const int batch = y_shape[0], rows = y_shape[1] * y_shape[2], channels = y_shape[3];
-    // the row groups per (image, channel): as half_moments computes them (~256k threads)
-    const int GROUPS = max(1, min(rows, (THREADS + batch * channels - 1) / (batch * channels)));
-    if (t >= (unsigned int)(batch * GROUPS * channels)) return;
-    const int c = t % channels;
-    const int g = (t / channels) % GROUPS;
-    const int b = t / (channels * GROUPS);
-    const int per = (rows + GROUPS - 1) / GROUPS;
-    const int start = g * per, stop = min(rows, start + per);
-    const T* base = y + (int64_t)b * rows * channels + c;
-    float s = 0.0f, q = 0.0f;
-    for (int r = start; r < stop; ++r) {
-        const float v = static_cast<float>(base[(int64_t)r * channels]);
-        s += v;
-        q += v * v;
+    const int groups = channels / VEC;
+    const int lanes = blockDim.x / groups;
+    const int per_image = gridDim.x / batch;
+    const int b = blockIdx.x / per_image, slice = blockIdx.x % per_image;
+    const int g = threadIdx.x % groups, lane = threadIdx.x / groups;
+    float s[VEC], q[VEC];
+    #pragma unroll
+    for (int k = 0; k < VEC; ++k) { s[k] = 0.0f; q[k] = 0.0f; }
+    if (lane < lanes) {
+        const T* base = y + (int64_t)b * rows * channels + g * VEC;
+        const int step = per_image * lanes;
+        int r = slice * lanes + lane;
+        for (; r + 3 * step < rows; r += 4 * step) {
+            Chunk<T, VEC> c[4];
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) c[u] = load_chunk<T, VEC>(base + (int64_t)(r + u * step) * channels);
+            #pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                #pragma unroll
+                for (int k = 0; k < VEC; ++k) {
+                    const float v = static_cast<float>(c[u].v[k]);
+                    s[k] += v;
+                    q[k] += v * v;
+                }
+            }
+        }
+        for (; r < rows; r += step) {
+            const Chunk<T, VEC> c = load_chunk<T, VEC>(base + (int64_t)r * channels);
+            #pragma unroll
+            for (int k = 0; k < VEC; ++k) {
+                const float v = static_cast<float>(c.v[k]);
+                s[k] += v;
+                q[k] += v * v;
+            }
+        }
     }
-    out[2 * (int64_t)t] = s;
-    out[2 * (int64_t)t + 1] = q;
+    #pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+        partial[(threadIdx.x * VEC + k) * 2] = s[k];
+        partial[(threadIdx.x * VEC + k) * 2 + 1] = q[k];
+    }
+    __syncthreads();
+    if (threadIdx.x < channels) {  // channel c = g * VEC + k sums lanes of threads g + l*groups
+        const int c = threadIdx.x, gg = c / VEC, k = c % VEC;
+        float ss = 0.0f, qq = 0.0f;
+        for (int l = 0; l < lanes; ++l) {
+            const int th = l * groups + gg;
+            ss += partial[(th * VEC + k) * 2];
+            qq += partial[(th * VEC + k) * 2 + 1];
+        }
+        const int64_t o = ((int64_t)blockIdx.x * channels + c) * 2;
+        out[o] = ss;
+        out[o + 1] = qq;
+    }
+"""
+
+_HEADER = """
+template <typename T, int V> struct Chunk { alignas(16) T v[V]; };
+template <typename T, int V>
+__device__ __forceinline__ Chunk<T, V> load_chunk(const T* p) {  // V values, 16 bytes at a time
+    Chunk<T, V> c;
+    #pragma unroll
+    for (int w = 0; w < (int)(V * sizeof(T) / 16); ++w)
+        reinterpret_cast<uint4*>(c.v)[w] = reinterpret_cast<const uint4*>(p)[w];
+    return c;
+}
 """
 
 _PAD_AFFINE = """
@@ -69,37 +121,43 @@ _PAD_AFFINE = """
     const int64_t dst = (int64_t)t * VEC;
     const float* sc = scale + b * channels + c0;
     const float* sh = shift + b * channels + c0;
+    const Chunk<T, VEC> in = load_chunk<T, VEC>(y + src);
     RESIDUAL_BASE
+    Chunk<T, VEC> o;
     #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-        float v = static_cast<float>(y[src + k]) * sc[k] + sh[k];
+        float v = static_cast<float>(in.v[k]) * sc[k] + sh[k];
         RESIDUAL_ADD
         if (RELU) v = v > 0.0f ? v : 0.0f;
-        out[dst + k] = static_cast<T>(v);
+        o.v[k] = static_cast<T>(v);
     }
+    #pragma unroll
+    for (int w = 0; w < (int)(VEC * sizeof(T) / 16); ++w)
+        reinterpret_cast<uint4*>(out + dst)[w] = reinterpret_cast<const uint4*>(o.v)[w];
 """
 _RESIDUAL_BASE = """
-    const int64_t rsrc = (((int64_t)b * res_shape[1] + si + RP) * res_shape[2] + sj + RP)
-                         * channels + c0;
+    const Chunk<T, VEC> r = load_chunk<T, VEC>(res + (((int64_t)b * res_shape[1] + si + RP) * res_shape[2]
+                                      + sj + RP) * channels + c0);
 """
-_RESIDUAL_ADD = "v += static_cast<float>(res[rsrc + k]);"
+_RESIDUAL_ADD = "v += static_cast<float>(r.v[k]);"
 
 _kernels: dict[str, object] = {}
-_VEC = 8  # channels per thread in pad_affine
-_MOMENT_THREADS = 262144  # about this many threads in half_moments
+_VEC = 8  # channels per thread: 16 bytes of half precision
+_MOMENT_BLOCKS = 1024  # about this many blocks of 256 threads in half_moments (8 per H100 SM)
 
 
 def _kernel(name: str):
     if name not in _kernels:
         if name == "moments":
-            names, source = ["y"], _MOMENTS.replace("THREADS", str(_MOMENT_THREADS))
+            names, source = ["y"], _MOMENTS
         else:
             residual = name == "pad_affine_residual"
             names = ["y", "scale", "shift"] + (["res"] if residual else [])
             source = (_PAD_AFFINE.replace("RESIDUAL_BASE", _RESIDUAL_BASE if residual else "")
                       .replace("RESIDUAL_ADD", _RESIDUAL_ADD if residual else ""))
         _kernels[name] = mx.fast.cuda_kernel(name="engine_" + name, input_names=names,
-                                             output_names=["out"], source=source)
+                                             output_names=["out"], source=source,
+                                             header=_HEADER)
     return _kernels[name]
 
 
@@ -113,13 +171,15 @@ def half_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     sums in float32."""
     batch, height, width, channels = x.shape
     rows = height * width
-    if not _on_gpu() or batch * channels * rows >= 2**31:
+    if (not _on_gpu() or channels % _VEC or channels > 256 or x.dtype == mx.float32
+            or batch * channels * rows >= 2**31):
         return reference_moments(x)
-    groups = max(1, min(rows, -(-_MOMENT_THREADS // (batch * channels))))  # as the kernel does
+    lanes = 256 // (channels // _VEC)  # rows a block reads at once
+    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
     partial = _kernel("moments")(
-        inputs=[x], template=[("T", x.dtype)],
-        grid=(batch * groups * channels, 1, 1), threadgroup=(256, 1, 1),
-        output_shapes=[(batch, groups, channels, 2)], output_dtypes=[mx.float32])[0]
+        inputs=[x], template=[("T", x.dtype), ("VEC", _VEC)],
+        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(batch, per_image, channels, 2)], output_dtypes=[mx.float32])[0]
     sums = mx.sum(partial, axis=1) / rows
     mean = sums[..., 0]
     var = mx.maximum(sums[..., 1] - mx.square(mean), 0.0)
