@@ -2,54 +2,81 @@
 
 Between two convolutions the network normalizes, applies ReLU, adds the residual, upsamples and
 reflection-pads: each a full pass over the activations in plain MLX ops. Here one kernel
-(kernels.pad_affine) does all of them in one pass, from one convolution's output to the next
-one's padded input. No gradients: training keeps TransformerNet.__call__.
+(kernels.half_sums) sums each convolution's output per channel and one more (kernels.pad_affine)
+does all the rest in one pass, from one convolution's output to the next one's padded input; the
+convolutions that a norm follows skip their bias (the norm removes it). Two kernels per norm, which
+matters most for small images, where launches rather than bytes take the time. No gradients:
+training keeps TransformerNet.__call__.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 
-from .kernels import pad_affine
+from .kernels import half_sums, pad_affine, sums_from_moments
 from .transformer import (
     OUTPUT_SCALE,
     NormStats,
     TransformerNet,
     conv_blocked,
+    conv_out_rows,
     image_stats,
     reflect_pad,
 )
 
 
-def _affine(norm, y: mx.array, stats: NormStats | None) -> tuple[mx.array, mx.array]:
-    """The instance norm's per-(image, channel) scale and shift, (B, C) float32."""
-    mean, var = image_stats(y) if stats is None else stats.moments(y)
-    batch, channels = y.shape[0], y.shape[-1]
-    return norm.affine(mean.astype(mx.float32).reshape(batch, channels),
-                       var.astype(mx.float32).reshape(batch, channels))
+def _conv(layer, padded: mx.array) -> mx.array:
+    """A convolution that an instance norm follows, without its bias: the norm takes any
+    per-channel constant out again, so adding it would be a full pass over the output for
+    nothing (tests: the same network)."""
+    weight = layer.conv.weight
+    if weight.shape[1] == 9:
+        return _end_conv(layer, padded, bias=False)
+    return mx.conv2d(padded, weight, stride=layer.conv.stride, dilation=layer.conv.dilation)
+
+
+def _sums(layer, norm, y: mx.array, stats: NormStats | None) -> mx.array:
+    """(B, C, 2) float32: the sums over y's pixels that its instance norm uses (y from _conv,
+    without the layer's bias). Recorded or replayed statistics (NormStats) are those of the
+    output with its bias, as TransformerNet.__call__ records them, so both paths share them."""
+    if stats is None:
+        return half_sums(y)
+    bias = layer.conv.bias.astype(mx.float32).reshape(1, 1, 1, -1)
+
+    def with_bias(y):
+        mean, var = image_stats(y)
+        return mean + bias, var
+
+    mean, var = stats.moments(y, compute=with_bias)
+    return sums_from_moments(mean - bias, var, y.shape[1] * y.shape[2])
 
 
 def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = None) -> mx.array:
     """TransformerNet.__call__ (Johnson network) for inference, one fused pass between
     convolutions; the same function of the same weights."""
-    y = _end_conv(net.down[0], reflect_pad(x, net.down[0].pad))
-    for layer, norm in zip(net.down[1:], net.down_norms):
-        y = layer.padded_conv(pad_affine(y, *_affine(norm, y, stats), layer.pad, relu=True))
+
+    def normalized(layer, norm, y, pad, **options):
+        return pad_affine(y, _sums(layer, norm, y, stats), norm.weight, norm.bias, pad, **options)
+
+    first = net.down[0]
+    y = _conv(first, reflect_pad(x, first.pad))
+    for previous, layer, norm in zip(net.down, net.down[1:], net.down_norms):
+        y = _conv(layer, normalized(previous, norm, y, layer.pad, relu=True))
     blocks = net.blocks
-    xp = pad_affine(y, *_affine(net.down_norms[-1], y, stats), blocks[0].conv1.pad if blocks
+    xp = normalized(net.down[-1], net.down_norms[-1], y, blocks[0].conv1.pad if blocks
                     else net.up[0].pad, up=1 if blocks else 2, relu=True)
     for k, block in enumerate(blocks):
-        y = block.conv1.padded_conv(xp)
-        h = pad_affine(y, *_affine(block.norm1, y, stats), block.conv2.pad, relu=True)
-        y = block.conv2.padded_conv(h)
+        y = _conv(block.conv1, xp)
+        h = normalized(block.conv1, block.norm1, y, block.conv2.pad, relu=True)
+        y = _conv(block.conv2, h)
         last = k == len(blocks) - 1
-        xp = pad_affine(y, *_affine(block.norm2, y, stats),
+        xp = normalized(block.conv2, block.norm2, y,
                         net.up[0].pad if last else blocks[k + 1].conv1.pad, up=2 if last else 1,
                         residual=xp, residual_pad=block.conv1.pad)
-    y = net.up[0].padded_conv(xp)
-    h = pad_affine(y, *_affine(net.up_norms[0], y, stats), net.up[1].pad, up=2, relu=True)
-    y = net.up[1].padded_conv(h)
-    h = pad_affine(y, *_affine(net.up_norms[1], y, stats), net.out.pad, relu=True)
+    y = _conv(net.up[0], xp)
+    h = normalized(net.up[0], net.up_norms[0], y, net.up[1].pad, up=2, relu=True)
+    y = _conv(net.up[1], h)
+    h = normalized(net.up[1], net.up_norms[1], y, net.out.pad, relu=True)
     return _end_conv(net.out, h) * OUTPUT_SCALE
 
 
@@ -59,9 +86,13 @@ def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = No
 BLOCKED_FROM = 1 << 20
 
 
-def _end_conv(layer, padded: mx.array) -> mx.array:
+def _end_conv(layer, padded: mx.array, bias: bool = True) -> mx.array:
     """The 9x9 input or output layer of an input already padded."""
     margin = 2 * layer.pad
     if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) >= BLOCKED_FROM:
-        return conv_blocked(padded, layer.conv.weight) + layer.conv.bias
-    return layer.padded_conv(padded)
+        y = conv_blocked(padded, layer.conv.weight)
+    elif layer.conv.weight.shape[0] < 8:
+        y = conv_out_rows(padded, layer.conv.weight)
+    else:
+        y = mx.conv2d(padded, layer.conv.weight)
+    return y + layer.conv.bias if bias else y

@@ -27,8 +27,8 @@ import mlx.nn as nn
 
 _MOMENTS = """
     // One block per (image, slice of rows): each thread reads VEC channels (16 bytes) of every
-    // LANES-th row of its slice, four rows in flight, then the block sums its lanes in shared
-    // memory and writes one partial (sum, sum of squares) per channel.
+    // LANES-th row of its slice, four rows in flight; the block sums its lanes in shared memory
+    // and adds its (sum, sum of squares) per channel to the image's totals (out starts at 0).
     __shared__ float partial[256 * 2 * VEC];
     const int batch = y_shape[0], rows = y_shape[1] * y_shape[2], channels = y_shape[3];
     const int groups = channels / VEC;
@@ -81,9 +81,9 @@ _MOMENTS = """
             ss += partial[(th * VEC + k) * 2];
             qq += partial[(th * VEC + k) * 2 + 1];
         }
-        const int64_t o = ((int64_t)blockIdx.x * channels + c) * 2;
-        out[o] = ss;
-        out[o + 1] = qq;
+        const int64_t o = ((int64_t)b * channels + c) * 2;
+        atomicAdd(out + o, ss);
+        atomicAdd(out + o + 1, qq);
     }
 """
 
@@ -119,8 +119,17 @@ _PAD_AFFINE = """
     sj /= UP;
     const int64_t src = (((int64_t)b * height + si) * width + sj) * channels + c0;
     const int64_t dst = (int64_t)t * VEC;
-    const float* sc = scale + b * channels + c0;
-    const float* sh = shift + b * channels + c0;
+    // the instance norm's scale and shift from the sums over y's pixels (y is what it normalizes)
+    const float inv_n = 1.0f / (float)(height * width);
+    const float* sum = sums + ((int64_t)b * channels + c0) * 2;
+    float sc[VEC], sh[VEC];
+    #pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+        const float mean = sum[2 * k] * inv_n;
+        const float var = fmaxf(sum[2 * k + 1] * inv_n - mean * mean, 0.0f);
+        sc[k] = weight[c0 + k] * rsqrtf(var + EPS);
+        sh[k] = bias[c0 + k] - mean * sc[k];
+    }
     const Chunk<T, VEC> in = load_chunk<T, VEC>(y + src);
     RESIDUAL_BASE
     Chunk<T, VEC> o;
@@ -143,18 +152,20 @@ _RESIDUAL_ADD = "v += static_cast<float>(r.v[k]);"
 
 _kernels: dict[str, object] = {}
 _VEC = 8  # channels per thread: 16 bytes of half precision
-_MOMENT_BLOCKS = 1024  # about this many blocks of 256 threads in half_moments (8 per H100 SM)
+_MOMENT_BLOCKS = 1024  # about this many blocks of 256 threads in half_sums (8 per H100 SM)
+EPS = 1e-5  # the instance norms' epsilon (InstanceNorm's default), compiled into pad_affine
 
 
 def _kernel(name: str):
     if name not in _kernels:
-        if name == "moments":
+        if name == "sums":
             names, source = ["y"], _MOMENTS
         else:
             residual = name == "pad_affine_residual"
-            names = ["y", "scale", "shift"] + (["res"] if residual else [])
+            names = ["y", "sums", "weight", "bias"] + (["res"] if residual else [])
             source = (_PAD_AFFINE.replace("RESIDUAL_BASE", _RESIDUAL_BASE if residual else "")
-                      .replace("RESIDUAL_ADD", _RESIDUAL_ADD if residual else ""))
+                      .replace("RESIDUAL_ADD", _RESIDUAL_ADD if residual else "")
+                      .replace("EPS", f"{EPS!r}f"))
         _kernels[name] = mx.fast.cuda_kernel(name="engine_" + name, input_names=names,
                                              output_names=["out"], source=source,
                                              header=_HEADER)
@@ -166,25 +177,49 @@ def _on_gpu() -> bool:
     return mx.default_device() != mx.cpu and mx.cuda.is_available()
 
 
+def half_sums(x: mx.array) -> mx.array:
+    """(B, C, 2) float32: the sum and the sum of squares over H and W of (B, H, W, C), summed
+    in float32 whatever x's precision. One kernel, no further reduction."""
+    batch, height, width, channels = x.shape
+    rows = height * width
+    if (not _on_gpu() or channels % _VEC or channels > 256
+            or batch * channels * rows >= 2**31):
+        return reference_sums(x)
+    lanes = 256 // (channels // _VEC)  # rows a block reads at once
+    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
+    return _kernel("sums")(
+        inputs=[x], template=[("T", x.dtype), ("VEC", _VEC)],
+        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(batch, channels, 2)], output_dtypes=[mx.float32], init_value=0.0)[0]
+
+
+def reference_sums(x: mx.array) -> mx.array:
+    x = x.astype(mx.float32)
+    return mx.stack([mx.sum(x, axis=(1, 2)), mx.sum(mx.square(x), axis=(1, 2))], axis=-1)
+
+
+def moments_from_sums(sums: mx.array, count: int) -> tuple[mx.array, mx.array]:
+    """(B, C, 2) sums over `count` pixels -> mean and (biased) variance, (B, 1, 1, C) each."""
+    batch, channels, _ = sums.shape
+    mean = sums[..., 0] / count
+    var = mx.maximum(sums[..., 1] / count - mx.square(mean), 0.0)
+    return mean.reshape(batch, 1, 1, channels), var.reshape(batch, 1, 1, channels)
+
+
+def sums_from_moments(mean: mx.array, var: mx.array, count: int) -> mx.array:
+    """The inverse of moments_from_sums: (B, C, 2) sums from (B, 1, 1, C) moments."""
+    batch, channels = mean.shape[0], mean.shape[-1]
+    mean = mean.astype(mx.float32).reshape(batch, channels)
+    var = var.astype(mx.float32).reshape(batch, channels)
+    return mx.stack([mean * count, (var + mx.square(mean)) * count], axis=-1)
+
+
 def half_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     """Mean and (biased) variance over H and W of (B, H, W, C), (B, 1, 1, C) float32, with the
     sums in float32."""
-    batch, height, width, channels = x.shape
-    rows = height * width
-    if (not _on_gpu() or channels % _VEC or channels > 256 or x.dtype == mx.float32
-            or batch * channels * rows >= 2**31):
+    if x.dtype == mx.float32 or not _on_gpu():
         return reference_moments(x)
-    lanes = 256 // (channels // _VEC)  # rows a block reads at once
-    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
-    partial = _kernel("moments")(
-        inputs=[x], template=[("T", x.dtype), ("VEC", _VEC)],
-        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
-        output_shapes=[(batch, per_image, channels, 2)], output_dtypes=[mx.float32])[0]
-    sums = mx.sum(partial, axis=1) / rows
-    mean = sums[..., 0]
-    var = mx.maximum(sums[..., 1] - mx.square(mean), 0.0)
-    shape = (batch, 1, 1, channels)
-    return mean.reshape(shape), var.reshape(shape)
+    return moments_from_sums(half_sums(x), x.shape[1] * x.shape[2])
 
 
 def reference_moments(x: mx.array) -> tuple[mx.array, mx.array]:
@@ -192,20 +227,22 @@ def reference_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     return mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)
 
 
-def pad_affine(y: mx.array, scale: mx.array, shift: mx.array, pad: int, up: int = 1,
-               relu: bool = False, residual: mx.array | None = None,
+def pad_affine(y: mx.array, sums: mx.array, weight: mx.array, bias: mx.array, pad: int,
+               up: int = 1, relu: bool = False, residual: mx.array | None = None,
                residual_pad: int = 0) -> mx.array:
-    """reflect_pad(upsample(act(y * scale + shift + residual)), pad) in one pass.
+    """reflect_pad(upsample(act(instance_norm(y) + residual)), pad) in one pass.
 
-    y: (B, H, W, C); scale, shift: (B, C) float32; residual: (B, H + 2 rp, W + 2 rp, C), read at
-    the same (unpadded) positions as y; up: 1 or 2 (nearest). Output dtype: y's.
+    y: (B, H, W, C); sums: (B, C, 2) float32, the sum and sum of squares over y's H x W pixels
+    (half_sums(y), or replayed statistics); weight, bias: the norm's (C,); residual:
+    (B, H + 2 rp, W + 2 rp, C), read at the same (unpadded) positions as y; up: 1 or 2
+    (nearest). Output dtype: y's.
     """
     batch, height, width, channels = y.shape
     shape = (batch, height * up + 2 * pad, width * up + 2 * pad, channels)
     threads = shape[0] * shape[1] * shape[2] * (channels // _VEC)
     if not _on_gpu() or channels % _VEC or threads >= 2**31 or min(height, width) * up <= pad:
-        return reference_pad_affine(y, scale, shift, pad, up, relu, residual, residual_pad)
-    inputs = [y, scale.astype(mx.float32), shift.astype(mx.float32)]
+        return reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, residual_pad)
+    inputs = [y, sums.astype(mx.float32), weight.astype(mx.float32), bias.astype(mx.float32)]
     if residual is not None:
         inputs.append(residual)
     name = "pad_affine" + ("_residual" if residual is not None else "")
@@ -216,12 +253,15 @@ def pad_affine(y: mx.array, scale: mx.array, shift: mx.array, pad: int, up: int 
         output_dtypes=[y.dtype])[0]
 
 
-def reference_pad_affine(y, scale, shift, pad, up=1, relu=False, residual=None, residual_pad=0):
+def reference_pad_affine(y, sums, weight, bias, pad, up=1, relu=False, residual=None,
+                         residual_pad=0):
     from .transformer import reflect_pad, upsample2x
 
-    batch, _, _, channels = y.shape
-    x = (y.astype(mx.float32) * scale.reshape(batch, 1, 1, channels)
-         + shift.reshape(batch, 1, 1, channels))
+    height, width = y.shape[1:3]
+    mean, var = moments_from_sums(sums.astype(mx.float32), height * width)
+    scale = mx.rsqrt(var + EPS) * weight.astype(mx.float32)
+    shift = bias.astype(mx.float32) - mean * scale
+    x = y.astype(mx.float32) * scale + shift
     if residual is not None:
         rp = residual_pad
         x = x + (residual[:, rp:residual.shape[1] - rp, rp:residual.shape[2] - rp]

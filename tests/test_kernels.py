@@ -10,7 +10,16 @@ import pytest
 
 from engine import fused
 from engine.fused import fused_forward
-from engine.kernels import half_moments, pad_affine, reference_moments, reference_pad_affine
+from engine.kernels import (
+    half_moments,
+    half_sums,
+    moments_from_sums,
+    pad_affine,
+    reference_moments,
+    reference_pad_affine,
+    reference_sums,
+    sums_from_moments,
+)
 from engine.transformer import NetConfig, NormStats, conv_blocked
 from tests.conftest import varied_net
 
@@ -21,9 +30,10 @@ NET_TOL = {"rtol": 2e-3, "atol": 2e-5} if ON_GPU else {"rtol": 1e-4, "atol": 1e-
 CONV_TOL = {"rtol": 1e-2, "atol": 0.1} if ON_GPU else {"rtol": 1e-4, "atol": 1e-3}
 
 
-def _numpy_pad_affine(y, scale, shift, pad, up, relu, residual, rp):
-    b, _, _, c = y.shape
-    x = y * scale.reshape(b, 1, 1, c) + shift.reshape(b, 1, 1, c)
+def _numpy_pad_affine(y, weight, bias, pad, up, relu, residual, rp):
+    """Instance norm of y (its own statistics), then residual, ReLU, upsampling, reflection."""
+    mean, var = y.mean(axis=(1, 2), keepdims=True), y.var(axis=(1, 2), keepdims=True)
+    x = (y - mean) / np.sqrt(var + 1e-5) * weight + bias
     if residual is not None:
         x = x + residual[:, rp:residual.shape[1] - rp, rp:residual.shape[2] - rp]
     if relu:
@@ -37,14 +47,26 @@ def _numpy_pad_affine(y, scale, shift, pad, up, relu, residual, rp):
                                                   (1, 2, False, True)])
 def test_pad_affine_is_norm_relu_residual_upsample_pad(pad, up, relu, residual):
     rng = np.random.default_rng(0)
-    y = rng.normal(size=(2, 6, 7, 8)).astype(np.float32)
-    scale = rng.uniform(0.5, 2, size=(2, 8)).astype(np.float32)
-    shift = rng.normal(size=(2, 8)).astype(np.float32)
+    y = (rng.normal(size=(2, 6, 7, 8)) * 3 + 1).astype(np.float32)
+    weight = rng.uniform(0.5, 2, size=8).astype(np.float32)
+    bias = rng.normal(size=8).astype(np.float32)
     res = rng.normal(size=(2, 8, 9, 8)).astype(np.float32) if residual else None
-    got = pad_affine(mx.array(y), mx.array(scale), mx.array(shift), pad, up, relu,
-                     None if res is None else mx.array(res), 1 if residual else 0)
-    want = _numpy_pad_affine(y, scale, shift, pad, up, relu, res, 1)
-    np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-5)
+    got = pad_affine(mx.array(y), half_sums(mx.array(y)), mx.array(weight), mx.array(bias), pad,
+                     up, relu, None if res is None else mx.array(res), 1 if residual else 0)
+    want = _numpy_pad_affine(y, weight, bias, pad, up, relu, res, 1)
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_sums_and_moments_convert_both_ways():
+    x = (mx.random.normal((2, 9, 11, 16)) * 5 + 3).astype(mx.float16)
+    sums = half_sums(x)
+    x32 = np.array(x.astype(mx.float32))
+    assert sums.dtype == mx.float32 and sums.shape == (2, 16, 2)
+    np.testing.assert_allclose(np.array(sums[..., 0]), x32.sum(axis=(1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(np.array(sums[..., 1]), np.square(x32).sum(axis=(1, 2)), rtol=1e-4)
+    mean, var = moments_from_sums(sums, 99)
+    np.testing.assert_allclose(np.array(sums_from_moments(mean, var, 99)), np.array(sums),
+                               rtol=1e-4)
 
 
 def test_half_moments_are_the_float32_mean_and_variance():
@@ -91,17 +113,20 @@ def test_fused_forward_with_blocked_end_layers_is_the_network(monkeypatch):
 def test_gpu_kernels_match_their_stand_ins():
     mx.set_default_device(mx.gpu)
     y = mx.random.normal((2, 30, 41, 32)).astype(mx.float16)
-    scale, shift = mx.random.uniform(0.5, 2, (2, 32)), mx.random.normal((2, 32))
+    sums = reference_sums(y)
+    weight, bias = mx.random.uniform(0.5, 2, (32,)), mx.random.normal((32,))
     res = mx.random.normal((2, 32, 43, 32)).astype(mx.float16)
     # sizes and options are runtime parameters of one compiled kernel: each combination checked
     for pad, up, relu, residual in ((1, 1, True, None), (2, 2, True, None), (4, 1, True, None),
                                     (1, 2, False, res), (1, 1, False, res), (4, 1, False, None)):
         rp = 1 if residual is not None else 0
-        got = pad_affine(y, scale, shift, pad, up, relu, residual, rp)
-        want = reference_pad_affine(y, scale, shift, pad, up, relu, residual, rp)
+        got = pad_affine(y, sums, weight, bias, pad, up, relu, residual, rp)
+        want = reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, rp)
         np.testing.assert_allclose(np.array(got.astype(mx.float32)),
                                    np.array(want.astype(mx.float32)), atol=2e-2)
-    for shape in ((2, 300, 200, 32), (1, 17, 9, 64), (3, 64, 64, 128)):
+    for shape in ((2, 300, 200, 32), (1, 17, 9, 64), (3, 64, 64, 128), (8, 5, 7, 8)):
         big = (mx.random.normal(shape) * 20 + 5).astype(mx.float16)
+        np.testing.assert_allclose(np.array(half_sums(big)), np.array(reference_sums(big)),
+                                   rtol=1e-4, atol=1e-1)
         for a, b in zip(half_moments(big), reference_moments(big)):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-3)
