@@ -1,17 +1,19 @@
-"""engine/kernels.py against an earlier version of it, in one process, alternating: each kernel's
-ms per call and effective GB/s on the network's 1080p batch-8 activations, then the fused network
-(fused_forward, random full network, float16) ms per frame at several sizes. For the GPU machine.
+"""This tree's fused GPU apply (engine.fused, engine.kernels) against an earlier commit's, in one
+process, alternating: ms per frame of fused_forward (random full network with nonzero biases,
+float16) at several sizes, and the largest difference between the two outputs. For the GPU
+machine.
 
-    git show c9a827c:engine/kernels.py > /tmp/kernels_old.py
-    python benchmarks/ab_kernels.py /tmp/kernels_old.py
+    python benchmarks/ab_kernels.py bf1c0e0 [--sizes 512x512,1920x1080] [--batches 1,8]
 
-The earlier file's kernels are renamed (engine_ -> engineold_) so MLX compiles both.
+The earlier commit's engine package is unpacked (git archive) under another name, its kernels
+renamed (engine_ -> engineold_) so that MLX compiles both versions.
 """
 
 import argparse  # noqa: I001 - engine before mlx.core, below
-import importlib.util
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -19,19 +21,24 @@ from pathlib import Path
 import engine  # noqa: F401 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 
-from engine import fused, transformer
-from engine import kernels as new
+from engine import fused
 from engine.transformer import FULL, TransformerNet
 
 
-def load_old(path):
-    source = Path(path).read_text().replace('name="engine_" + name', 'name="engineold_" + name')
-    spec = importlib.util.spec_from_loader("engine.kernels_old", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "engine"
-    sys.modules["engine.kernels_old"] = module
-    exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - a file the user names
-    return module
+def load_old(commit: str, folder: Path):
+    """The engine package at `commit`, importable as engine_old."""
+    archive = subprocess.run(["git", "archive", commit, "engine"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    package = folder / "engine_old"
+    (folder / "engine").rename(package)
+    kernels = package / "kernels.py"
+    kernels.write_text(kernels.read_text().replace('name="engine_"', 'name="engineold_"'))
+    sys.path.insert(0, str(folder))
+    import engine_old.fused
+    import engine_old.transformer
+
+    return engine_old
 
 
 def ms(fn, *args, repeats=30):
@@ -43,51 +50,36 @@ def ms(fn, *args, repeats=30):
     return (time.perf_counter() - start) * 1000 / repeats
 
 
-def use(module):
-    fused.pad_affine = module.pad_affine
-    transformer.half_moments = module.half_moments
-
-
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("old", help="an earlier engine/kernels.py")
+    parser.add_argument("commit", help="the earlier commit, e.g. bf1c0e0")
+    parser.add_argument("--sizes", default="512x512,1920x1080")
+    parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
-    old = load_old(args.old)
-    versions = (("old", old), ("new", new), ("old2", old), ("new2", new))
-    for shape in ((8, 1080, 1920, 32), (8, 540, 960, 64), (8, 270, 480, 128), (1, 128, 128, 32),
-                  (3, 17, 9, 64)):
-        y = (mx.random.normal(shape) * 3 + 1).astype(mx.float16)
-        scale = mx.random.uniform(0.5, 2, (shape[0], shape[3]))
-        shift = mx.random.normal((shape[0], shape[3]))
-        moments = new.half_moments(y), new.reference_moments(y)
-        padded = (new.pad_affine(y, scale, shift, 1, 2, True),
-                  new.reference_pad_affine(y, scale, shift, 1, 2, True))
-        row = {"shape": shape,
-               "moments_err": max(float(mx.abs(a - b).max()) for a, b in zip(*moments)),
-               "pad_affine_err": float(mx.abs(padded[0].astype(mx.float32)
-                                              - padded[1].astype(mx.float32)).max())}
-        if shape[0] == 8:
-            gb = y.nbytes / 1e9
-            for name, module in versions:
-                t = ms(module.half_moments, y)
-                row[f"moments_{name}_ms"], row[f"moments_{name}_GBps"] = round(t, 4), round(gb / t * 1e3)
-                t = ms(lambda y, m=module, a=scale, b=shift: m.pad_affine(y, a, b, 1, 1, True), y)
-                row[f"pad1_{name}_ms"], row[f"pad1_{name}_GBps"] = round(t, 4), round(2 * gb / t * 1e3)
-        print(json.dumps(row), flush=True)
-    for batch, height, width in ((8, 1080, 1920), (1, 1080, 1920), (1, 512, 512), (8, 512, 512)):
-        net = TransformerNet(FULL)
-        net.set_dtype(mx.float16)
-        x = mx.random.uniform(shape=(batch, height, width, 3)).astype(mx.float16)
-        row, outs = {"size": f"{width}x{height}", "batch": batch}, {}
-        for name, module in versions + (("old3", old), ("new3", new)):
-            use(module)
-            run = mx.compile(partial(fused.fused_forward, net))
-            outs[name[:3]] = run(x)
-            row[f"{name}_ms_per_frame"] = round(ms(run, x, repeats=20 if batch == 8 else 60) / batch, 4)
-        row["max_diff_new_old"] = float(mx.abs(outs["new"].astype(mx.float32)
-                                               - outs["old"].astype(mx.float32)).max())
-        print(json.dumps(row), flush=True)
-        use(new)
+    with tempfile.TemporaryDirectory() as folder:
+        old = load_old(args.commit, Path(folder))
+        mx.random.seed(0)
+        for size in args.sizes.split(","):
+            width, height = map(int, size.split("x"))
+            for batch in map(int, args.batches.split(",")):
+                net = TransformerNet(FULL)
+                for layer in [*net.down, *net.up, net.out,
+                              *(c for b in net.blocks for c in (b.conv1, b.conv2))]:
+                    layer.conv.bias = mx.random.normal(layer.conv.bias.shape) * 0.1
+                net.set_dtype(mx.float16)
+                earlier = old.transformer.TransformerNet(FULL)
+                earlier.update(net.parameters())
+                x = mx.random.uniform(shape=(batch, height, width, 3)).astype(mx.float16)
+                runs = {"old": mx.compile(partial(old.fused.fused_forward, earlier)),
+                        "new": mx.compile(partial(fused.fused_forward, net))}
+                row = {"size": size, "batch": batch}
+                for k in range(3):
+                    for name, run in runs.items():
+                        row[f"{name}{k}_ms_per_frame"] = round(
+                            ms(run, x, repeats=20 if batch == 8 else 60) / batch, 4)
+                a, b = (runs[name](x).astype(mx.float32) for name in ("old", "new"))
+                row["max_diff"] = float(mx.abs(a - b).max())
+                print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
