@@ -1,22 +1,25 @@
 """CUDA kernels (mx.fast.cuda_kernel) for applying a style network in half precision.
 
-- `half_moments`: per-(image, channel) mean and variance accumulated in float32. MLX's own
-  reductions over a half-precision array lose the sum: over a 1080p image the float16 variance
-  overflowed and flattened the picture, and bfloat16 was visibly off.
-- `pad_affine`: the instance norm's scale and shift, ReLU, a residual add, 2x nearest
-  upsampling and reflection padding in one pass, from one convolution's output to the next one's
-  padded input (fused.py).
+- `half_sums`: per-(image, channel) sum and sum of squares accumulated in float32 (and
+  `half_moments`, the mean and variance from them). MLX's own reductions over a half-precision
+  array lose the sum: over a 1080p image the float16 variance overflowed and flattened the
+  picture, and bfloat16 was visibly off.
+- `pad_affine`: the instance norm (its scale and shift worked out from those sums), ReLU, a
+  residual add, 2x nearest upsampling and reflection padding in one pass, from one convolution's
+  output to the next one's padded input (fused.py). Two kernels per norm: at small sizes the
+  launches, not the bytes, take the time.
 
 No gradients of their own (bfloat16 training uses half_moments inside the instance norm's own
 VJP). `reference_*` are the same functions in plain MLX ops, used on the CPU and in tests.
 
-Both read and write 16 bytes (8 half-precision channels) per access; half_moments keeps four
-rows in flight per thread and sums each block's rows in shared memory (its earlier form, one
-2-byte load in flight per thread, ran far below the memory bandwidth).
+Both read and write 16 bytes (8 half-precision channels) per access; half_sums keeps four rows
+in flight per thread, sums each block's rows in shared memory and adds them into the totals with
+atomics (its earlier form, one 2-byte load in flight per thread and a second reduction pass, ran
+far below the memory bandwidth).
 
 MLX compiles each template instantiation with NVRTC (~1.5 s on the H100) in every new process
 and keeps no disk cache of them. So nothing that depends on the image's size is a template
-argument (half_moments' blocks per image come from the grid); pad_affine keeps its options
+argument (half_sums' blocks per image come from the grid); pad_affine keeps its options
 (pad, upsampling, ReLU, residual) in the template: 5 kernels per process whatever the size.
 """
 
