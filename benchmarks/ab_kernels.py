@@ -4,6 +4,7 @@ float16) at several sizes, and the largest difference between the two outputs. F
 machine.
 
     python benchmarks/ab_kernels.py bf1c0e0 [--sizes 512x512,1920x1080] [--batches 1,8]
+    python benchmarks/ab_kernels.py path/to/old/engine ...   (a copy of the package)
 
 The earlier commit's engine package is unpacked (git archive) under another name, its kernels
 renamed (engine_ -> engineold_) so that MLX compiles both versions.
@@ -11,6 +12,7 @@ renamed (engine_ -> engineold_) so that MLX compiles both versions.
 
 import argparse  # noqa: I001 - engine before mlx.core, below
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,12 +28,16 @@ from engine.transformer import FULL, TransformerNet
 
 
 def load_old(commit: str, folder: Path):
-    """The engine package at `commit`, importable as engine_old."""
-    archive = subprocess.run(["git", "archive", commit, "engine"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    """The engine package at `commit` (or in the folder `commit` names, for a machine without
+    the repository's history), importable as engine_old."""
     package = folder / "engine_old"
-    (folder / "engine").rename(package)
+    if Path(commit).is_dir():
+        shutil.copytree(Path(commit), package)
+    else:
+        archive = subprocess.run(["git", "archive", commit, "engine"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        (folder / "engine").rename(package)
     kernels = package / "kernels.py"
     kernels.write_text(kernels.read_text().replace('name="engine_"', 'name="engineold_"'))
     sys.path.insert(0, str(folder))
@@ -52,7 +58,7 @@ def ms(fn, *args, repeats=30):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("commit", help="the earlier commit, e.g. bf1c0e0")
+    parser.add_argument("commit", help="the earlier commit, e.g. bf1c0e0, or a copy of its engine/")
     parser.add_argument("--sizes", default="512x512,1920x1080")
     parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
@@ -70,6 +76,9 @@ def main():
                 earlier = old.transformer.TransformerNet(FULL)
                 earlier.update(net.parameters())
                 x = mx.random.uniform(shape=(batch, height, width, 3)).astype(mx.float16)
+                for module, network in ((old.fused, earlier), (fused, net)):
+                    if hasattr(module, "prepare"):  # derived weights, worked out once
+                        module.prepare(network)
                 runs = {"old": mx.compile(partial(old.fused.fused_forward, earlier)),
                         "new": mx.compile(partial(fused.fused_forward, net))}
                 row = {"size": size, "batch": batch}

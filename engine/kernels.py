@@ -104,7 +104,10 @@ __device__ __forceinline__ Chunk<T, V> load_chunk(const T* p) {  // V values, 16
 
 _PAD_AFFINE = """
     const unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
-    const int batch = y_shape[0], height = y_shape[1], width = y_shape[2], channels = y_shape[3];
+    // with PHASES, y holds a sub-pixel convolution's output: (B, H/2, W/2, 4C), the four
+    // sub-pixels of each 2x2 block as channel groups (depth-to-space order); read as (B, H, W, C)
+    const int batch = y_shape[0], height = y_shape[1] * (PHASES ? 2 : 1);
+    const int width = y_shape[2] * (PHASES ? 2 : 1), channels = y_shape[3] / (PHASES ? 4 : 1);
     const int groups = channels / VEC;
     const int up_h = height * UP, up_w = width * UP;
     const int out_h = up_h + 2 * P, out_w = up_w + 2 * P;
@@ -116,11 +119,19 @@ _PAD_AFFINE = """
     const int i = rest % out_h;
     const int b = rest / out_h;
     int si = i - P, sj = j - P;
-    si = si < 0 ? -si : (si >= up_h ? 2 * (up_h - 1) - si : si);
-    sj = sj < 0 ? -sj : (sj >= up_w ? 2 * (up_w - 1) - sj : sj);
+    if (EDGE) {  // the edge pixel repeated
+        si = si < 0 ? 0 : (si >= up_h ? up_h - 1 : si);
+        sj = sj < 0 ? 0 : (sj >= up_w ? up_w - 1 : sj);
+    } else {  // reflection
+        si = si < 0 ? -si : (si >= up_h ? 2 * (up_h - 1) - si : si);
+        sj = sj < 0 ? -sj : (sj >= up_w ? 2 * (up_w - 1) - sj : sj);
+    }
     si /= UP;
     sj /= UP;
-    const int64_t src = (((int64_t)b * height + si) * width + sj) * channels + c0;
+    const int64_t src = PHASES
+        ? (((int64_t)b * y_shape[1] + (si >> 1)) * y_shape[2] + (sj >> 1)) * y_shape[3]
+          + ((si & 1) * 2 + (sj & 1)) * channels + c0
+        : (((int64_t)b * height + si) * width + sj) * channels + c0;
     const int64_t dst = (int64_t)t * VEC;
     // the instance norm's scale and shift from the sums over y's pixels (y is what it normalizes)
     const float inv_n = 1.0f / (float)(height * width);
@@ -232,34 +243,42 @@ def reference_moments(x: mx.array) -> tuple[mx.array, mx.array]:
 
 def pad_affine(y: mx.array, sums: mx.array, weight: mx.array, bias: mx.array, pad: int,
                up: int = 1, relu: bool = False, residual: mx.array | None = None,
-               residual_pad: int = 0) -> mx.array:
+               residual_pad: int = 0, edge: bool = False, phases: bool = False) -> mx.array:
     """reflect_pad(upsample(act(instance_norm(y) + residual)), pad) in one pass.
 
-    y: (B, H, W, C); sums: (B, C, 2) float32, the sum and sum of squares over y's H x W pixels
-    (half_sums(y), or replayed statistics); weight, bias: the norm's (C,); residual:
-    (B, H + 2 rp, W + 2 rp, C), read at the same (unpadded) positions as y; up: 1 or 2
-    (nearest). Output dtype: y's.
+    y: (B, H, W, C), or with `phases` (B, H/2, W/2, 4C) holding depth_to_space(., 2)'s input (a
+    sub-pixel convolution's output, read as the (B, H, W, C) image); sums: (B, C, 2) float32, the
+    sum and sum of squares over the H x W pixels (half_sums, or replayed statistics); weight,
+    bias: the norm's (C,); residual: (B, H + 2 rp, W + 2 rp, C), read at the same (unpadded)
+    positions; up: 1 or 2 (nearest); edge: repeat edge pixels instead of reflecting. Output
+    dtype: y's.
     """
     batch, height, width, channels = y.shape
+    if phases:
+        height, width, channels = 2 * height, 2 * width, channels // 4
     shape = (batch, height * up + 2 * pad, width * up + 2 * pad, channels)
     threads = shape[0] * shape[1] * shape[2] * (channels // _VEC)
     if not _on_gpu() or channels % _VEC or threads >= 2**31 or min(height, width) * up <= pad:
-        return reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, residual_pad)
+        return reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, residual_pad,
+                                    edge, phases)
     inputs = [y, sums.astype(mx.float32), weight.astype(mx.float32), bias.astype(mx.float32)]
     if residual is not None:
         inputs.append(residual)
     name = "pad_affine" + ("_residual" if residual is not None else "")
     return _kernel(name)(
         inputs=inputs, template=[("T", y.dtype), ("VEC", _VEC), ("P", pad), ("UP", up),
-                                 ("RELU", relu), ("RP", residual_pad)],
+                                 ("RELU", relu), ("RP", residual_pad), ("EDGE", edge),
+                                 ("PHASES", phases)],
         grid=(threads, 1, 1), threadgroup=(256, 1, 1), output_shapes=[shape],
         output_dtypes=[y.dtype])[0]
 
 
 def reference_pad_affine(y, sums, weight, bias, pad, up=1, relu=False, residual=None,
-                         residual_pad=0):
-    from .transformer import reflect_pad, upsample2x
+                         residual_pad=0, edge=False, phases=False):
+    from .transformer import depth_to_space, reflect_pad, upsample2x
 
+    if phases:
+        y = depth_to_space(y, 2)
     height, width = y.shape[1:3]
     mean, var = moments_from_sums(sums.astype(mx.float32), height * width)
     scale = mx.rsqrt(var + EPS) * weight.astype(mx.float32)
@@ -273,4 +292,6 @@ def reference_pad_affine(y, sums, weight, bias, pad, up=1, relu=False, residual=
         x = nn.relu(x)
     if up == 2:
         x = upsample2x(x)
+    if edge:
+        return mx.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge").astype(y.dtype)
     return reflect_pad(x, pad).astype(y.dtype)

@@ -11,6 +11,7 @@ import numpy as np
 from .cpu_forward import cpu_forward
 from .errors import UsageError
 from .fused import fused_forward
+from .fused import prepare as prepare_fused
 from .optimize import preserve_color as keep_colors
 from .styles import StyleInfo, load_style
 from .transformer import NormStats, TransformerNet, on_cpu
@@ -55,6 +56,8 @@ class Stylizer:
         self.dtype = dtype or default_dtype()
         if self.dtype != mx.float32:
             net.set_dtype(self.dtype)
+        if not on_cpu() and net.config.arch == "johnson":
+            prepare_fused(net)
         self.strength, self.preserve_color = strength, preserve_color
         self.max_tile, self.overlap = max_tile or default_max_tile(), overlap
         if self.max_tile <= 2 * overlap:

@@ -20,7 +20,7 @@ from engine.kernels import (
     reference_sums,
     sums_from_moments,
 )
-from engine.transformer import NetConfig, NormStats, conv_blocked
+from engine.transformer import NetConfig, NormStats, conv_blocked, depth_to_space
 from tests.conftest import varied_net
 
 # On a GPU, float32 convolutions run on TF32 tensor cores (10-bit mantissa): two ways of
@@ -54,6 +54,21 @@ def test_pad_affine_is_norm_relu_residual_upsample_pad(pad, up, relu, residual):
     got = pad_affine(mx.array(y), half_sums(mx.array(y)), mx.array(weight), mx.array(bias), pad,
                      up, relu, None if res is None else mx.array(res), 1 if residual else 0)
     want = _numpy_pad_affine(y, weight, bias, pad, up, relu, res, 1)
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_pad_affine_reads_sub_pixel_groups_and_repeats_edges():
+    """`phases`: y is a sub-pixel convolution's (B, H/2, W/2, 4C), read as depth_to_space(y);
+    `edge`: edge pixels repeated instead of reflected."""
+    rng = np.random.default_rng(1)
+    y4 = rng.normal(size=(2, 3, 4, 32)).astype(np.float32)
+    image = np.array(depth_to_space(mx.array(y4), 2))
+    weight = rng.uniform(0.5, 2, size=8).astype(np.float32)
+    bias = rng.normal(size=8).astype(np.float32)
+    got = pad_affine(mx.array(y4), half_sums(mx.array(image)), mx.array(weight), mx.array(bias),
+                     2, relu=True, edge=True, phases=True)
+    normed = _numpy_pad_affine(image, weight, bias, 0, 1, True, None, 0)
+    want = np.pad(normed, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="edge")
     np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-4)
 
 
@@ -122,6 +137,18 @@ def test_gpu_kernels_match_their_stand_ins():
         rp = 1 if residual is not None else 0
         got = pad_affine(y, sums, weight, bias, pad, up, relu, residual, rp)
         want = reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, rp)
+        np.testing.assert_allclose(np.array(got.astype(mx.float32)),
+                                   np.array(want.astype(mx.float32)), atol=2e-2)
+    # a sub-pixel convolution's output (4 channel groups), read as the 2x larger image
+    y4 = mx.random.normal((2, 15, 20, 128)).astype(mx.float16)
+    sums4 = reference_sums(depth_to_space(y4, 2))
+    for pad, edge, phases, residual in ((1, True, False, res), (1, True, True, None),
+                                        (4, False, True, None), (1, False, True, None)):
+        source, totals = (y4, sums4) if phases else (y, sums)
+        rp = 1 if residual is not None else 0
+        got = pad_affine(source, totals, weight, bias, pad, 1, True, residual, rp, edge, phases)
+        want = reference_pad_affine(source, totals, weight, bias, pad, 1, True, residual, rp,
+                                    edge, phases)
         np.testing.assert_allclose(np.array(got.astype(mx.float32)),
                                    np.array(want.astype(mx.float32)), atol=2e-2)
     for shape in ((2, 300, 200, 32), (1, 17, 9, 64), (3, 64, 64, 128), (8, 5, 7, 8)):
