@@ -5,8 +5,9 @@ reflection-pads: each a full pass over the activations in plain MLX ops. Here on
 (kernels.half_sums) sums each convolution's output per channel and one more (kernels.pad_affine)
 does all the rest in one pass, from one convolution's output to the next one's padded input; the
 convolutions that a norm follows skip their bias (the norm removes it). Two kernels per norm, which
-matters most for small images, where launches rather than bytes take the time. No gradients:
-training keeps TransformerNet.__call__.
+matters most for small images, where launches rather than bytes take the time. The upsampling
+convolutions run at the lower resolution as sub-pixel convolutions, so no upsampled activation is
+written at all. No gradients: training keeps TransformerNet.__call__.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _conv(layer, padded: mx.array) -> mx.array:
     return mx.conv2d(padded, weight, stride=layer.conv.stride, dilation=layer.conv.dilation)
 
 
-def _sums(layer, norm, y: mx.array, stats: NormStats | None, phases: bool = False) -> mx.array:
+def _sums(layer, y: mx.array, stats: NormStats | None, phases: bool = False) -> mx.array:
     """(B, C, 2) float32: the sums over y's pixels that its instance norm uses (y from _conv,
     without the layer's bias; with `phases`, a sub-pixel convolution's (B, H/2, W/2, 4C)).
     Recorded or replayed statistics (NormStats) are those of the output with its bias, as
@@ -89,7 +90,7 @@ def fused_forward(net: TransformerNet, x: mx.array, stats: NormStats | None = No
     is edge padding at the lower resolution), so no upsampled activation is ever written."""
 
     def normalized(layer, norm, y, pad, phases=False, **options):
-        return pad_affine(y, _sums(layer, norm, y, stats, phases), norm.weight, norm.bias, pad,
+        return pad_affine(y, _sums(layer, y, stats, phases), norm.weight, norm.bias, pad,
                           phases=phases, **options)
 
     first = net.down[0]
