@@ -108,6 +108,17 @@ def test_fused_forward_is_the_network(blocks):
                                np.array(net(part, NormStats(recorded.recorded))), **NET_TOL)
 
 
+def test_prepared_sub_pixel_weights_follow_the_network_weights():
+    """fused.prepare works out the upsampling layers' sub-pixel weights once; weights changed
+    afterwards are used, not the prepared ones."""
+    net = varied_net(NetConfig(8, 1), 2)
+    x = mx.random.uniform(shape=(1, 16, 20, 3))
+    fused.prepare(net)
+    np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(net(x)), **NET_TOL)
+    net.up[1].conv.weight = net.up[1].conv.weight * 1.5
+    np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(net(x)), **NET_TOL)
+
+
 @pytest.mark.parametrize("cin,cout", [(3, 32), (32, 3), (5, 6)])
 def test_convolution_on_space_to_depth_blocks_is_the_convolution(cin, cout):
     x = mx.random.normal((2, 12 + 8, 16 + 8, cin))
