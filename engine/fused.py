@@ -20,7 +20,6 @@ from .transformer import (
     NormStats,
     TransformerNet,
     conv_blocked,
-    conv_out_rows,
     depth_to_space,
     image_stats,
     reflect_pad,
@@ -32,10 +31,9 @@ def _conv(layer, padded: mx.array) -> mx.array:
     """A convolution that an instance norm follows, without its bias: the norm takes any
     per-channel constant out again, so adding it would be a full pass over the output for
     nothing (tests: the same network)."""
-    weight = layer.conv.weight
-    if weight.shape[1] == 9:
+    if layer.conv.weight.shape[1] == 9:
         return _end_conv(layer, padded, bias=False)
-    return mx.conv2d(padded, weight, stride=layer.conv.stride, dilation=layer.conv.dilation)
+    return layer.padded_conv(padded, bias=False)
 
 
 def _sums(layer, y: mx.array, stats: NormStats | None, phases: bool = False) -> mx.array:
@@ -123,10 +121,7 @@ BLOCKED_FROM = 1 << 20
 def _end_conv(layer, padded: mx.array, bias: bool = True) -> mx.array:
     """The 9x9 input or output layer of an input already padded."""
     margin = 2 * layer.pad
-    if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) >= BLOCKED_FROM:
-        y = conv_blocked(padded, layer.conv.weight)
-    elif layer.conv.weight.shape[0] < 8:
-        y = conv_out_rows(padded, layer.conv.weight)
-    else:
-        y = mx.conv2d(padded, layer.conv.weight)
+    if padded.shape[0] * (padded.shape[1] - margin) * (padded.shape[2] - margin) < BLOCKED_FROM:
+        return layer.padded_conv(padded, bias)
+    y = conv_blocked(padded, layer.conv.weight)
     return y + layer.conv.bias if bias else y

@@ -346,12 +346,15 @@ class ConvLayer(nn.Module):
         # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
         return self.padded_conv(reflect_pad(x, p))
 
-    def padded_conv(self, padded: mx.array) -> mx.array:
-        """The convolution of an input already padded, on a GPU (the CPU pads within)."""
+    def padded_conv(self, padded: mx.array, bias: bool = True) -> mx.array:
+        """The convolution of an input already padded, on a GPU (the CPU pads within); without
+        its bias when `bias` is false (an instance norm follows, which would remove it)."""
         weight = self.conv.weight
         if weight.shape[1] > 3 and weight.shape[0] < 8 and self.conv.stride == (1, 1):
-            return conv_out_rows(padded, weight) + self.conv.bias
-        return self.conv(padded)
+            y = conv_out_rows(padded, weight)
+        else:
+            y = mx.conv2d(padded, weight, stride=self.conv.stride, dilation=self.conv.dilation)
+        return y + self.conv.bias if bias else y
 
     def blocked(self, x: mx.array) -> mx.array:
         """self(x) (stride 1, undilated) on 4x4 space-to-depth blocks (conv_blocked)."""
