@@ -16,12 +16,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import engine  # noqa: F401 - first: its BLAS loads before mlx.core
 import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from profile_gpu import mlx_ms  # the same timing as the profiles
 
 from engine import fused
 from engine.transformer import FULL, TransformerNet
@@ -45,15 +48,6 @@ def load_old(commit: str, folder: Path):
     import engine_old.transformer
 
     return engine_old
-
-
-def ms(fn, *args, repeats=30):
-    for _ in range(3):
-        mx.eval(fn(*args))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        mx.eval(fn(*args))
-    return (time.perf_counter() - start) * 1000 / repeats
 
 
 def main():
@@ -85,7 +79,7 @@ def main():
                 for k in range(3):
                     for name, run in runs.items():
                         row[f"{name}{k}_ms_per_frame"] = round(
-                            ms(run, x, repeats=20 if batch == 8 else 60) / batch, 4)
+                            mlx_ms(run, x, repeats=20 if batch == 8 else 60) / batch, 4)
                 a, b = (runs[name](x).astype(mx.float32) for name in ("old", "new"))
                 row["max_diff"] = float(mx.abs(a - b).max())
                 print(json.dumps(row), flush=True)
