@@ -335,16 +335,20 @@ class ConvLayer(nn.Module):
         self.pad, self.dilation = dilation * (kernel // 2), dilation
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, dilation=dilation)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def __call__(self, x: mx.array, bias: bool = True) -> mx.array:
+        """The convolution with reflection padding; without its bias when `bias` is false (an
+        instance norm with its own statistics follows, which would take it out again)."""
         p = self.pad
         if on_cpu():
             if self.conv.stride == (1, 1) and p > 0:
                 x = reflect_pad(x, p, spare_row=True)
-                return conv2d_cpu(x, self.conv.weight, spare_row=True,
-                                  dilation=self.dilation) + self.conv.bias
-            return self.conv(reflect_pad(x, p))
+                y = conv2d_cpu(x, self.conv.weight, spare_row=True, dilation=self.dilation)
+                return y + self.conv.bias if bias else y
+            y = mx.conv2d(reflect_pad(x, p), self.conv.weight, stride=self.conv.stride,
+                          dilation=self.conv.dilation)
+            return y + self.conv.bias if bias else y
         # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
-        return self.padded_conv(reflect_pad(x, p))
+        return self.padded_conv(reflect_pad(x, p), bias)
 
     def padded_conv(self, padded: mx.array, bias: bool = True) -> mx.array:
         """The convolution of an input already padded, on a GPU (the CPU pads within); without
@@ -356,15 +360,16 @@ class ConvLayer(nn.Module):
             y = mx.conv2d(padded, weight, stride=self.conv.stride, dilation=self.conv.dilation)
         return y + self.conv.bias if bias else y
 
-    def blocked(self, x: mx.array) -> mx.array:
-        """self(x) (stride 1, undilated) on 4x4 space-to-depth blocks (conv_blocked)."""
-        return conv_blocked(reflect_pad(x, self.pad), self.conv.weight) + self.conv.bias
+    def blocked(self, x: mx.array, bias: bool = True) -> mx.array:
+        """self(x, bias) (stride 1, undilated) on 4x4 space-to-depth blocks (conv_blocked)."""
+        y = conv_blocked(reflect_pad(x, self.pad), self.conv.weight)
+        return y + self.conv.bias if bias else y
 
-    def after_upsample(self, x: mx.array) -> mx.array:
-        """self(upsample2x(x)) (3x3, stride 1, undilated) at x's resolution: one convolution
-        with four outputs per channel (subpixel_weight), then depth-to-space."""
-        y = mx.conv2d(edge_pad1(x), subpixel_weight(self.conv.weight))
-        return depth_to_space(y, 2) + self.conv.bias
+    def after_upsample(self, x: mx.array, bias: bool = True) -> mx.array:
+        """self(upsample2x(x), bias) (3x3, stride 1, undilated) at x's resolution: one
+        convolution with four outputs per channel (subpixel_weight), then depth-to-space."""
+        y = depth_to_space(mx.conv2d(edge_pad1(x), subpixel_weight(self.conv.weight)), 2)
+        return y + self.conv.bias if bias else y
 
 
 class NormStats:
@@ -403,8 +408,9 @@ class ResidualBlock(nn.Module):
             self.norm2.weight = mx.zeros_like(self.norm2.weight)
 
     def __call__(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
-        y = nn.relu(_norm(self.norm1, self.conv1(x), stats))
-        return x + _norm(self.norm2, self.conv2(y), stats)
+        biased = stats is not None  # see TransformerNet.__call__
+        y = nn.relu(_norm(self.norm1, self.conv1(x, biased), stats))
+        return x + _norm(self.norm2, self.conv2(y, biased), stats)
 
 
 def space_to_depth(x: mx.array, r: int) -> mx.array:
@@ -514,23 +520,29 @@ class TransformerNet(nn.Module):
         if self.config.arch == "shuffle":
             return self._shuffle(x, stats)
         low = LOW_RES_FORMS and not on_cpu()
+        # Every convolution but the last feeds an instance norm, which takes any per-channel
+        # constant out again: with the norms' own statistics the biases are skipped (a pass over
+        # each activation, and in training over its gradient, for a zero gradient). Shared
+        # statistics (tiles) describe the biased outputs, so with them the biases stay.
+        biased = stats is not None
         for conv, norm in zip(self.down, self.down_norms):
-            y = conv.blocked(x) if low and conv is self.down[0] else conv(x)
+            y = conv.blocked(x, biased) if low and conv is self.down[0] else conv(x, biased)
             x = nn.relu(_norm(norm, y, stats))
         for block in self.blocks:
             x = block(x, stats)
         for conv, norm in zip(self.up, self.up_norms):
-            y = conv.after_upsample(x) if low else conv(upsample2x(x))
+            y = conv.after_upsample(x, biased) if low else conv(upsample2x(x), biased)
             x = nn.relu(_norm(norm, y, stats))
         return (self.out.blocked(x) if low else self.out(x)) * OUTPUT_SCALE
 
     def _shuffle(self, x: mx.array, stats: NormStats | None) -> mx.array:
         # full -> 1/2 (2x2 blocks, 12 channels) -> 1/4 -> trunk -> 1/2 -> full; the last
         # convolution runs at half resolution over 3x3 neighbours, so 2x2 output blocks blend
+        biased = stats is not None  # as in __call__
         for conv, norm in zip(self.down, self.down_norms):
-            x = nn.relu(_norm(norm, conv(space_to_depth(x, 2)), stats))
+            x = nn.relu(_norm(norm, conv(space_to_depth(x, 2), biased), stats))
         for block in self.blocks:
             x = block(x, stats)
-        x = nn.relu(_norm(self.up_norms[0], self.up[0](x), stats))
+        x = nn.relu(_norm(self.up_norms[0], self.up[0](x, biased), stats))
         x = self.out(depth_to_space(x, 2))
         return depth_to_space(x, 2) * OUTPUT_SCALE

@@ -222,6 +222,34 @@ def test_norm_stats_record_and_replay_reproduce_the_forward_pass():
     np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
 
 
+@pytest.mark.parametrize("config", [NetConfig(8, 2, dilations=(2,)), NetConfig(8, 1, "shuffle")])
+@pytest.mark.parametrize("gpu_branch", [False, True])
+def test_biases_before_norms_are_skipped_without_changing_the_network(config, gpu_branch,
+                                                                      monkeypatch):
+    """With the norms' own statistics the convolutions before them skip their biases: the same
+    output as with them (the biased path of recorded statistics), and zero gradients for those
+    biases alone."""
+    from mlx import nn
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    mx.random.seed(6)
+    monkeypatch.setattr(transformer, "on_cpu", lambda: not gpu_branch)
+    net = TransformerNet(config)
+    net.update(tree_unflatten([(k, mx.random.normal(v.shape) * 3) for k, v
+                               in tree_flatten(net.parameters()) if k.endswith("conv.bias")]))
+    x = mx.random.uniform(shape=(2, 24, 20, 3))
+    recorder = NormStats()
+    biased = net(x, recorder)
+    assert len(recorder.recorded) > 0
+    np.testing.assert_allclose(np.array(net(x)), np.array(biased), rtol=1e-4, atol=1e-5)
+    replayed = net(x, NormStats(recorder.recorded))
+    np.testing.assert_allclose(np.array(replayed), np.array(biased), rtol=1e-5, atol=1e-6)
+    _, grads = nn.value_and_grad(net, lambda t: (net(t) ** 2).sum())(x)
+    for key, value in tree_flatten(grads):
+        if key.endswith("conv.bias"):
+            assert (float(mx.abs(value).max()) > 0) == key.startswith("out."), key
+
+
 def test_upsample_is_nearest_neighbour():
     x = mx.array(np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1))
     y = np.array(upsample2x(x))[0, ..., 0]
