@@ -500,6 +500,29 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     # the rate counts from the end of the first step: that one compiles the step's kernels
     # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down for the whole run
     timer: tuple[int, float] | None = None
+
+    queued: list[tuple[int, mx.array, tuple]] = []  # steps run, their losses not read yet
+    reported = step  # the last step whose loss is in `losses`
+
+    def report() -> None:
+        """Read the oldest queued step's loss (waiting for that step) and show it."""
+        nonlocal timer, reported
+        done_step, loss, terms = queued[0]
+        value = float(loss)
+        losses.append(value)
+        reported = done_step
+        queued.pop(0)
+        if on_step:
+            now = time.perf_counter()
+            timer = timer or (done_step, now)
+            done = (done_step - timer[0]) * settings.batch * processes
+            rate = done / (now - timer[1]) if done else 0.0
+            on_step(TrainStep(done_step, settings.steps, value,
+                              dict(zip(("content", "style", "tv"), map(float, terms))), rate))
+
+    # Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's loss is read, so
+    # the GPU does not wait while the host reads a loss, updates the progress bar, converts the
+    # next batch and launches the next step.
     if on_ready:
         on_ready(step)  # every check is done; the first step (and its compilation) comes next
     try:
@@ -508,21 +531,22 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             # the update is in the network's state once the step returns: counted now, so an
             # interrupt while it computes saves it with its step (and --resume goes on after it)
             step += 1
-            mx.eval(loss, terms, state)
-            losses.append(float(loss))
-            if on_step:
-                now = time.perf_counter()
-                timer = timer or (step, now)
-                done = (step - timer[0]) * settings.batch * processes
-                rate = done / (now - timer[1]) if done else 0.0
-                on_step(TrainStep(step, settings.steps, float(loss),
-                                  dict(zip(("content", "style", "tv"), map(float, terms))), rate))
-            if step % settings.checkpoint_every == 0 and step < settings.steps:
+            mx.async_eval(loss, terms, state)
+            queued.append((step, loss, terms))
+            saving = step % settings.checkpoint_every == 0 and step < settings.steps
+            showing = main and settings.preview_every and step % settings.preview_every == 0
+            while len(queued) > 1 or (queued and (saving or showing)):
+                report()  # before a save, every loss up to this step: the history matches it
+            if saving:
                 save_progress(step)
-            if main and settings.preview_every and step % settings.preview_every == 0:
+            if showing:
                 save_image(run / f"preview-{step:06d}.png", preview())
+        while queued:
+            report()
     except KeyboardInterrupt:
         interrupted = True
+        # the steps already run are kept (save_progress below evaluates them), with their losses
+        losses.extend(float(loss) for done_step, loss, _ in queued if done_step > reported)
     if not np.isfinite(losses[-1] if losses else 0.0):
         raise EngineError("training diverged (the loss is not finite); lower --learning-rate "
                           "or --style-weight")

@@ -1,3 +1,4 @@
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import mlx.core as mx
@@ -19,6 +20,24 @@ from .conftest import write_image
 runner = CliRunner()
 TINY = dict(batch=2, size=32, style_size=48, width=4, res_blocks=1, checkpoint_every=4,
             preview_every=4, learning_rate=5e-3)
+
+
+@contextmanager
+def stop_after(n):
+    """Training interrupted (as Ctrl-C would) once its global step n has run: the interrupt
+    lands as the loop asks for the next batch. (Raised from on_step it would land one step
+    later or not, as the pipelined loop reports a step while the next one is queued.)"""
+    real = train_module.ShardedContent.batches
+
+    def batches(self, seed, per_shard, start, stop):
+        for step, batch in enumerate(real(self, seed, per_shard, start, stop), start):
+            if step == n:
+                raise KeyboardInterrupt
+            yield batch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module.ShardedContent, "batches", batches)
+        yield
 
 
 @pytest.fixture
@@ -61,15 +80,9 @@ def test_training_lowers_the_loss_and_saves_a_style(tiny_vgg, content_dir, style
 
 def test_resume_continues_where_it_stopped(tiny_vgg, content_dir, style_image):
     photos = sorted(content_dir.glob("*.jpg"))
-    calls = []
-
-    def stop_after_five(step):
-        calls.append(step.step)
-        if step.step == 5:
-            raise KeyboardInterrupt
-
-    interrupted = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=12, **TINY),
-                              on_step=stop_after_five)
+    with stop_after(5):
+        interrupted = train_style(tiny_vgg, style_image, "r", photos,
+                                  TrainSettings(steps=12, **TINY))
     assert interrupted.interrupted and interrupted.steps == 5
     assert read_info(interrupted.style_path).steps == 5  # Ctrl-C leaves a usable style
     resumed = train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=12, **TINY),
@@ -118,21 +131,14 @@ def test_learning_rate_decay_schedule():
         TrainSettings(lr_decay=1.5).check()
 
 
-def stop_after(n):
-    """An on_step that interrupts training (as Ctrl-C would) after step n."""
-    def on_step(step):
-        if step.step == n:
-            raise KeyboardInterrupt
-    return on_step
-
 
 def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, content_dir,
                                                                    style_image):
     photos = sorted(content_dir.glob("*.jpg"))
     decayed = {**TINY, "lr_decay": 0.5}
     whole = train_style(tiny_vgg, style_image, "w", photos, TrainSettings(steps=10, **decayed))
-    train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed),
-                on_step=stop_after(6))
+    with stop_after(6):
+        train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed))
     halves = train_style(tiny_vgg, style_image, "h", photos, TrainSettings(steps=10, **decayed),
                          resume=True)
     np.testing.assert_allclose(halves.losses, whole.losses, rtol=1e-4)
@@ -141,8 +147,8 @@ def test_resume_takes_the_new_learning_rate_and_keeps_the_schedule(tiny_vgg, con
     assert_same_weights(first, second, rtol=1e-3, atol=1e-5)
 
     # --learning-rate 0 on resume: the network must not move (the saved 5e-3 is not reused)
-    train_style(tiny_vgg, style_image, "z", photos, TrainSettings(steps=10, **TINY),
-                on_step=stop_after(4))
+    with stop_after(4):
+        train_style(tiny_vgg, style_image, "z", photos, TrainSettings(steps=10, **TINY))
     before, _ = load_style(style_dir() / "z.safetensors")
     frozen = TrainSettings(steps=10, **{**TINY, "learning_rate": 0.0})
     train_style(tiny_vgg, style_image, "z", photos, frozen, resume=True)
@@ -209,8 +215,8 @@ def test_going_on_with_dilated_blocks_added(tiny_vgg, content_dir, style_image):
         train_style(tiny_vgg, style_image, "d", photos,
                     TrainSettings(steps=12, **{**TINY, "dilations": (3,)}),
                     start_from=moved.style_path)
-    train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **wider),
-                on_step=stop_after(5))
+    with stop_after(5):
+        train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **wider))
     with pytest.raises(UsageError, match="--dilations 2,3, not 2"):
         train_style(tiny_vgg, style_image, "r", photos,
                     TrainSettings(steps=8, **{**TINY, "dilations": (2,)}), resume=True)
@@ -248,8 +254,8 @@ def test_training_with_a_margin_crops_before_the_loss_and_applies_with_it(
                        TrainSettings(steps=6, **{**TINY, "margin": 4}),
                        start_from=plain.style_path)
     assert Stylizer.from_file(more.style_path).margin == 4
-    train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **TINY),
-                on_step=stop_after(5))
+    with stop_after(5):
+        train_style(tiny_vgg, style_image, "r", photos, TrainSettings(steps=8, **TINY))
     with pytest.raises(UsageError, match="margin"):
         train_style(tiny_vgg, style_image, "r", photos,
                     TrainSettings(steps=8, **{**TINY, "margin": 4}), resume=True)
@@ -261,18 +267,12 @@ def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out
     photos = sorted(content_dir.glob("*.jpg"))
     first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=3, **TINY))
     clock = [0.0]
-    make_step = train_module.make_train_step
 
-    def timed_step(*args):
-        step, state = make_step(*args)
+    def now():  # read once per step, as its loss arrives: a slow first step, then 1 s each
+        clock[0] += 100.0 if clock[0] == 0 else 1.0
+        return clock[0]
 
-        def run(batch):
-            clock[0] += 100.0 if clock[0] == 0 else 1.0  # a slow first step, then 1 s each
-            return step(batch)
-        return run, state
-
-    monkeypatch.setattr(train_module, "make_train_step", timed_step)
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=now))
     events = []
     train_style(tiny_vgg, style_image, "b", photos, TrainSettings(steps=7, **TINY),
                 start_from=first.style_path, on_ready=lambda step: events.append(("ready", step)),
@@ -288,8 +288,9 @@ def test_going_on_at_a_larger_crop_size_records_the_earlier_stages(tiny_vgg, con
     photos = sorted(content_dir.glob("*.jpg"))
     first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=4, **TINY))
     larger = {**TINY, "size": 2 * TINY["size"], "batch": 1, "learning_rate": 3e-4}
-    train_style(tiny_vgg, style_image, "big", photos, TrainSettings(steps=9, **larger),
-                start_from=first.style_path, on_step=stop_after(6))
+    with stop_after(6):
+        train_style(tiny_vgg, style_image, "big", photos, TrainSettings(steps=9, **larger),
+                    start_from=first.style_path)
     resumed = train_style(tiny_vgg, style_image, "big", photos, TrainSettings(steps=9, **larger),
                           resume=True)
     info = read_info(resumed.style_path)
@@ -325,8 +326,8 @@ def test_going_on_from_a_style_runs_the_schedule_on_the_global_step(tiny_vgg, co
     assert last < 0.5 * TINY["learning_rate"]  # (counted from 0 it would still be constant)
     assert not made[0].bias_correction  # training from scratch keeps MLX's default
 
-    train_style(tiny_vgg, style_image, "h", photos, decayed, start_from=first.style_path,
-                on_step=stop_after(8))
+    with stop_after(8):
+        train_style(tiny_vgg, style_image, "h", photos, decayed, start_from=first.style_path)
     resumed = train_style(tiny_vgg, style_image, "h", photos, decayed, resume=True)
     assert made[-1].bias_correction and int(made[-1].step) == 4
     assert_same_weights(load_style(whole.style_path)[0], load_style(resumed.style_path)[0])
@@ -338,7 +339,7 @@ def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_di
     holds that update and says so in its step count, like a run that stopped there."""
     photos = sorted(content_dir.glob("*.jpg"))
     whole = train_style(tiny_vgg, style_image, "three", photos, TrainSettings(steps=3, **TINY))
-    real_step, real_eval = train_module.make_train_step, train_module.mx.eval
+    real_step, real_eval = train_module.make_train_step, train_module.mx.async_eval
     armed = []
 
     def third_step_armed(*args):
@@ -357,7 +358,7 @@ def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_di
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "make_train_step", third_step_armed)
-    monkeypatch.setattr(train_module.mx, "eval", eval_then_interrupt)
+    monkeypatch.setattr(train_module.mx, "async_eval", eval_then_interrupt)
     cut = train_style(tiny_vgg, style_image, "cut", photos, TrainSettings(steps=6, **TINY))
     assert cut.interrupted and cut.steps == 3 and read_info(cut.style_path).steps == 3
     assert_same_weights(load_style(whole.style_path)[0], load_style(cut.style_path)[0])
