@@ -1,7 +1,7 @@
 """Training a style: ms per step (batch 8, 256x256, VGG16 losses, Adam), MLX against PyTorch.
 
     python benchmarks/bench_train.py [--torch] [--steps 30] [--vgg-weights W]
-        [--precisions float32,bfloat16] [--forms low,plain]
+        [--precisions float32,bfloat16] [--forms low,plain] [--loops sync,async]
 
 --forms: the style network's full-resolution layers on a GPU in their low-resolution forms
 (engine.transformer.LOW_RES_FORMS, the default) or plain.
@@ -28,26 +28,46 @@ from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
 from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
 
 
-def bench_mlx(vgg, settings, steps, batch):
+def bench_mlx(vgg, settings, steps, batch, loop="sync"):
+    """ms per step. loop "sync": each step evaluated before the next is built (the training
+    loop before the thirteenth session); "async": each step queued with mx.async_eval, the
+    loss of the step before read after it (the training loop since), so the host builds and
+    launches step t+1 while the GPU runs step t. host_ms: the time to build and queue a step."""
     grams = style_target(vgg, [mx.random.uniform(shape=(1, 256, 256, 3))], np.ones(1),
                          settings.style_layers, 256, 1.0)
     net = TransformerNet(settings.config)
     optimizer = optim.Adam(learning_rate=1e-3)
     step, state = make_train_step(vgg, net, optimizer, grams, settings)
-    x = mx.random.uniform(shape=(batch, settings.size, settings.size, 3))
+    inputs = [mx.random.uniform(shape=(batch, settings.size, settings.size, 3)) for _ in range(2)]
+    mx.eval(inputs)
     started = time.perf_counter()
     for _ in range(3):
-        loss, _ = step(x)
+        loss, _ = step(inputs[0])
         mx.eval(loss, state)
     warmup = time.perf_counter() - started
+    host = 0.0
     started = time.perf_counter()
-    for _ in range(steps):
-        loss, _ = step(x)
-        mx.eval(loss, state)
+    previous = None
+    for i in range(steps):
+        queued = time.perf_counter()
+        loss, _ = step(inputs[i % 2])
+        if loop == "sync":
+            mx.eval(loss, state)
+            continue
+        mx.async_eval(loss, state)
+        host += time.perf_counter() - queued
+        if previous is not None:
+            previous.item()
+        previous = loss
+    mx.eval(loss, state)
+    elapsed = time.perf_counter() - started
     label = {"float32": "fp32", "bfloat16": "bf16 mixed"}[settings.precision]
     forms = "low-res forms" if transformer.LOW_RES_FORMS else "plain forms"
-    return {"framework": f"mlx {label} compiled, {forms}", "ms_per_step": (time.perf_counter() - started)
-            * 1000 / steps, "warmup_s": warmup}
+    result = {"framework": f"mlx {label} compiled, {forms}, {loop} loop",
+              "ms_per_step": elapsed * 1000 / steps, "warmup_s": warmup}
+    if loop == "async":
+        result["host_ms"] = host * 1000 / steps
+    return result
 
 
 def bench_torch(weights, settings, steps, batch, results):
@@ -119,6 +139,8 @@ def main():
                         help="MLX training precisions to time, e.g. float32,bfloat16")
     parser.add_argument("--forms", default="low",
                         help="low, plain or both (low,plain): transformer.LOW_RES_FORMS")
+    parser.add_argument("--loops", default="async",
+                        help="sync, async or both (sync,async): see bench_mlx")
     parser.add_argument("--net", choices=("full", "fast"), default="full")
     parser.add_argument("--dilations", default="",
                         help="dilated blocks added to the full network, e.g. 2,4 (MLX only)")
@@ -136,7 +158,9 @@ def main():
     for forms in args.forms.split(","):
         transformer.LOW_RES_FORMS = {"low": True, "plain": False}[forms]
         for precision in args.precisions.split(","):
-            show(bench_mlx(vgg, replace(settings, precision=precision), args.steps, args.batch))
+            for loop in args.loops.split(","):
+                show(bench_mlx(vgg, replace(settings, precision=precision), args.steps,
+                               args.batch, loop))
     if args.torch and not dilations:
         from engine.vgg import resolve_weights
 
