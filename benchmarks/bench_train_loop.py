@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import engine  # noqa: F401,I001 - first: its BLAS loads before mlx.core
+import engine  # first: its BLAS loads before mlx.core
 import mlx.core as mx
 
-from engine.train import ContentSet, TrainSettings, train_style  # noqa: E402
-from engine.vgg import load_vgg  # noqa: E402
+from engine.train import ContentSet, TrainSettings, train_style
+from engine.vgg import load_vgg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -32,6 +32,7 @@ _MOMENTS = """
     // One block per (image, slice of rows): each thread reads VEC channels (16 bytes) of every
     // LANES-th row of its slice, four rows in flight; the block sums its lanes in shared memory
     // and adds its (sum, sum of squares) per channel to the image's totals (out starts at 0).
+    // The "products" form reads a second array x alongside: (sum y, sum y * x).
     __shared__ float partial[256 * 2 * VEC];
     const int batch = y_shape[0], rows = y_shape[1] * y_shape[2], channels = y_shape[3];
     const int groups = channels / VEC;
@@ -46,27 +47,35 @@ _MOMENTS = """
         const T* base = y + (int64_t)b * rows * channels + g * VEC;
         const int step = per_image * lanes;
         int r = slice * lanes + lane;
+        SECOND_BASE
         for (; r + 3 * step < rows; r += 4 * step) {
             Chunk<T, VEC> c[4];
+            SECOND_DECL
             #pragma unroll
-            for (int u = 0; u < 4; ++u) c[u] = load_chunk<T, VEC>(base + (int64_t)(r + u * step) * channels);
+            for (int u = 0; u < 4; ++u) {
+                const int64_t at = (int64_t)(r + u * step) * channels;
+                c[u] = load_chunk<T, VEC>(base + at);
+                SECOND_LOAD
+            }
             #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 #pragma unroll
                 for (int k = 0; k < VEC; ++k) {
                     const float v = static_cast<float>(c[u].v[k]);
                     s[k] += v;
-                    q[k] += v * v;
+                    q[k] += v * SECOND_VALUE;
                 }
             }
         }
         for (; r < rows; r += step) {
-            const Chunk<T, VEC> c = load_chunk<T, VEC>(base + (int64_t)r * channels);
+            const int64_t at = (int64_t)r * channels;
+            const Chunk<T, VEC> c1 = load_chunk<T, VEC>(base + at);
+            SECOND_LOAD1
             #pragma unroll
             for (int k = 0; k < VEC; ++k) {
-                const float v = static_cast<float>(c.v[k]);
+                const float v = static_cast<float>(c1.v[k]);
                 s[k] += v;
-                q[k] += v * v;
+                q[k] += v * SECOND_VALUE1;
             }
         }
     }
@@ -89,6 +98,23 @@ _MOMENTS = """
         atomicAdd(out + o + 1, qq);
     }
 """
+
+_SQUARES = {"SECOND_BASE": "", "SECOND_DECL": "", "SECOND_LOAD1": "", "SECOND_LOAD": "",
+            "SECOND_VALUE1": "v", "SECOND_VALUE": "v"}
+_PRODUCTS = {
+    "SECOND_BASE": "const T* base2 = x + (int64_t)b * rows * channels + g * VEC;",
+    "SECOND_DECL": "Chunk<T, VEC> d[4];",
+    "SECOND_LOAD1": "const Chunk<T, VEC> d1 = load_chunk<T, VEC>(base2 + at);",
+    "SECOND_LOAD": "d[u] = load_chunk<T, VEC>(base2 + at);",
+    "SECOND_VALUE1": "static_cast<float>(d1.v[k])",
+    "SECOND_VALUE": "static_cast<float>(d[u].v[k])"}
+
+
+def _filled(source: str, values: dict[str, str]) -> str:
+    for key in sorted(values, key=len, reverse=True):  # SECOND_LOAD1 before SECOND_LOAD
+        source = source.replace(key, values[key])
+    return source
+
 
 _HEADER = """
 template <typename T, int V> struct Chunk { alignas(16) T v[V]; };
@@ -164,6 +190,53 @@ _RESIDUAL_BASE = """
 """
 _RESIDUAL_ADD = "v += static_cast<float>(r.v[k]);"
 
+_FOLD_PAD = """
+    // The gradient of padding by P: each pixel of the (B, H, W, C) output sums the pixels of the
+    // padded (B, H + 2P, W + 2P, C) gradient g that copy it: itself, and its reflections (or,
+    // with EDGE, P = 1, the repeated edge pixels). VEC channels (16 bytes) per thread.
+    const unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
+    const int batch = g_shape[0], ph = g_shape[1], pw = g_shape[2], channels = g_shape[3];
+    const int h = ph - 2 * P, w = pw - 2 * P, groups = channels / VEC;
+    if (t >= (unsigned int)batch * h * w * groups) return;
+    const int c0 = (t % groups) * VEC;
+    unsigned int rest = t / groups;
+    const int j = rest % w;
+    rest /= w;
+    const int i = rest % h;
+    const int b = rest / h;
+    int rows[3], cols[3], nr = 0, nc = 0;
+    rows[nr++] = i + P;
+    cols[nc++] = j + P;
+    if (EDGE) {
+        if (i == 0) rows[nr++] = 0;
+        if (i == h - 1) rows[nr++] = ph - 1;
+        if (j == 0) cols[nc++] = 0;
+        if (j == w - 1) cols[nc++] = pw - 1;
+    } else {  // padded row P - i copies row i (1 <= i <= P); row 2h + P - 2 - i copies it too
+        if (i >= 1 && i <= P) rows[nr++] = P - i;
+        if (i >= h - 1 - P && i <= h - 2) rows[nr++] = 2 * h + P - 2 - i;
+        if (j >= 1 && j <= P) cols[nc++] = P - j;
+        if (j >= w - 1 - P && j <= w - 2) cols[nc++] = 2 * w + P - 2 - j;
+    }
+    float acc[VEC];
+    #pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] = 0.0f;
+    for (int a = 0; a < nr; ++a) {
+        for (int e = 0; e < nc; ++e) {
+            const Chunk<T, VEC> c = load_chunk<T, VEC>(
+                g + (((int64_t)b * ph + rows[a]) * pw + cols[e]) * channels + c0);
+            #pragma unroll
+            for (int k = 0; k < VEC; ++k) acc[k] += static_cast<float>(c.v[k]);
+        }
+    }
+    Chunk<T, VEC> o;
+    #pragma unroll
+    for (int k = 0; k < VEC; ++k) o.v[k] = static_cast<T>(acc[k]);
+    #pragma unroll
+    for (int w16 = 0; w16 < (int)(VEC * sizeof(T) / 16); ++w16)
+        reinterpret_cast<uint4*>(out + (int64_t)t * VEC)[w16] = reinterpret_cast<const uint4*>(o.v)[w16];
+"""
+
 _kernels: dict[str, object] = {}
 _VEC = 8  # channels per thread: 16 bytes of half precision
 _MOMENT_BLOCKS = 1024  # about this many blocks of 256 threads in half_sums (8 per H100 SM)
@@ -173,7 +246,11 @@ EPS = 1e-5  # the instance norms' epsilon (InstanceNorm's default), compiled int
 def _kernel(name: str):
     if name not in _kernels:
         if name == "sums":
-            names, source = ["y"], _MOMENTS
+            names, source = ["y"], _filled(_MOMENTS, _SQUARES)
+        elif name == "product_sums":
+            names, source = ["y", "x"], _filled(_MOMENTS, _PRODUCTS)
+        elif name == "fold_pad":
+            names, source = ["g"], _FOLD_PAD
         else:
             residual = name == "pad_affine_residual"
             names = ["y", "sums", "weight", "bias"] + (["res"] if residual else [])
@@ -210,6 +287,52 @@ def half_sums(x: mx.array) -> mx.array:
 def reference_sums(x: mx.array) -> mx.array:
     x = x.astype(mx.float32)
     return mx.stack([mx.sum(x, axis=(1, 2)), mx.sum(mx.square(x), axis=(1, 2))], axis=-1)
+
+
+def product_sums(y: mx.array, x: mx.array) -> mx.array:
+    """(B, C, 2) float32: the sums of y and of y * x over H and W of (B, H, W, C) arrays, in
+    float32 whatever their precision, in one pass (the instance norm's gradient: y is the
+    cotangent, x the norm's input)."""
+    batch, height, width, channels = y.shape
+    rows = height * width
+    if (not _on_gpu() or y.dtype != x.dtype or y.shape != x.shape or channels % _VEC
+            or channels > 256 or batch * channels * rows >= 2**31):
+        return reference_product_sums(y, x)
+    lanes = 256 // (channels // _VEC)
+    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
+    return _kernel("product_sums")(
+        inputs=[y, x], template=[("T", y.dtype), ("VEC", _VEC)],
+        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(batch, channels, 2)], output_dtypes=[mx.float32], init_value=0.0)[0]
+
+
+def reference_product_sums(y: mx.array, x: mx.array) -> mx.array:
+    y = y.astype(mx.float32)
+    return mx.stack([mx.sum(y, axis=(1, 2)), mx.sum(y * x.astype(mx.float32), axis=(1, 2))],
+                    axis=-1)
+
+
+def fold_pad(g: mx.array, pad: int, edge: bool = False) -> mx.array:
+    """The gradient of reflection padding by `pad` (with `edge`, of edge padding by 1) of a
+    (B, H, W, C) array: g is the padded array's gradient, (B, H + 2 pad, W + 2 pad, C). One
+    pass; in plain MLX ops it takes a zero fill, a copy and a sum of the whole array per side."""
+    batch, height, width, channels = g.shape
+    if (not _on_gpu() or channels % _VEC or g.size >= 2**31 or (edge and pad != 1)
+            or min(height, width) - 2 * pad <= pad):
+        return reference_fold_pad(g, pad, edge)
+    shape = (batch, height - 2 * pad, width - 2 * pad, channels)
+    threads = shape[0] * shape[1] * shape[2] * (channels // _VEC)
+    return _kernel("fold_pad")(
+        inputs=[g], template=[("T", g.dtype), ("VEC", _VEC), ("P", pad), ("EDGE", edge)],
+        grid=(threads, 1, 1), threadgroup=(256, 1, 1), output_shapes=[shape],
+        output_dtypes=[g.dtype])[0]
+
+
+def reference_fold_pad(g: mx.array, pad: int, edge: bool = False) -> mx.array:
+    from .transformer import _fold_edges, _fold_reflection
+
+    fold = _fold_edges if edge else _fold_reflection
+    return fold(fold(g, 2, pad), 1, pad)
 
 
 def moments_from_sums(sums: mx.array, count: int) -> tuple[mx.array, mx.array]:

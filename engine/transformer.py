@@ -27,7 +27,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .kernels import half_moments
+from .kernels import fold_pad, half_moments, product_sums
 
 
 @dataclass(frozen=True)
@@ -144,34 +144,41 @@ def _float32_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     return _moments(x) if x.dtype == mx.float32 else half_moments(x)
 
 
-def _instance_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float) -> mx.array:
-    scale, shift = _affine(*_float32_moments(x), weight, bias, eps)
-    return x * scale.astype(x.dtype) + shift.astype(x.dtype)
+def _instance_norm_fn(eps: float):
+    """Instance norm with its own gradient (training on a GPU); returns the function's output
+    alone (its statistics stay inside)."""
+    norm = _instance_norm_with_stats(eps)
+    return lambda x, weight, bias: norm(x, weight, bias)[0]
 
 
 @lru_cache
-def _instance_norm_fn(eps: float):
-    """Instance norm with its own gradient (training on a GPU): the textbook
-    dx = s * (g - mean(g) - x_hat * mean(g * x_hat)), two reductions over H and W, where autodiff
-    of mean, var and the scale-and-shift takes more reductions and passes. In half precision
-    (bfloat16 training) the statistics and the gradient's sums are float32: MLX's reductions
-    over a half-precision array lose them."""
+def _instance_norm_with_stats(eps: float):
+    """(x, weight, bias) -> (instance norm of x, its mean, its variance), with its own gradient:
+    the textbook dx = s * (g - mean(g) - x_hat * mean(g * x_hat)), where autodiff of mean, var
+    and the scale-and-shift takes more reductions and passes. The statistics are outputs so that
+    the gradient reuses them; the gradient's two sums come from one pass over the cotangent and
+    x (kernels.product_sums: sum(g) and sum(g * x), in float32 whatever the precision; MLX's
+    reductions over a half-precision array lose them), and mean(g * x_hat) from those."""
 
     @mx.custom_function
     def norm(x, weight, bias):
-        return _instance_norm(x, weight, bias, eps)
+        mean, var = _float32_moments(x)
+        scale, shift = _affine(mean, var, weight, bias, eps)
+        return x * scale.astype(x.dtype) + shift.astype(x.dtype), mean, var
 
     @norm.vjp
-    def norm_vjp(primals, cotangent, output):
+    def norm_vjp(primals, cotangents, outputs):
         x, weight, bias = primals
-        mean, var = _float32_moments(x)
+        _, mean, var = outputs
+        batch, height, width, channels = x.shape
         inv = mx.rsqrt(var + eps)
+        sums = product_sums(cotangents[0], x)  # (B, C, 2): sum g, sum g * x
+        g_sum = sums[..., 0].reshape(batch, 1, 1, channels)
+        gx_sum = (sums[..., 1].reshape(batch, 1, 1, channels) - mean * g_sum) * inv
+        count = height * width
         x_hat = (x.astype(mx.float32) - mean) * inv
-        g = cotangent.astype(mx.float32)
-        g_sum = mx.sum(g, axis=(1, 2), keepdims=True)
-        gx_sum = mx.sum(g * x_hat, axis=(1, 2), keepdims=True)
-        count = x.shape[1] * x.shape[2]
-        dx = (inv * weight.astype(mx.float32)) * (g - (g_sum + x_hat * gx_sum) / count)
+        dx = (inv * weight.astype(mx.float32)) * (cotangents[0].astype(mx.float32)
+                                                  - (g_sum + x_hat * gx_sum) / count)
         return (dx.astype(x.dtype), gx_sum.sum(axis=(0, 1, 2)).astype(weight.dtype),
                 g_sum.sum(axis=(0, 1, 2)).astype(bias.dtype))
 
@@ -229,9 +236,24 @@ def _reflect_pad_fn(p: int):
 
     @pad.vjp
     def pad_vjp(primals, cotangent, output):
-        return (_fold_reflection(_fold_reflection(cotangent, 2, p), 1, p),)
+        return (fold_pad(cotangent, p),)
 
     return pad
+
+
+def _fold_edges(g: mx.array, axis: int, p: int) -> mx.array:
+    """The gradient of edge padding by p along one axis: the padded gradient's middle, with
+    its first p + 1 rows summed into the first row and its last p + 1 into the last."""
+    n = g.shape[axis] - 2 * p
+
+    def cut(start, stop):
+        return g[(slice(None),) * axis + (slice(start, stop),)]
+
+    if n == 1:
+        return g.sum(axis=axis, keepdims=True)
+    first = cut(0, p + 1).sum(axis=axis, keepdims=True)
+    last = cut(n - 1 + p, n + 2 * p).sum(axis=axis, keepdims=True)
+    return mx.concatenate([first, cut(p + 1, p + n - 1), last], axis=axis)
 
 
 def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False,
@@ -479,10 +501,21 @@ def subpixel_weight(weight: mx.array) -> mx.array:
     return w.reshape(4 * cout, 3, 3, cin)
 
 
-def edge_pad1(x: mx.array) -> mx.array:
-    """(B, H, W, C) -> (B, H + 2, W + 2, C), each edge pixel repeated once."""
+def _edge_slices(x: mx.array) -> mx.array:
     x = mx.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
     return mx.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+
+
+@mx.custom_function
+def edge_pad1(x: mx.array) -> mx.array:
+    """(B, H, W, C) -> (B, H + 2, W + 2, C), each edge pixel repeated once. Its gradient is one
+    pass (kernels.fold_pad); autodiff of the slices would write each into a zero array."""
+    return _edge_slices(x)
+
+
+@edge_pad1.vjp
+def _edge_pad1_vjp(primals, cotangent, output):
+    return (fold_pad(cotangent, 1, edge=True),)
 
 
 def upsample2x(x: mx.array) -> mx.array:

@@ -11,12 +11,16 @@ import pytest
 from engine import fused
 from engine.fused import fused_forward
 from engine.kernels import (
+    fold_pad,
     half_moments,
     half_sums,
     moments_from_sums,
     pad_affine,
+    product_sums,
+    reference_fold_pad,
     reference_moments,
     reference_pad_affine,
+    reference_product_sums,
     reference_sums,
     sums_from_moments,
 )
@@ -119,6 +123,29 @@ def test_prepared_sub_pixel_weights_follow_the_network_weights():
     np.testing.assert_allclose(np.array(fused_forward(net, x)), np.array(net(x)), **NET_TOL)
 
 
+@pytest.mark.parametrize("pad,edge,h,w", [(1, False, 5, 7), (4, False, 6, 9), (4, False, 12, 11),
+                                          (1, True, 5, 7), (1, True, 2, 3)])
+def test_fold_pad_is_the_gradient_of_padding(pad, edge, h, w):
+    """Each pixel gets the padded gradient of every pixel that copies it (reflections, where
+    the two margins' mirrors may overlap, or repeated edges)."""
+    x = mx.random.normal((2, h, w, 8))
+    g = mx.random.normal((2, h + 2 * pad, w + 2 * pad, 8))
+    mode = "edge" if edge else "reflect"
+    want = np.array(mx.vjp(lambda t: mx.pad(t, [(0, 0), (pad, pad), (pad, pad), (0, 0)],
+                                            mode=mode), [x], [g])[1][0])
+    for fold in (fold_pad, reference_fold_pad):
+        np.testing.assert_allclose(np.array(fold(g, pad, edge)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_product_sums_are_the_sums_of_y_and_y_times_x():
+    rng = np.random.default_rng(1)
+    y, x = (rng.normal(size=(2, 5, 6, 16)).astype(np.float32) for _ in range(2))
+    want = np.stack([y.sum(axis=(1, 2)), (y * x).sum(axis=(1, 2))], axis=-1)
+    for sums in (product_sums, reference_product_sums):
+        np.testing.assert_allclose(np.array(sums(mx.array(y), mx.array(x))), want, rtol=1e-5,
+                                   atol=1e-4)
+
+
 @pytest.mark.parametrize("cin,cout", [(3, 32), (32, 3), (5, 6)])
 def test_convolution_on_space_to_depth_blocks_is_the_convolution(cin, cout):
     x = mx.random.normal((2, 12 + 8, 16 + 8, cin))
@@ -168,3 +195,17 @@ def test_gpu_kernels_match_their_stand_ins():
                                    rtol=1e-4, atol=1e-1)
         for a, b in zip(half_moments(big), reference_moments(big)):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-3)
+        other = (mx.random.normal(shape) * 3 - 1).astype(mx.float16)
+        np.testing.assert_allclose(np.array(product_sums(big, other)),
+                                   np.array(reference_product_sums(big, other)),
+                                   rtol=1e-3, atol=2.0)
+    # the padding gradients, in both training precisions, margins overlapping or not
+    for dtype in (mx.bfloat16, mx.float32):
+        for shape, pad, edge in (((2, 40, 30, 32), 1, False), ((3, 14, 13, 64), 4, False),
+                                 ((2, 6, 7, 8), 4, False), ((2, 17, 12, 128), 1, True),
+                                 ((1, 3, 2, 16), 1, True)):
+            g = mx.random.normal((shape[0], shape[1] + 2 * pad, shape[2] + 2 * pad, shape[3]))
+            g = g.astype(dtype)
+            np.testing.assert_allclose(np.array(fold_pad(g, pad, edge).astype(mx.float32)),
+                                       np.array(reference_fold_pad(g, pad, edge)
+                                                .astype(mx.float32)), rtol=2e-2, atol=5e-2)
