@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import queue
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -202,18 +203,27 @@ class ShardedContent:
         return self.sets[self.held[0]].images[0]
 
     def batches(self, seed: int, per_shard: int, start: int, stop: int):
-        """Yield the batches of steps start..stop-1, prepared on a background thread."""
-        ready: queue.Queue = queue.Queue(maxsize=4)
+        """Yield the batches of steps start..stop-1, in order, prepared ahead on background
+        threads: a batch of eight 256 px crops takes ~11 ms of one core on the H100's host, as
+        long as a whole training step there, so one thread alone would hold the GPU back
+        (PIL's resizing and NumPy's conversions release the GIL, so threads run in parallel)."""
 
-        def produce():
+        def make(step: int) -> np.ndarray:
+            return np.concatenate([self.sets[s].sample(seed, s, step, per_shard)
+                                   for s in self.held])
+
+        workers = max(1, min(4, (os.cpu_count() or 1) - 1))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="crops")
+        ahead: deque = deque()
+        try:
             for step in range(start, stop):
-                ready.put(np.concatenate([self.sets[s].sample(seed, s, step, per_shard)
-                                          for s in self.held]))
-            ready.put(None)
-
-        threading.Thread(target=produce, daemon=True).start()
-        while (item := ready.get()) is not None:
-            yield item
+                ahead.append(pool.submit(make, step))
+                if len(ahead) > workers + 1:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # an interrupted run: the batches not yet made are not made
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -------------------------------------------------------------------- training

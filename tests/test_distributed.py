@@ -156,3 +156,22 @@ def test_a_launch_of_one_process_runs_as_one():
     run = launch("styles", "--json", processes=1)
     assert run.returncode == 0, run.stderr[-2000:]
     assert '"name": "starry_night"' in run.stdout
+
+
+@pytest.mark.parametrize("cores", [1, 8])
+def test_batches_come_in_step_order_whatever_the_threads(content_dir, monkeypatch, cores):  # noqa: F811
+    """Batches made ahead on several threads come out in step order, each the step's own."""
+    from engine import train as train_module
+
+    monkeypatch.setattr(train_module.os, "cpu_count", lambda: cores)
+    photos = sorted(content_dir.iterdir())
+    data = ShardedContent(photos, 16, shards=2)
+    got = list(data.batches(seed=3, per_shard=2, start=4, stop=11))
+    assert len(got) == 7
+    for step, batch in zip(range(4, 11), got):
+        want = np.concatenate([data.sets[s].sample(3, s, step, 2) for s in (0, 1)])
+        np.testing.assert_array_equal(batch, want)
+    stream = data.batches(seed=3, per_shard=2, start=0, stop=100)
+    first = np.concatenate([data.sets[s].sample(3, s, 0, 2) for s in (0, 1)])
+    np.testing.assert_array_equal(next(stream), first)
+    stream.close()  # an interrupted run: the batches not made yet are dropped
