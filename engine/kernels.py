@@ -1,4 +1,5 @@
-"""CUDA kernels (mx.fast.cuda_kernel) for applying a style network in half precision.
+"""CUDA kernels (mx.fast.cuda_kernel) for applying a style network in half precision, and for
+the gradients of training on a GPU.
 
 - `half_sums`: per-(image, channel) sum and sum of squares accumulated in float32 (and
   `half_moments`, the mean and variance from them). MLX's own reductions over a half-precision
@@ -9,8 +10,14 @@
   output to the next one's padded input (fused.py). Two kernels per norm: at small sizes the
   launches, not the bytes, take the time.
 
-No gradients of their own (bfloat16 training uses half_moments inside the instance norm's own
-VJP). `reference_*` are the same functions in plain MLX ops, used on the CPU and in tests.
+- `product_sums`: sum g and sum g * x per (image, channel) in one pass, in float32: the instance
+  norm's gradient (transformer._instance_norm_with_stats).
+- `fold_pad`: the gradient of reflection (or edge) padding in one pass, each pixel summing the
+  padded pixels that copy it (in MLX ops: a zero fill, a copy and a sum of the whole array per
+  side, ~60 fills per training step).
+
+None has a gradient of its own: they run inside the VJPs of transformer.py's custom functions.
+`reference_*` are the same functions in plain MLX ops, used on the CPU and in tests.
 
 Both read and write 16 bytes (8 half-precision channels) per access; half_sums keeps four rows
 in flight per thread, sums each block's rows in shared memory and adds them into the totals with
