@@ -495,15 +495,16 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         stylized = run_framed(net, preview_image, net.config.least_side, settings.margin)
         return mx.clip(stylized, 0.0, 1.0)
 
-    def export(steps_done: int) -> None:
+    def export(steps_done: int, image: mx.array) -> None:
         save_style(style_file, net, training, steps_done, style_sha)
-        save_image(style_file.with_suffix(".png"), preview())
+        save_image(style_file.with_suffix(".png"), image)
 
-    def save_progress(steps_done: int) -> None:
+    def save_progress(steps_done: int, image: mx.array | None = None) -> None:
+        """Checkpoint, style file with its preview (`image`, if already made) and loss plot."""
         if not main:  # one writer: rank 0
             return
         save_checkpoint(checkpoint, net, optimizer, steps_done, settings, style_sha, losses)
-        export(steps_done)
+        export(steps_done, preview() if image is None else image)
         plot_losses(losses, run / "loss.png")
 
     interrupted = False
@@ -547,10 +548,11 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             showing = main and settings.preview_every and step % settings.preview_every == 0
             while len(queued) > 1 or (queued and (saving or showing)):
                 report()  # before a save, every loss up to this step: the history matches it
+            image = preview() if main and (saving or showing) else None  # made once for both
             if saving:
-                save_progress(step)
+                save_progress(step, image)
             if showing:
-                save_image(run / f"preview-{step:06d}.png", preview())
+                save_image(run / f"preview-{step:06d}.png", image)
         while queued:
             report()
     except KeyboardInterrupt:
