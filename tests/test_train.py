@@ -333,6 +333,32 @@ def test_going_on_from_a_style_runs_the_schedule_on_the_global_step(tiny_vgg, co
     assert_same_weights(load_style(whole.style_path)[0], load_style(resumed.style_path)[0])
 
 
+def test_steps_are_queued_one_ahead_of_the_losses_read(tiny_vgg, content_dir, style_image,
+                                                     monkeypatch):
+    """The loop queues step t+1 before it reads step t's loss (the GPU is never left waiting
+    for the host), and reads every loss up to a checkpoint before writing it."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    events = []
+    real_step = train_module.make_train_step
+
+    def logged_step(*args):
+        step, state = real_step(*args)
+
+        def run(batch):
+            events.append("queue")
+            return step(batch)
+        return run, state
+
+    monkeypatch.setattr(train_module, "make_train_step", logged_step)
+    real_save = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint",
+                        lambda *a: (events.append("save"), real_save(*a)))
+    train_style(tiny_vgg, style_image, "q", photos, TrainSettings(steps=6, **TINY),
+                on_step=lambda s: events.append(s.step))
+    assert events == ["queue", "queue", 1, "queue", 2, "queue", 3, 4, "save",
+                      "queue", "queue", 5, 6, "save"]
+
+
 def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
                                                             monkeypatch):
     """Ctrl-C while a step's update computes (after the compiled step returned): the saved style
