@@ -275,20 +275,33 @@ def _on_gpu() -> bool:
     return mx.default_device() != mx.cpu and mx.cuda.is_available()
 
 
+def _sums_kernel_fits(x: mx.array) -> bool:
+    """The block-sums kernels take (B, H, W, C) with C a multiple of VEC, at most 256, and
+    32-bit indices."""
+    batch, height, width, channels = x.shape
+    return (_on_gpu() and channels % _VEC == 0 and channels <= 256
+            and batch * channels * height * width < 2**31)
+
+
+def _block_sums(name: str, inputs: list[mx.array]) -> mx.array:
+    """Run a block-sums kernel (_MOMENTS in one of its forms) over inputs of one (B, H, W, C)
+    shape: (B, C, 2) float32 totals, added by each block with atomics."""
+    batch, height, width, channels = inputs[0].shape
+    rows = height * width
+    lanes = 256 // (channels // _VEC)  # rows a block reads at once
+    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
+    return _kernel(name)(
+        inputs=inputs, template=[("T", inputs[0].dtype), ("VEC", _VEC)],
+        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(batch, channels, 2)], output_dtypes=[mx.float32], init_value=0.0)[0]
+
+
 def half_sums(x: mx.array) -> mx.array:
     """(B, C, 2) float32: the sum and the sum of squares over H and W of (B, H, W, C), summed
     in float32 whatever x's precision. One kernel, no further reduction."""
-    batch, height, width, channels = x.shape
-    rows = height * width
-    if (not _on_gpu() or channels % _VEC or channels > 256
-            or batch * channels * rows >= 2**31):
+    if not _sums_kernel_fits(x):
         return reference_sums(x)
-    lanes = 256 // (channels // _VEC)  # rows a block reads at once
-    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
-    return _kernel("sums")(
-        inputs=[x], template=[("T", x.dtype), ("VEC", _VEC)],
-        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
-        output_shapes=[(batch, channels, 2)], output_dtypes=[mx.float32], init_value=0.0)[0]
+    return _block_sums("sums", [x])
 
 
 def reference_sums(x: mx.array) -> mx.array:
@@ -300,17 +313,9 @@ def product_sums(y: mx.array, x: mx.array) -> mx.array:
     """(B, C, 2) float32: the sums of y and of y * x over H and W of (B, H, W, C) arrays, in
     float32 whatever their precision, in one pass (the instance norm's gradient: y is the
     cotangent, x the norm's input)."""
-    batch, height, width, channels = y.shape
-    rows = height * width
-    if (not _on_gpu() or y.dtype != x.dtype or y.shape != x.shape or channels % _VEC
-            or channels > 256 or batch * channels * rows >= 2**31):
+    if y.dtype != x.dtype or y.shape != x.shape or not _sums_kernel_fits(y):
         return reference_product_sums(y, x)
-    lanes = 256 // (channels // _VEC)
-    per_image = max(1, min(-(-rows // lanes), _MOMENT_BLOCKS // batch))
-    return _kernel("product_sums")(
-        inputs=[y, x], template=[("T", y.dtype), ("VEC", _VEC)],
-        grid=(batch * per_image * 256, 1, 1), threadgroup=(256, 1, 1),
-        output_shapes=[(batch, channels, 2)], output_dtypes=[mx.float32], init_value=0.0)[0]
+    return _block_sums("product_sums", [y, x])
 
 
 def reference_product_sums(y: mx.array, x: mx.array) -> mx.array:
