@@ -361,16 +361,15 @@ class ConvLayer(nn.Module):
         """The convolution with reflection padding; without its bias when `bias` is false (an
         instance norm with its own statistics follows, which would take it out again)."""
         p = self.pad
-        if on_cpu():
-            if self.conv.stride == (1, 1) and p > 0:
-                x = reflect_pad(x, p, spare_row=True)
-                y = conv2d_cpu(x, self.conv.weight, spare_row=True, dilation=self.dilation)
-                return y + self.conv.bias if bias else y
+        if not on_cpu():  # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
+            return self.padded_conv(reflect_pad(x, p), bias)
+        if self.conv.stride == (1, 1) and p > 0:
+            y = conv2d_cpu(reflect_pad(x, p, spare_row=True), self.conv.weight, spare_row=True,
+                           dilation=self.dilation)
+        else:
             y = mx.conv2d(reflect_pad(x, p), self.conv.weight, stride=self.conv.stride,
                           dilation=self.conv.dilation)
-            return y + self.conv.bias if bias else y
-        # slices rather than mx.pad's "reflect" mode, 2x faster on the GPU too
-        return self.padded_conv(reflect_pad(x, p), bias)
+        return y + self.conv.bias if bias else y
 
     def padded_conv(self, padded: mx.array, bias: bool = True) -> mx.array:
         """The convolution of an input already padded, on a GPU (the CPU pads within); without
