@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 from mlx.utils import tree_flatten
 
 from . import __version__
@@ -53,32 +54,79 @@ class StyleInfo:
         return sum(v.size for _, v in tree_flatten(TransformerNet(self.config).parameters()))
 
 
-def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
-    """Write safetensors to a temporary file beside `path`, then rename it over `path`."""
+# safetensors' names for numpy's dtypes (kind and size); bfloat16, which numpy lacks, is carried
+# as its 16-bit patterns and named BF16
+_TAGS = {"f2": "F16", "f4": "F32", "f8": "F64", "i1": "I8", "i2": "I16", "i4": "I32",
+         "i8": "I64", "u1": "U8", "u2": "U16", "u4": "U32", "u8": "U64", "b1": "BOOL"}
+
+HostArrays = dict[str, tuple[str, np.ndarray]]
+
+
+def host_arrays(arrays: dict[str, mx.array]) -> HostArrays:
+    """The arrays copied into host memory as (safetensors dtype, numpy array): a snapshot that
+    `write_atomic` can write on another thread while the GPU goes on."""
+    host = {}
+    for key, value in arrays.items():
+        if value.dtype == mx.bfloat16:
+            host[key] = ("BF16", np.array(value.view(mx.uint16)))
+        else:
+            array = np.array(value, order="C")  # (ascontiguousarray would make scalars 1-d)
+            host[key] = (_TAGS[array.dtype.str[1:]], array)
+    return host
+
+
+def _write_safetensors(stream, host: HostArrays, metadata: dict[str, str]) -> None:
+    header, offset = {"__metadata__": metadata}, 0
+    for key, (tag, array) in host.items():
+        header[key] = {"dtype": tag, "shape": list(array.shape),
+                       "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    stream.write(len(encoded).to_bytes(8, "little") + encoded)
+    for _, array in host.values():
+        stream.write(array.reshape(-1).view(np.uint8))  # its bytes, not copied
+
+
+def write_atomic(path: Path, host: HostArrays, metadata: dict[str, str]) -> None:
+    """Write safetensors to a temporary file beside `path`, then rename it over `path`. Touches
+    no MLX array, so it may run on a background thread."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors",
                                          dir=path.parent)
-    os.close(handle)
     try:
-        mx.save_safetensors(temporary, arrays, metadata=metadata)
-        with open(temporary, "rb") as stream:
+        with os.fdopen(handle, "wb") as stream:
+            _write_safetensors(stream, host, metadata)
+            stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes the file private
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, (OSError, RuntimeError)):
-            raise WeightsError(f"{path}: could not write ({error})") from None
+        if isinstance(error, OSError):
+            raise WeightsError(f"{path}: could not write ({error.strerror or error})") from None
         raise
+
+
+def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
+    """Write safetensors to a temporary file beside `path`, then rename it over `path`."""
+    write_atomic(path, host_arrays(arrays), metadata)
+
+
+def style_arrays(net: TransformerNet) -> dict[str, mx.array]:
+    """A style file's weights: the network's parameters in float16."""
+    return {k: v.astype(mx.float16) for k, v in tree_flatten(net.parameters())}
+
+
+def style_metadata(net: TransformerNet, training: dict, steps: int,
+                   style_sha256: str) -> dict[str, str]:
+    return {"format": FORMAT, "config": net.config.to_json(), "training": json.dumps(training),
+            "steps": str(steps), "style_sha256": style_sha256, "engine_version": __version__}
 
 
 def save_style(path: Path, net: TransformerNet, training: dict, steps: int,
                style_sha256: str) -> None:
-    metadata = {"format": FORMAT, "config": net.config.to_json(),
-                "training": json.dumps(training), "steps": str(steps),
-                "style_sha256": style_sha256, "engine_version": __version__}
-    arrays = {k: v.astype(mx.float16) for k, v in tree_flatten(net.parameters())}
-    save_atomic(path, arrays, metadata)
+    save_atomic(path, style_arrays(net), style_metadata(net, training, steps, style_sha256))
 
 
 def check_name(name: str, kind: str) -> None:

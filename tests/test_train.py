@@ -1,3 +1,5 @@
+import json
+import threading
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -8,6 +10,7 @@ from mlx.utils import tree_flatten
 from PIL import Image
 from typer.testing import CliRunner
 
+from engine import styles as styles_module
 from engine import train as train_module
 from engine.cli import app
 from engine.errors import ImageError, UsageError, WeightsError
@@ -350,13 +353,49 @@ def test_steps_are_queued_one_ahead_of_the_losses_read(tiny_vgg, content_dir, st
         return run, state
 
     monkeypatch.setattr(train_module, "make_train_step", logged_step)
-    real_save = train_module.save_checkpoint
-    monkeypatch.setattr(train_module, "save_checkpoint",
-                        lambda *a: (events.append("save"), real_save(*a)))
+    real_snapshot = train_module.checkpoint_snapshot  # a save's part in the training thread
+    monkeypatch.setattr(train_module, "checkpoint_snapshot",
+                        lambda *a: (events.append("save"), real_snapshot(*a))[1])
     train_style(tiny_vgg, style_image, "q", photos, TrainSettings(steps=6, **TINY),
                 on_step=lambda s: events.append(s.step))
     assert events == ["queue", "queue", 1, "queue", 2, "queue", 3, 4, "save",
                       "queue", "queue", 5, 6, "save"]
+
+
+def test_files_are_written_while_the_next_steps_train(tiny_vgg, content_dir, style_image,
+                                                     monkeypatch):
+    """A checkpoint's files are written on a background thread: the loss plot of the save at
+    step 4 is still being drawn when step 5 is queued (on the training thread it would stall
+    the steps until it returned)."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    queued_after_save = threading.Event()
+    overlapped = []
+    real_step, real_plot = train_module.make_train_step, train_module.plot_losses
+
+    def logged_step(*args):
+        step, state = real_step(*args)
+        calls = []
+
+        def run(batch):
+            calls.append(1)
+            if len(calls) == 5:
+                queued_after_save.set()
+            return step(batch)
+        return run, state
+
+    def slow_plot(losses, path):
+        if len(losses) == 4:  # the save at step 4 waits for step 5 to be queued
+            overlapped.append(queued_after_save.wait(timeout=20))
+        real_plot(losses, path)
+
+    monkeypatch.setattr(train_module, "make_train_step", logged_step)
+    monkeypatch.setattr(train_module, "plot_losses", slow_plot)
+    result = train_style(tiny_vgg, style_image, "bg", photos, TrainSettings(steps=6, **TINY))
+    assert overlapped == [True]
+    assert result.steps == 6 and read_info(result.style_path).steps == 6
+    checkpoint = train_module._checkpoint_path("bg")
+    saved = styles_module.read_metadata(checkpoint, "engine-checkpoint", "checkpoint")
+    assert saved["step"] == "6" and len(json.loads(saved["losses"])) == 6
 
 
 def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
@@ -390,6 +429,26 @@ def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_di
     assert_same_weights(load_style(whole.style_path)[0], load_style(cut.style_path)[0])
 
 
+def test_our_safetensors_writer_round_trips_every_dtype(tmp_path):
+    """save_atomic writes through our own safetensors writer (it runs off the MLX thread): mx.load
+    reads back every array bit for bit, bfloat16, scalars and empty arrays included, with the
+    metadata."""
+    arrays = {"f32": mx.random.normal((3, 5)),
+              "f16": mx.random.normal((2, 2, 3)).astype(mx.float16),
+              "bf16": mx.random.normal((7,)).astype(mx.bfloat16),
+              "step": mx.array(12, mx.uint64), "i32": mx.arange(-3, 3, dtype=mx.int32),
+              "flags": mx.array([True, False]), "empty": mx.zeros((0, 4))}
+    path = tmp_path / "w.safetensors"
+    styles_module.save_atomic(path, arrays, {"format": "x", "note": "\u00fc"})
+    loaded, metadata = mx.load(str(path), return_metadata=True)
+    assert metadata == {"format": "x", "note": "\u00fc"}
+    assert sorted(loaded) == sorted(arrays)
+    for key, value in arrays.items():
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape, key
+        assert mx.array_equal(loaded[key], value).item(), key
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_dir, style_image,
                                                              monkeypatch):
     photos = sorted(content_dir.glob("*.jpg"))
@@ -400,8 +459,8 @@ def test_a_crash_while_checkpointing_keeps_the_last_good_one(tiny_vgg, content_d
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train_module.mx, "save_safetensors", full_disk)
-    with pytest.raises(Exception, match="No space left"):
+    monkeypatch.setattr(styles_module, "_write_safetensors", full_disk)
+    with pytest.raises(WeightsError, match="No space left"):
         train_style(tiny_vgg, style_image, "c", photos, TrainSettings(steps=8, **TINY),
                     resume=True)
     assert checkpoint.read_bytes() == good
