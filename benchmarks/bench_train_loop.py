@@ -5,6 +5,7 @@ loops (benchmarks/README.md, fourteenth session).
 
     python benchmarks/bench_train_loop.py --style STYLE.jpg --content DIR [--steps 1000]
         [--batch 8] [--size 256] [--precision bfloat16] [--checkpoint-every 250]
+        [--style-weight 3e5] [--style-layers relu1_1,...] [--learning-rate 1e-3] [--lr-decay 0.3]
         [--vgg-weights W] [--label NAME] [--out results.jsonl]
 
 Prints one JSON line: the crops' cost on this CPU (ms per batch, one thread), the steady ms
@@ -36,6 +37,10 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--precision", default="bfloat16")
     parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--style-weight", type=float, default=None)
+    parser.add_argument("--style-layers", default=None, help="comma-separated, as train-style's")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--lr-decay", type=float, default=None)
     parser.add_argument("--vgg-weights", default=None)
     parser.add_argument("--label", default="")
     parser.add_argument("--out", default=None)
@@ -49,9 +54,14 @@ def main():
     crop_ms = (time.perf_counter() - started) * 1000 / 20
 
     vgg = load_vgg(path=args.vgg_weights)
+    objective = {key: value for key, value in (
+        ("style_weight", args.style_weight), ("learning_rate", args.learning_rate),
+        ("lr_decay", args.lr_decay),
+        ("style_layers", tuple(args.style_layers.split(",")) if args.style_layers else None))
+        if value is not None}  # the train-style defaults otherwise
     settings = TrainSettings(steps=args.steps, batch=args.batch, size=args.size,
                              precision=args.precision, checkpoint_every=args.checkpoint_every,
-                             preview_every=args.checkpoint_every)
+                             preview_every=args.checkpoint_every, **objective)
     times = {}
     with tempfile.TemporaryDirectory() as home:
         os.environ["ENGINE_HOME"] = home
@@ -64,7 +74,8 @@ def main():
     row = {"label": args.label, "engine": str(Path(engine.__file__).parent),
            "device": str(mx.default_device()), "steps": args.steps, "batch": args.batch,
            "size": args.size, "precision": args.precision,
-           "checkpoint_every": args.checkpoint_every, "crop_ms_per_batch": round(crop_ms, 2),
+           "checkpoint_every": args.checkpoint_every, "objective": objective,
+           "crop_ms_per_batch": round(crop_ms, 2),
            "steady_ms_per_step": round(steady, 2), "wall_s": round(wall, 1),
            "first_step_s": round(times[1] - started, 1)}
     print(json.dumps(row), flush=True)
