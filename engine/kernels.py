@@ -133,6 +133,24 @@ __device__ __forceinline__ Chunk<T, V> load_chunk(const T* p) {  // V values, 16
         reinterpret_cast<uint4*>(c.v)[w] = reinterpret_cast<const uint4*>(p)[w];
     return c;
 }
+template <typename T, int V>
+__device__ __forceinline__ void store_chunk(T* p, const Chunk<T, V>& c) {  // 16 bytes at a time
+    #pragma unroll
+    for (int w = 0; w < (int)(V * sizeof(T) / 16); ++w)
+        reinterpret_cast<uint4*>(p)[w] = reinterpret_cast<const uint4*>(c.v)[w];
+}
+// thread t's place in a (B, H, W, C) array handled `vec` channels per thread, channels fastest
+struct Pixel { int b, i, j, c0; };
+__device__ __forceinline__ Pixel pixel_of(unsigned int t, int groups, int vec, int w, int h) {
+    Pixel p;
+    p.c0 = (t % groups) * vec;
+    unsigned int rest = t / groups;
+    p.j = rest % w;
+    rest /= w;
+    p.i = rest % h;
+    p.b = rest / h;
+    return p;
+}
 """
 
 _PAD_AFFINE = """
@@ -145,13 +163,9 @@ _PAD_AFFINE = """
     const int up_h = height * UP, up_w = width * UP;
     const int out_h = up_h + 2 * P, out_w = up_w + 2 * P;
     if (t >= (unsigned int)batch * out_h * out_w * groups) return;
-    const int c0 = (t % groups) * VEC;
-    unsigned int rest = t / groups;
-    const int j = rest % out_w;
-    rest /= out_w;
-    const int i = rest % out_h;
-    const int b = rest / out_h;
-    int si = i - P, sj = j - P;
+    const Pixel at = pixel_of(t, groups, VEC, out_w, out_h);
+    const int b = at.b, c0 = at.c0;
+    int si = at.i - P, sj = at.j - P;
     if (EDGE) {  // the edge pixel repeated
         si = si < 0 ? 0 : (si >= up_h ? up_h - 1 : si);
         sj = sj < 0 ? 0 : (sj >= up_w ? up_w - 1 : sj);
@@ -187,9 +201,7 @@ _PAD_AFFINE = """
         if (RELU) v = v > 0.0f ? v : 0.0f;
         o.v[k] = static_cast<T>(v);
     }
-    #pragma unroll
-    for (int w = 0; w < (int)(VEC * sizeof(T) / 16); ++w)
-        reinterpret_cast<uint4*>(out + dst)[w] = reinterpret_cast<const uint4*>(o.v)[w];
+    store_chunk<T, VEC>(out + dst, o);
 """
 _RESIDUAL_BASE = """
     const Chunk<T, VEC> r = load_chunk<T, VEC>(res + (((int64_t)b * res_shape[1] + si + RP) * res_shape[2]
@@ -205,12 +217,8 @@ _FOLD_PAD = """
     const int batch = g_shape[0], ph = g_shape[1], pw = g_shape[2], channels = g_shape[3];
     const int h = ph - 2 * P, w = pw - 2 * P, groups = channels / VEC;
     if (t >= (unsigned int)batch * h * w * groups) return;
-    const int c0 = (t % groups) * VEC;
-    unsigned int rest = t / groups;
-    const int j = rest % w;
-    rest /= w;
-    const int i = rest % h;
-    const int b = rest / h;
+    const Pixel at = pixel_of(t, groups, VEC, w, h);
+    const int b = at.b, i = at.i, j = at.j, c0 = at.c0;
     int rows[3], cols[3], nr = 0, nc = 0;
     rows[nr++] = i + P;
     cols[nc++] = j + P;
@@ -239,9 +247,7 @@ _FOLD_PAD = """
     Chunk<T, VEC> o;
     #pragma unroll
     for (int k = 0; k < VEC; ++k) o.v[k] = static_cast<T>(acc[k]);
-    #pragma unroll
-    for (int w16 = 0; w16 < (int)(VEC * sizeof(T) / 16); ++w16)
-        reinterpret_cast<uint4*>(out + (int64_t)t * VEC)[w16] = reinterpret_cast<const uint4*>(o.v)[w16];
+    store_chunk<T, VEC>(out + (int64_t)t * VEC, o);
 """
 
 _kernels: dict[str, object] = {}
