@@ -203,7 +203,13 @@ def train_style(
                     ] = None,
     content: Annotated[Optional[Path], typer.Option(
         help="Folder of training photos (default: the photos inside scikit-image).")] = None,
-    steps: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.steps,
+    steps: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help=f"Training steps (default {TRAIN_DEFAULTS.steps}; "
+        "with --minutes, as many as fit).")] = None,
+    minutes: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Train for this long (wall time, from the start of training): the number of "
+        "steps is planned from the measured step rate, so that --lr-decay ends on the last "
+        "one; --steps, if given, is a ceiling.")] = None,
     batch: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.batch,
     size: Annotated[int, typer.Option(help="Training crop size.")] = TRAIN_DEFAULTS.size,
     style_size: Annotated[int, typer.Option(help="Longest side of the style image.")
@@ -248,7 +254,7 @@ def train_style(
     compile_step: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="One compiled training step (fastest per step). On a GPU "
         "whose kernel cache lacks this step's kernels, compiling them takes minutes (~4.7 on an "
-        "H100 at 256 px batch 8, once: they are cached); --no-compile starts at once at ~1.8x "
+        "H100 at 256 px batch 8, once: they are cached); --no-compile starts at once at ~2.5x "
         "the step time, better for a short run on a fresh machine.")] = True,
 ) -> None:
     """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
@@ -262,8 +268,12 @@ def train_style(
             raise UsageError(f"unknown --net {net!r}; use full or fast")
         preset = NETWORKS[net]
         name = name or style_image.stem
+        if minutes is not None and not minutes > 0:
+            raise UsageError("--minutes must be more than 0")
+        if steps is None:
+            steps = 10**9 if minutes else TRAIN_DEFAULTS.steps  # timed: no ceiling
         settings = TrainSettings(
-            steps=steps, batch=batch, size=size, style_size=style_size,
+            steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size, style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
@@ -288,7 +298,7 @@ def train_style(
         # shown once every check has passed: a mistake found before (--from, --resume, the
         # style image) stays a one-line error, with no empty bar above it
         progress = Progress(*columns, console=err, disable=not main)
-        task = progress.add_task("train", total=steps, rate="", terms="")
+        task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
 
         def on_ready(step: int) -> None:
             progress.update(task, completed=step, terms="compiling the step (minutes on a fresh "
@@ -299,6 +309,7 @@ def train_style(
             terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
             steps_per_second = step.images_per_second / (batch * distributed.size())
             progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
+                            total=step.steps if step.steps < 10**9 else None,
                             rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
 
         if not compile_step:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections import deque
@@ -68,6 +69,10 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 250
     preview_every: int = 250
+    # a time budget (0: none): the run stops within this many seconds of its start, its length
+    # planned from the measured step rate so that the lr_decay ends on its last step; `steps`
+    # is then an upper bound
+    seconds: float = 0.0
     # the stages a --from run went on from, oldest first: {steps (where each ended), size, batch,
     # learning_rate, lr_decay}; --from may change the crop size (to fine-tune at a larger one)
     earlier: Sequence[dict] = ()
@@ -90,6 +95,8 @@ class TrainSettings:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}")
+        if self.seconds < 0:
+            raise UsageError("--minutes must be positive")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
@@ -103,11 +110,24 @@ class TrainSettings:
     def config(self) -> NetConfig:
         return NetConfig(self.width, self.res_blocks, self.arch, tuple(self.dilations))
 
-    def schedule(self, offset: int = 0) -> float | Callable[[mx.array], mx.array]:
+    def schedule(self, offset: int = 0, horizon: dict[str, mx.array] | None = None
+                 ) -> float | Callable[[mx.array], mx.array]:
         """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
         steps. A function of the global step alone, so a resumed run (which may extend --steps)
         picks it up where it stands. Adam counts its own steps: `offset` is the global step its
-        count 0 stands for (a --from run's starting point)."""
+        count 0 stands for (a --from run's starting point).
+
+        `horizon` (a timed run's): {"steps": the planned total, an array} in place of `steps`,
+        read inside the compiled step, so the plan may change without compiling it again."""
+        if horizon is not None and self.lr_decay > 0:
+            low = self.learning_rate / 100
+
+            def timed(step: mx.array) -> mx.array:
+                total = horizon["steps"]
+                decay = mx.maximum(mx.round(total * self.lr_decay), 1.0)
+                t = mx.clip((step + offset - (total - decay)) / decay, 0.0, 1.0)
+                return low + (self.learning_rate - low) * 0.5 * (1.0 + mx.cos(math.pi * t))
+            return timed
         decay = round(self.steps * self.lr_decay)
         if decay == 0:
             return self.learning_rate
@@ -121,6 +141,7 @@ class TrainSettings:
 
 
 PRECISIONS = ("float32", "bfloat16")
+_clock = time.perf_counter  # (tests of timed runs replace it)
 
 
 @dataclass
@@ -250,8 +271,10 @@ def framed_forward(net: TransformerNet, x: mx.array, margin: int) -> mx.array:
 
 
 def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
-                    grams: dict[str, mx.array], settings: TrainSettings):
-    """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place."""
+                    grams: dict[str, mx.array], settings: TrainSettings,
+                    horizon: dict[str, mx.array] | None = None):
+    """A compiled step: batch (B, S, S, 3) -> (loss, (content, style, tv)); updates in place.
+    `horizon`, a timed run's planned total (TrainSettings.schedule), is read as an input."""
 
     def loss_fn(model, x):
         return training_loss(vgg, grams, settings, x, framed_forward(model, x, settings.margin))
@@ -259,7 +282,7 @@ def make_train_step(vgg: VGG, net: TransformerNet, optimizer: optim.Optimizer,
     if settings.precision != "float32":
         loss_fn = _mixed_precision(vgg, net, grams, settings)
     loss_and_grad = nn.value_and_grad(net, loss_fn)
-    state = [net.state, optimizer.state]
+    state = [net.state, optimizer.state] + ([horizon] if horizon is not None else [])
 
     @partial(mx.compile, inputs=state, outputs=state)
     def train_step(x):
@@ -444,6 +467,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     `on_ready(step)` is called once every input is checked, before the first step (which compiles
     the step's kernels), with the step the run starts from; `on_step` after each step.
     """
+    started = _clock()  # a timed run's budget counts from here
     settings.check()
     check_name(name, "style")
     style = load_image(style_path)
@@ -454,6 +478,10 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     grams = style_target(vgg, [style.rgb], np.ones(1), settings.style_layers,
                          settings.style_size, 1.0)
     processes, main = distributed.size(), distributed.is_main()
+    timed = settings.seconds > 0
+    if timed and processes > 1:
+        raise UsageError("--minutes plans the run from one process's step rate; give --steps "
+                         "under mlx.launch")
     if processes > 1:
         data = ShardedContent(content, settings.size, processes, [distributed.rank()])
         per_shard = settings.batch
@@ -505,7 +533,9 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     # ~6x the learning rate for hundreds of steps (MLX's default has none): on a trained style
     # the held-out loss rose, then stalled, where with it it fell (benchmarks/adam_from_steps.py).
     began = settings.earlier[-1]["steps"] if settings.earlier else 0
-    optimizer = optim.Adam(learning_rate=settings.schedule(began),
+    # a timed run's planned total steps, as the compiled step reads it (first: --steps)
+    horizon = {"steps": mx.array(float(settings.steps))} if timed else None
+    optimizer = optim.Adam(learning_rate=settings.schedule(began, horizon),
                            bias_correction=bool(settings.earlier))
     run = run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
@@ -514,7 +544,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         step, losses = load_checkpoint(checkpoint, net, optimizer)
     mx.eval(net.parameters())
 
-    train_step, state = make_train_step(vgg, net, optimizer, grams, settings)
+    train_step, state = make_train_step(vgg, net, optimizer, grams, settings,
+                                        *([horizon] if timed else []))
 
     target_dir = out_dir or style_dir()
     style_file = target_dir / f"{name}.safetensors"
@@ -538,7 +569,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         if checkpointing:
             state = checkpoint_snapshot(net, optimizer)
             style = host_arrays(style_arrays(net))
-            metadata = style_metadata(net, training, steps_done, style_sha)
+            metadata = style_metadata(net, {**training, "steps": planned} if timed else training,
+                                      steps_done, style_sha)
             history = list(losses)
 
         def write() -> None:
@@ -567,13 +599,31 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         losses.append(value)
         reported = done_step
         queued.pop(0)
+        now = _clock()
+        timer = timer or (done_step, now)
         if on_step:
-            now = time.perf_counter()
-            timer = timer or (done_step, now)
             done = (done_step - timer[0]) * settings.batch * processes
             rate = done / (now - timer[1]) if done else 0.0
-            on_step(TrainStep(done_step, settings.steps, value,
+            on_step(TrainStep(done_step, planned, value,
                               dict(zip(("content", "style", "tv"), map(float, terms))), rate))
+
+    # A timed run plans its length from the step rate so far (steps after the first, whose time
+    # is compilation), again and again, until the learning-rate decay is near: then the decay's
+    # length, a fraction of the total, stays as it is.
+    planned = settings.steps  # the run's total steps, as planned now
+    planning, planned_at = timed, 0.0
+    deadline = started + settings.seconds
+    reserve = min(2.0, 0.02 * settings.seconds)  # for the final save and the steps in flight
+
+    def plan(now: float) -> None:
+        nonlocal planned, planning, planned_at
+        if timer is None or reported - timer[0] < 5 or now - planned_at < 0.5:
+            return
+        rate = (reported - timer[0]) / (now - timer[1])
+        fits = reported + int(rate * (deadline - reserve - now))
+        planned, planned_at = max(step + 1, min(settings.steps, fits)), now
+        horizon["steps"] = mx.array(float(planned))
+        planning = step < 0.9 * (planned - round(planned * settings.lr_decay))
 
     # Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's loss is read, so
     # the GPU does not wait while the host reads a loss, updates the progress bar, converts the
@@ -588,13 +638,19 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             step += 1
             mx.async_eval(loss, terms, state)
             queued.append((step, loss, terms))
-            saving = step % settings.checkpoint_every == 0 and step < settings.steps
+            saving = step % settings.checkpoint_every == 0 and step < planned
             showing = main and settings.preview_every and step % settings.preview_every == 0
             while len(queued) > 1 or (queued and (saving or showing)):
                 report()  # before a save, every loss up to this step: the history matches it
             if saving or showing:
                 save_progress(step, checkpointing=saving,
                               shown=run / f"preview-{step:06d}.png" if showing else None)
+            if timed:
+                now = _clock()
+                if planning:
+                    plan(now)
+                if step >= planned or now >= deadline - reserve:
+                    break
         while queued:
             report()
     except KeyboardInterrupt:
@@ -608,6 +664,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         if not np.isfinite(losses[-1] if losses else 0.0):
             raise EngineError("training diverged (the loss is not finite); lower "
                               "--learning-rate or --style-weight")
+        planned = min(planned, step)  # a timed run's record: the steps it had time for
         save_progress(step)
         writer.wait()
     finally:

@@ -1,7 +1,6 @@
 import json
 import threading
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -269,13 +268,13 @@ def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out
     which step, and the images/s reported later count from the end of it."""
     photos = sorted(content_dir.glob("*.jpg"))
     first = train_style(tiny_vgg, style_image, "a", photos, TrainSettings(steps=3, **TINY))
-    clock = [0.0]
+    clock = []
 
-    def now():  # read once per step, as its loss arrives: a slow first step, then 1 s each
-        clock[0] += 100.0 if clock[0] == 0 else 1.0
-        return clock[0]
+    def now():  # read at the start, then once per step as its loss arrives: a slow first
+        clock.append(0.0 if not clock else clock[-1] + (100.0 if len(clock) == 1 else 1.0))
+        return clock[-1]  # step, then 1 s each
 
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=now))
+    monkeypatch.setattr(train_module, "_clock", now)
     events = []
     train_style(tiny_vgg, style_image, "b", photos, TrainSettings(steps=7, **TINY),
                 start_from=first.style_path, on_ready=lambda step: events.append(("ready", step)),
@@ -398,6 +397,55 @@ def test_files_are_written_while_the_next_steps_train(tiny_vgg, content_dir, sty
     assert saved["step"] == "6" and len(json.loads(saved["losses"])) == 6
 
 
+def _ticking_clock(monkeypatch, per_step: float, first: float):
+    """train_module's clock advanced by the steps themselves: `first` s for the first (its
+    compilation), `per_step` s for each after it."""
+    now = [0.0]
+    monkeypatch.setattr(train_module, "_clock", lambda: now[0])
+    real_step = train_module.make_train_step
+
+    def ticking(*args):
+        step, state = real_step(*args)
+
+        def run(batch):
+            now[0] += first if now[0] == 0.0 else per_step
+            return step(batch)
+        return run, state
+    monkeypatch.setattr(train_module, "make_train_step", ticking)
+
+
+def _saved_learning_rate(name: str) -> float:
+    return mx.load(str(train_module._checkpoint_path(name)))["optimizer.learning_rate"].item()
+
+
+def test_a_timed_run_fits_its_steps_and_its_decay_into_the_time(tiny_vgg, content_dir,
+                                                                 style_image, monkeypatch):
+    """--minutes: 5 s at 20 steps a second after a 1 s first step (its compilation): the run
+    plans ~78 steps from the rate it measures, ends inside the time (a finished run, not an
+    interrupted one) and its learning rate has decayed to ~1/100 on its last step."""
+    photos = sorted(content_dir.glob("*.jpg"))
+    _ticking_clock(monkeypatch, per_step=0.05, first=1.0)
+    settings = TrainSettings(steps=10**9, seconds=5.0, lr_decay=0.5, **TINY)
+    result = train_style(tiny_vgg, style_image, "timed", photos, settings)
+    assert not result.interrupted
+    assert 74 <= result.steps <= 79  # (5 s - 1 s - 0.1 s kept for the last save) x 20
+    info = read_info(result.style_path)
+    assert info.steps == result.steps and info.training["steps"] == result.steps
+    assert info.training["seconds"] == 5.0
+    assert _saved_learning_rate("timed") < 0.03 * settings.learning_rate
+
+
+def test_a_timed_run_stops_at_its_steps_if_they_come_first(tiny_vgg, content_dir, style_image,
+                                                           monkeypatch):
+    photos = sorted(content_dir.glob("*.jpg"))
+    _ticking_clock(monkeypatch, per_step=0.05, first=1.0)
+    settings = TrainSettings(steps=30, seconds=60.0, lr_decay=0.5, **TINY)
+    result = train_style(tiny_vgg, style_image, "capped", photos, settings)
+    assert not result.interrupted and result.steps == 30
+    assert read_info(result.style_path).training["steps"] == 30
+    assert _saved_learning_rate("capped") < 0.03 * settings.learning_rate
+
+
 def test_an_interrupt_just_after_an_update_counts_that_step(tiny_vgg, content_dir, style_image,
                                                             monkeypatch):
     """Ctrl-C while a step's update computes (after the compiled step returned): the saved style
@@ -485,6 +533,9 @@ def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
     result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
                                  "--precision", "float8", "--steps", "1"])
     assert result.exit_code == 2 and "unknown precision 'float8'" in result.output
+    result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
+                                 "--minutes", "0"])
+    assert result.exit_code == 2 and "--minutes must be more than 0" in result.output
     if mx.default_device() == mx.cpu:
         result = runner.invoke(app, ["train-style", str(style_image), "--content",
                                      str(content_dir), "--precision", "bfloat16", "--steps", "1"])
