@@ -207,9 +207,9 @@ def train_style(
         min=1, show_default=False, help=f"Training steps (default {TRAIN_DEFAULTS.steps}; "
         "with --minutes, as many as fit).")] = None,
     minutes: Annotated[Optional[float], typer.Option(
-        show_default=False, help="Train for this long (wall time, from the start of training): the number of "
-        "steps is planned from the measured step rate, so that --lr-decay ends on the last "
-        "one; --steps, if given, is a ceiling.")] = None,
+        show_default=False, help="Train for this long (wall time, from the start of "
+        "training): the number of steps is planned from the measured step rate, so that "
+        "--lr-decay ends on the last one; --steps, if given, is a ceiling.")] = None,
     batch: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.batch,
     size: Annotated[int, typer.Option(help="Training crop size.")] = TRAIN_DEFAULTS.size,
     style_size: Annotated[int, typer.Option(help="Longest side of the style image.")
@@ -268,12 +268,13 @@ def train_style(
             raise UsageError(f"unknown --net {net!r}; use full or fast")
         preset = NETWORKS[net]
         name = name or style_image.stem
-        if minutes is not None and not minutes > 0:
-            raise UsageError("--minutes must be more than 0")
+        if minutes is not None and not 0 < minutes < 1e6:
+            raise UsageError("--minutes must be more than 0 (and finite)")
         if steps is None:
             steps = 10**9 if minutes else TRAIN_DEFAULTS.steps  # timed: no ceiling
         settings = TrainSettings(
-            steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size, style_size=style_size,
+            steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
+            style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),

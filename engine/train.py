@@ -95,8 +95,8 @@ class TrainSettings:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}")
-        if self.seconds < 0:
-            raise UsageError("--minutes must be positive")
+        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget)
+            raise UsageError("--minutes must be more than 0 (and finite)")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         if min(self.content_weight, self.style_weight, self.tv_weight) < 0:

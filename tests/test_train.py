@@ -536,6 +536,9 @@ def test_bad_training_input(tiny_vgg, tmp_path, content_dir, style_image):
     result = runner.invoke(app, ["train-style", str(style_image), "--content", str(content_dir),
                                  "--minutes", "0"])
     assert result.exit_code == 2 and "--minutes must be more than 0" in result.output
+    with pytest.raises(UsageError, match="--minutes must be more than 0"):
+        train_style(tiny_vgg, style_image, "s", photos,
+                    TrainSettings(steps=1, seconds=float("inf"), **TINY))
     if mx.default_device() == mx.cpu:
         result = runner.invoke(app, ["train-style", str(style_image), "--content",
                                      str(content_dir), "--precision", "bfloat16", "--steps", "1"])
