@@ -569,6 +569,23 @@ def test_no_compile_trains_op_by_op_and_turns_compilation_back_on(
     result = runner.invoke(app, [*args, "--name", "compiled"])
     assert result.exit_code == 0 and calls == []
 
+def test_minutes_from_the_cli_plan_the_steps_and_end_the_decay(tiny_vgg_file, content_dir,
+                                                               style_image, monkeypatch):
+    """`train-style --minutes` with no --steps: no ceiling, the run ends on its planned step
+    (the clock ticks 0.05 s per step: 20 steps a second) with the learning rate decayed."""
+    _ticking_clock(monkeypatch, per_step=0.05, first=0.5)
+    result = runner.invoke(app, [
+        "train-style", str(style_image), "--name", "timed", "--content", str(content_dir),
+        "--minutes", "0.05", "--lr-decay", "0.5", "--batch", "2", "--size", "32",
+        "--style-size", "48", "--width", "4", "--style-layers", "relu1_1,relu2_1",
+        "--vgg-weights", str(tiny_vgg_file)])
+    assert result.exit_code == 0, result.output
+    info = read_info(style_dir() / "timed.safetensors")
+    assert info.training["seconds"] == 3.0 and 40 <= info.steps <= 50  # (3 - 0.5 - 0.06) x 20
+    assert info.training["steps"] == info.steps
+    assert _saved_learning_rate("timed") < 0.03 * TrainSettings().learning_rate
+
+
 def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir, style_image,
                                             tmp_path):
     result = runner.invoke(app, [
