@@ -328,6 +328,11 @@ def train_style(
             err.print(f"{state}: style {name!r} after {result.steps} steps -> "
                       f"{result.style_path} (checkpoints, previews and loss.png in "
                       f"{run_dir(name)})")
+        if main and minutes and result.first_step_seconds > 0.25 * minutes * 60:
+            err.print(f"note: the first step took {result.first_step_seconds:.0f} s of the "
+                      f"{minutes:g} minutes (compiling its kernels); they are cached now, so "
+                      "the next run of these shapes trains for nearly all of its time "
+                      "(--no-compile skips the compilation, at a slower step)")
         if result.interrupted:
             raise typer.Exit(130)
 

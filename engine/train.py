@@ -159,6 +159,7 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     interrupted: bool = False
+    first_step_seconds: float = 0.0  # the first step's wall time: mostly its compilation
 
 
 # ------------------------------------------------------------------------- data
@@ -630,6 +631,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     # next batch and launches the next step.
     if on_ready:
         on_ready(step)  # every check is done; the first step (and its compilation) comes next
+    ready = _clock()
     try:
         for batch in data.batches(settings.seed, per_shard, step, settings.steps):
             loss, terms = train_step(mx.array(batch))
@@ -669,4 +671,5 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         writer.wait()
     finally:
         writer.close()
-    return TrainResult(style_file, step, losses, interrupted)
+    return TrainResult(style_file, step, losses, interrupted,
+                       timer[1] - ready if timer else 0.0)

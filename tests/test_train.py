@@ -580,10 +580,25 @@ def test_minutes_from_the_cli_plan_the_steps_and_end_the_decay(tiny_vgg_file, co
         "--style-size", "48", "--width", "4", "--style-layers", "relu1_1,relu2_1",
         "--vgg-weights", str(tiny_vgg_file)])
     assert result.exit_code == 0, result.output
+    assert "the first step took" not in result.output  # 0.5 s of 3
     info = read_info(style_dir() / "timed.safetensors")
     assert info.training["seconds"] == 3.0 and 40 <= info.steps <= 50  # (3 - 0.5 - 0.06) x 20
     assert info.training["steps"] == info.steps
     assert _saved_learning_rate("timed") < 0.03 * TrainSettings().learning_rate
+
+
+def test_minutes_mostly_spent_compiling_say_so(tiny_vgg_file, content_dir, style_image,
+                                               monkeypatch):
+    """A fresh GPU may spend most of --minutes compiling the first step: the run says so (and
+    that the next one will not), rather than leave a few-step style unexplained."""
+    _ticking_clock(monkeypatch, per_step=0.05, first=2.0)
+    result = runner.invoke(app, [
+        "train-style", str(style_image), "--name", "slow", "--content", str(content_dir),
+        "--minutes", "0.05", "--batch", "2", "--size", "32", "--style-size", "48", "--width", "4",
+        "--style-layers", "relu1_1,relu2_1", "--vgg-weights", str(tiny_vgg_file)])
+    assert result.exit_code == 0, result.output
+    assert "the first step took 2 s of the 0.05 minutes" in " ".join(result.output.split())
+    assert read_info(style_dir() / "slow.safetensors").steps < 20
 
 
 def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir, style_image,
