@@ -207,9 +207,10 @@ def train_style(
         min=1, show_default=False, help=f"Training steps (default {TRAIN_DEFAULTS.steps}; "
         "with --minutes, as many as fit).")] = None,
     minutes: Annotated[Optional[float], typer.Option(
-        show_default=False, help="Train for this long (wall time, from the start of "
-        "training): the number of steps is planned from the measured step rate, so that "
-        "--lr-decay ends on the last one; --steps, if given, is a ceiling.")] = None,
+        show_default=False, help="Train for this long (wall time from the start of training, "
+        "a fresh GPU's kernel compilation included): the number of steps is planned from the "
+        "measured step rate, so that --lr-decay ends on the last one; --steps, if given, is a "
+        "ceiling.")] = None,
     batch: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.batch,
     size: Annotated[int, typer.Option(help="Training crop size.")] = TRAIN_DEFAULTS.size,
     style_size: Annotated[int, typer.Option(help="Longest side of the style image.")
