@@ -113,9 +113,18 @@ def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str
     write_atomic(path, host_arrays(arrays), metadata)
 
 
-def style_arrays(net: TransformerNet) -> dict[str, mx.array]:
-    """A style file's weights: the network's parameters in float16."""
-    return {k: v.astype(mx.float16) for k, v in tree_flatten(net.parameters())}
+# A style file may also hold the Gram matrices of the painting that it was trained to match
+# (`targets.<layer>`, float16: 2e-4 relative error), so that `engine apply --refine` can optimize
+# an output further on the style's own objective without the painting file.
+TARGETS = "targets."
+
+
+def style_arrays(net: TransformerNet, targets: dict[str, mx.array] | None = None
+                 ) -> dict[str, mx.array]:
+    """A style file's arrays: the network's parameters in float16, and the style targets."""
+    arrays = {k: v.astype(mx.float16) for k, v in tree_flatten(net.parameters())}
+    arrays.update({TARGETS + k: v.astype(mx.float16) for k, v in (targets or {}).items()})
+    return arrays
 
 
 def style_metadata(net: TransformerNet, training: dict, steps: int,
@@ -125,8 +134,9 @@ def style_metadata(net: TransformerNet, training: dict, steps: int,
 
 
 def save_style(path: Path, net: TransformerNet, training: dict, steps: int,
-               style_sha256: str) -> None:
-    save_atomic(path, style_arrays(net), style_metadata(net, training, steps, style_sha256))
+               style_sha256: str, targets: dict[str, mx.array] | None = None) -> None:
+    save_atomic(path, style_arrays(net, targets),
+                style_metadata(net, training, steps, style_sha256))
 
 
 def check_name(name: str, kind: str) -> None:
@@ -174,9 +184,20 @@ def load_style(path: Path) -> tuple[TransformerNet, StyleInfo]:
     net = TransformerNet(info.config)
     try:
         weights = mx.load(str(path))
-        net.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()], strict=True)
+        net.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()
+                          if not k.startswith(TARGETS)], strict=True)
     except (ValueError, RuntimeError) as error:
         raise WeightsError(
             f"{path}: weights do not match the network in its metadata ({error})") from None
     mx.eval(net.parameters())
     return net, info
+
+
+def load_targets(path: Path) -> dict[str, mx.array]:
+    """The style targets a style file holds ({} if it has none), float32, by VGG layer."""
+    try:
+        arrays = mx.load(str(path))
+    except (ValueError, RuntimeError) as error:
+        raise WeightsError(f"{path}: unreadable style file ({error})") from None
+    return {k[len(TARGETS):]: v.astype(mx.float32) for k, v in arrays.items()
+            if k.startswith(TARGETS)}

@@ -13,6 +13,7 @@ from .errors import UsageError
 from .fused import fused_forward
 from .fused import prepare as prepare_fused
 from .optimize import preserve_color as keep_colors
+from .refine import Refiner
 from .styles import StyleInfo, load_style
 from .transformer import NormStats, TransformerNet, on_cpu
 
@@ -43,7 +44,8 @@ class Stylizer:
     def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
                  dtype: mx.Dtype | None = None, strength: float = 1.0,
                  preserve_color: bool = False, max_tile: int | None = None, overlap: int = 64,
-                 stats_size: int | None = None, margin: int | None = None):
+                 stats_size: int | None = None, margin: int | None = None,
+                 refiner: Refiner | None = None):
         if not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength {strength} is outside 0..1")
         self.net, self.info = net, info
@@ -59,6 +61,7 @@ class Stylizer:
         if not on_cpu() and net.config.arch == "johnson":
             prepare_fused(net)
         self.strength, self.preserve_color = strength, preserve_color
+        self.refiner = refiner  # optimizer iterations after the network, before strength and colour
         self.max_tile, self.overlap = max_tile or default_max_tile(), overlap
         if self.max_tile <= 2 * overlap:
             raise UsageError(f"tile size {self.max_tile} must be larger than twice the tiles' "
@@ -121,7 +124,11 @@ class Stylizer:
 
     def __call__(self, images: mx.array) -> mx.array:
         height, width = images.shape[1:3]
-        if self._compiled_whole(images):
+        if self.refiner is not None:
+            self.refiner.check(images)  # before the network's pass: a size it refuses
+            out = run_framed(self._forward, images, self.least, self.margin)
+            out = self._finish(self.refiner(mx.clip(out, 0.0, 1.0), images), images)
+        elif self._compiled_whole(images):
             out = self._whole(images)
         else:
             if max(height, width) > self.max_tile:

@@ -569,7 +569,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         pixels = np.array(preview())
         if checkpointing:
             state = checkpoint_snapshot(net, optimizer)
-            style = host_arrays(style_arrays(net))
+            style = host_arrays(style_arrays(net, grams))
             metadata = style_metadata(net, {**training, "steps": planned} if timed else training,
                                       steps_done, style_sha)
             history = list(losses)

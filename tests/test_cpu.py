@@ -97,6 +97,27 @@ def test_every_shipped_style_has_a_fast_network_chosen_on_the_cpu():
         assert mx.default_device() == mx.cpu and style_path(name) == fast
 
 
+def test_every_shipped_style_carries_its_targets_for_refine_on_either_network(monkeypatch):
+    """The shipped full styles hold their painting's Gram matrices on their training layers
+    (VGG16's channel counts); `apply --refine` on the fast twin (the CPU's choice) takes them
+    from the full one, which matched the same painting targets."""
+    from engine import cli, vgg
+    from engine.styles import load_targets
+
+    monkeypatch.setattr(vgg, "load_vgg", lambda path=None: None)  # not run here
+    channels = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
+    for name in ("starry", "wave", "scream", "composition", "udnie", "shipwreck", "matisse"):
+        full, fast = style_path(name, "full"), style_path(name, "fast")
+        targets = load_targets(full)
+        assert sorted(targets) == sorted(read_info(full).training["style_layers"])
+        for layer, gram in targets.items():
+            assert gram.shape == (1, channels[layer], channels[layer])
+            assert float(mx.min(gram)) >= 0.0 and float(mx.max(gram)) > 0.0  # ReLU features
+        assert not load_targets(fast)  # kept once, in the full file
+        refiner = cli._refiner(name, fast, 1, None)
+        assert all(mx.array_equal(refiner.targets[k], targets[k]).item() for k in targets)
+
+
 def test_fast_network_stylizes_like_the_full_one():
     from skimage import data
     from PIL import Image

@@ -13,6 +13,9 @@ from engine import styles as styles_module
 from engine import train as train_module
 from engine.cli import app
 from engine.errors import ImageError, UsageError, WeightsError
+from engine.image import load_image
+from engine.optimize import make_objective
+from engine.refine import Refiner
 from engine.styles import load_style, read_info, style_dir
 from engine.train import TrainSettings, train_style
 from engine.transformer import NetConfig, TransformerNet
@@ -640,6 +643,50 @@ def test_trained_style_applies_from_the_cli(tiny_vgg, tiny_vgg_file, content_dir
     assert "training" in larger.output  # the bar, once steps run
     info = read_info(style_dir() / "stripes4.safetensors")
     assert info.training["size"] == 64 and info.training["earlier"][-1]["size"] == 32
+
+
+def test_a_style_keeps_its_targets_and_apply_refine_optimizes_from_its_output(
+        tiny_vgg, tiny_vgg_file, content_dir, style_image, tmp_path, tiny_style_file):
+    """A trained style file carries the painting's Gram matrices on its training layers;
+    `apply --refine N` starts the optimizer from the network's output on the style's own loss
+    and lowers that loss; a style file without targets gets a one-line error."""
+    result = runner.invoke(app, [
+        "train-style", str(style_image), "--name", "kept", "--content", str(content_dir),
+        "--steps", "3", "--batch", "2", "--size", "32", "--style-size", "48", "--width", "4",
+        "--style-layers", "relu1_1,relu2_1", "--vgg-weights", str(tiny_vgg_file)])
+    assert result.exit_code == 0, result.output
+    path = style_dir() / "kept.safetensors"
+    targets = styles_module.load_targets(path)
+    expected = train_module.style_target(tiny_vgg, [load_image(style_image).rgb], np.ones(1),
+                                         ("relu1_1", "relu2_1"), 48, 1.0)
+    assert sorted(targets) == ["relu1_1", "relu2_1"]
+    for layer, gram in expected.items():
+        assert targets[layer].shape == gram.shape
+        assert np.allclose(np.array(targets[layer]), np.array(gram), rtol=2e-3, atol=1e-6)
+    load_style(path)  # the network loads as before (strict: the targets are not weights)
+
+    photo = write_image(tmp_path / "photo.png", (36, 28))
+    plain, refined = tmp_path / "plain.png", tmp_path / "refined.png"
+    for out, extra in ((plain, []), (refined, ["--refine", "5"])):
+        applied = runner.invoke(app, ["apply", "--style", "kept", str(photo), "-o", str(out),
+                                      "--vgg-weights", str(tiny_vgg_file), *extra])
+        assert applied.exit_code == 0, applied.output
+    info = read_info(path)
+    refiner = Refiner(tiny_vgg, targets, info.training, 1)
+    image = load_image(photo).rgb
+    objective = make_objective(tiny_vgg, image, targets, refiner.settings)
+
+    def loss(png):
+        return objective(load_image(png).rgb)[0][0].item()
+    assert loss(refined) < 0.9 * loss(plain), (loss(refined), loss(plain))
+    with pytest.raises(UsageError, match="up to 2048 px"):
+        refiner.check(mx.zeros((1, 2049, 16, 3)))
+
+    bare = runner.invoke(app, ["apply", "--style", str(tiny_style_file), str(photo), "-o",
+                               str(tmp_path / "x.png"), "--refine", "2", "--vgg-weights",
+                               str(tiny_vgg_file)])
+    assert bare.exit_code == 2 and "holds no style targets" in bare.output
+    assert len(bare.output.strip().splitlines()) == 1
 
 
 def test_apply_bad_input(tmp_path, photo):

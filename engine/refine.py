@@ -1,0 +1,62 @@
+"""Refining a feed-forward output: a few optimizer iterations on the style's own objective.
+
+One forward pass of a style network is worth 7-46 iterations of the reference optimizer on
+photos it never saw (benchmarks/README.md, `lbfgs_equivalent.py`): it trades style distance
+for speed. `Refiner` starts `engine optimize`'s L-BFGS from the network's output instead of
+from the photo, on the loss the network was trained on (its content layer, style layers and
+weights, and the painting's Gram matrices that the style file carries): a few iterations
+close most of the remaining gap to the optimizer (`refine_from_network.py`).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import UsageError
+from .optimize import OptimizeSettings, _run_lbfgs, make_objective
+from .vgg import VGG
+
+MAX_SIDE = 2048  # VGG's activations and gradients at the full size: ~8 GB of float32 at 2048
+
+
+class Refiner:
+    """`iterations` of L-BFGS per image on a style's training objective, from its output."""
+
+    def __init__(self, vgg: VGG, targets: dict[str, mx.array], training: dict, iterations: int):
+        if iterations < 1:
+            raise UsageError("--refine takes a number of iterations, at least 1")
+        if not targets:
+            raise UsageError("this style file holds no style targets (it was trained before "
+                             "styles kept them); retrain it to use --refine")
+        from .train import TrainSettings  # (train imports the stylizer's modules)
+
+        defaults = TrainSettings()
+        content_layer = training.get("content_layer", defaults.content_layer)
+        weight = float(training.get("style_weight", defaults.style_weight))
+        # training sums the style term over its layers, the optimizer averages it
+        self.settings = OptimizeSettings(
+            iterations=iterations, content_layers=(content_layer,),
+            style_layers=tuple(targets), style_weight=weight * len(targets),
+            content_weight=float(training.get("content_weight", defaults.content_weight)),
+            tv_weight=float(training.get("tv_weight", defaults.tv_weight)))
+        self.vgg, self.targets, self.iterations = vgg, targets, iterations
+
+    @staticmethod
+    def check(photos: mx.array) -> None:
+        height, width = photos.shape[1:3]
+        if max(height, width) > MAX_SIDE:
+            raise UsageError(f"--refine works on images up to {MAX_SIDE} px on their longest "
+                             f"side, not {width}x{height}; add --max-size {MAX_SIDE}")
+
+    def __call__(self, stylized: mx.array, photos: mx.array) -> mx.array:
+        """(B, H, W, 3) network outputs and their photos -> the refined outputs."""
+        self.check(photos)
+        refined = []
+        for index in range(photos.shape[0]):
+            objective = make_objective(self.vgg, photos[index:index + 1], self.targets,
+                                       self.settings)
+            image, _, _ = _run_lbfgs(objective, np.array(stylized[index:index + 1]),
+                                     self.iterations, self.settings.history, lambda *_: None)
+            refined.append(mx.array(image))
+        return mx.concatenate(refined)
