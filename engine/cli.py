@@ -203,10 +203,10 @@ def train_style(
                     ] = None,
     content: Annotated[Optional[Path], typer.Option(
         help="Folder of training photos (default: the photos inside scikit-image).")] = None,
-    steps: Annotated[Optional[int], typer.Option(
+    steps: Annotated[int | None, typer.Option(
         min=1, show_default=False, help=f"Training steps (default {TRAIN_DEFAULTS.steps}; "
         "with --minutes, as many as fit).")] = None,
-    minutes: Annotated[Optional[float], typer.Option(
+    minutes: Annotated[float | None, typer.Option(
         show_default=False, help="Train for this long (wall time from the start of training, "
         "a fresh GPU's kernel compilation included): the number of steps is planned from the "
         "measured step rate, so that --lr-decay ends on the last one; --steps, if given, is a "
@@ -345,7 +345,7 @@ MarginOption = Annotated[int | None, typer.Option(
     "with another, the style drifts from what it was trained to match).")]
 
 
-def _refiner(style: str, path: Path, iterations: int, vgg_weights: Optional[Path]):
+def _refiner(style: str, path: Path, iterations: int, vgg_weights: Path | None):
     """apply --refine: the style's targets from its file, or, for a shipped style's fast
     twin, from its full network's file when both match the same painting targets."""
     from .refine import Refiner
@@ -389,7 +389,7 @@ def apply(
         "loss, from the network's output (e.g. 10): closer to the painting, like `engine "
         "optimize`, at ~8 ms per iteration at 512 px on an H100 (seconds on a CPU). Needs VGG16 "
         "and a style file with style targets (the shipped ones, and styles trained now).")] = 0,
-    vgg_weights: Annotated[Optional[Path], typer.Option(
+    vgg_weights: Annotated[Path | None, typer.Option(
         envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
 ) -> None:
     """Stylize images with a trained style: one compiled forward pass per batch."""
