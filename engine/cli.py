@@ -387,8 +387,9 @@ def apply(
     refine: Annotated[int, typer.Option(
         min=0, help="Then this many L-BFGS iterations per image on the style's own training "
         "loss, from the network's output (e.g. 10): closer to the painting, like `engine "
-        "optimize`, at ~8 ms per iteration at 512 px on an H100 (seconds on a CPU). Needs VGG16 "
-        "and a style file with style targets (the shipped ones, and styles trained now).")] = 0,
+        "optimize`, at ~8 ms per iteration at 512 px on an H100 (~4 s on a 2-core CPU). Needs "
+        "VGG16 and a style file with style targets (the shipped ones, and styles trained "
+        "now).")] = 0,
     vgg_weights: Annotated[Path | None, typer.Option(
         envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
 ) -> None:
