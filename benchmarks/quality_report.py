@@ -45,9 +45,9 @@ from PIL import Image
 from engine.image import load_image, save_image
 from engine.losses import content_loss, style_loss, total_variation
 from engine.optimize import OptimizeSettings, optimize, style_target
+from engine.refine import matched_settings, own_objective
 from engine.styles import read_info
 from engine.stylize import Stylizer
-from engine.train import TrainSettings
 from engine.vgg import load_vgg
 
 OPT_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -60,25 +60,6 @@ def square(path: Path, size: int) -> mx.array:
     image = image.crop((left, top, left + side, top + side)).resize((size, size),
                                                                     Image.Resampling.LANCZOS)
     return mx.array(np.asarray(image, dtype=np.float32)[None] / 255.0)
-
-
-def own_objective(training: dict) -> dict:
-    """The style's training loss settings (train-style's defaults where the metadata is silent)."""
-    defaults = TrainSettings()
-    own = {key: training.get(key, getattr(defaults, key)) for key in
-           ("content_layer", "style_layers", "content_weight", "style_weight", "tv_weight")}
-    return {**own, "style_layers": tuple(own["style_layers"]),
-            **{key: float(own[key]) for key in ("content_weight", "style_weight", "tv_weight")}}
-
-
-def matched_settings(own: dict, iterations: int, style_scale: float = 1.0) -> OptimizeSettings:
-    """The optimizer on the training objective. Training sums the style term over its layers,
-    the optimizer averages it: the style weight is scaled by the layer count to match."""
-    return OptimizeSettings(iterations=iterations, content_layers=(own["content_layer"],),
-                            style_layers=own["style_layers"],
-                            content_weight=own["content_weight"],
-                            style_weight=own["style_weight"] * len(own["style_layers"]),
-                            tv_weight=own["tv_weight"], style_scale=style_scale)
 
 
 def scores(vgg, image, photo, grams_opt, grams_own, own) -> dict[str, float]:

@@ -20,6 +20,28 @@ from .vgg import VGG
 MAX_SIDE = 2048  # VGG's activations and gradients at the full size: ~8 GB of float32 at 2048
 
 
+def own_objective(training: dict) -> dict:
+    """A style's training loss settings from its metadata (train-style's defaults where the
+    metadata is silent)."""
+    from .train import TrainSettings  # (train imports the stylizer's modules)
+
+    defaults = TrainSettings()
+    own = {key: training.get(key, getattr(defaults, key)) for key in
+           ("content_layer", "style_layers", "content_weight", "style_weight", "tv_weight")}
+    return {**own, "style_layers": tuple(own["style_layers"]),
+            **{key: float(own[key]) for key in ("content_weight", "style_weight", "tv_weight")}}
+
+
+def matched_settings(own: dict, iterations: int, style_scale: float = 1.0) -> OptimizeSettings:
+    """The optimizer on the training objective. Training sums the style term over its layers,
+    the optimizer averages it: the style weight is scaled by the layer count to match."""
+    return OptimizeSettings(iterations=iterations, content_layers=(own["content_layer"],),
+                            style_layers=own["style_layers"],
+                            content_weight=own["content_weight"],
+                            style_weight=own["style_weight"] * len(own["style_layers"]),
+                            tv_weight=own["tv_weight"], style_scale=style_scale)
+
+
 class Refiner:
     """`iterations` of L-BFGS per image on a style's training objective, from its output."""
 
@@ -29,17 +51,9 @@ class Refiner:
         if not targets:
             raise UsageError("this style file holds no style targets (it was trained before "
                              "styles kept them); retrain it to use --refine")
-        from .train import TrainSettings  # (train imports the stylizer's modules)
-
-        defaults = TrainSettings()
-        content_layer = training.get("content_layer", defaults.content_layer)
-        weight = float(training.get("style_weight", defaults.style_weight))
-        # training sums the style term over its layers, the optimizer averages it
-        self.settings = OptimizeSettings(
-            iterations=iterations, content_layers=(content_layer,),
-            style_layers=tuple(targets), style_weight=weight * len(targets),
-            content_weight=float(training.get("content_weight", defaults.content_weight)),
-            tv_weight=float(training.get("tv_weight", defaults.tv_weight)))
+        # on the layers the targets are on (train-style saves its own style layers' targets)
+        own = {**own_objective(training), "style_layers": tuple(targets)}
+        self.settings = matched_settings(own, iterations)
         self.vgg, self.targets, self.iterations = vgg, targets, iterations
 
     @staticmethod
