@@ -632,37 +632,34 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     if on_ready:
         on_ready(step)  # every check is done; the first step (and its compilation) comes next
     ready = _clock()
-    try:
-        for batch in data.batches(settings.seed, per_shard, step, settings.steps):
-            loss, terms = train_step(mx.array(batch))
-            # the update is in the network's state once the step returns: counted now, so an
-            # interrupt while it computes saves it with its step (and --resume goes on after it)
-            step += 1
-            mx.async_eval(loss, terms, state)
-            queued.append((step, loss, terms))
-            saving = step % settings.checkpoint_every == 0 and step < planned
-            showing = main and settings.preview_every and step % settings.preview_every == 0
-            while len(queued) > 1 or (queued and (saving or showing)):
-                report()  # before a save, every loss up to this step: the history matches it
-            if saving or showing:
-                save_progress(step, checkpointing=saving,
-                              shown=run / f"preview-{step:06d}.png" if showing else None)
-            if timed:
-                now = _clock()
-                if planning:
-                    plan(now)
-                if step >= planned or now >= deadline - reserve:
-                    break
-        while queued:
-            report()
-    except KeyboardInterrupt:
-        interrupted = True
-        # the steps already run are kept (save_progress below evaluates them), with their losses
-        losses.extend(float(loss) for done_step, loss, _ in queued if done_step > reported)
-    except BaseException:
-        writer.close()
-        raise
-    try:
+    try:  # the writer's thread is joined however the run ends
+        try:
+            for batch in data.batches(settings.seed, per_shard, step, settings.steps):
+                loss, terms = train_step(mx.array(batch))
+                # the update is in the network's state once the step returns: counted now, so an
+                # interrupt while it computes saves it with its step (and --resume goes on after it)
+                step += 1
+                mx.async_eval(loss, terms, state)
+                queued.append((step, loss, terms))
+                saving = step % settings.checkpoint_every == 0 and step < planned
+                showing = main and settings.preview_every and step % settings.preview_every == 0
+                while len(queued) > 1 or (queued and (saving or showing)):
+                    report()  # before a save, every loss up to this step: the history matches it
+                if saving or showing:
+                    save_progress(step, checkpointing=saving,
+                                  shown=run / f"preview-{step:06d}.png" if showing else None)
+                if timed:
+                    now = _clock()
+                    if planning:
+                        plan(now)
+                    if step >= planned or now >= deadline - reserve:
+                        break
+            while queued:
+                report()
+        except KeyboardInterrupt:
+            interrupted = True
+            # the steps already run are kept (save_progress below evaluates them), with their losses
+            losses.extend(float(loss) for done_step, loss, _ in queued if done_step > reported)
         if not np.isfinite(losses[-1] if losses else 0.0):
             raise EngineError("training diverged (the loss is not finite); lower "
                               "--learning-rate or --style-weight")
