@@ -196,6 +196,9 @@ def main() -> None:
 # ------------------------------------------------------------------ feed-forward styles
 
 
+NO_CEILING = 10**9  # train-style --minutes without --steps: steps until the time is up
+
+
 @app.command("train-style")
 def train_style(
     style_image: Annotated[Path, typer.Argument(help="The painting to learn.")],
@@ -272,7 +275,7 @@ def train_style(
         if minutes is not None and not 0 < minutes < 1e6:
             raise UsageError("--minutes must be more than 0 (and finite)")
         if steps is None:
-            steps = 10**9 if minutes else TRAIN_DEFAULTS.steps  # timed: no ceiling
+            steps = NO_CEILING if minutes else TRAIN_DEFAULTS.steps
         settings = TrainSettings(
             steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
             style_size=style_size,
@@ -311,7 +314,7 @@ def train_style(
             terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
             steps_per_second = step.images_per_second / (batch * distributed.size())
             progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                            total=step.steps if step.steps < 10**9 else None,
+                            total=step.steps if step.steps < NO_CEILING else None,
                             rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
 
         if not compile_step:
