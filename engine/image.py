@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,18 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import __version__
+from .atomic import atomic_write, check_writable_folder
 from .errors import ImageError, OutputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+# What the engine writes: formats that hold 8-bit RGB (and, but for JPEG, alpha) and that it
+# reads back; Pillow registers many more extensions whose writers fail on some modes or lack one
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                  ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+# The text chunk that marks a PNG as written by the engine: folder runs skip such files, so a
+# second run over a folder does not stylize the first run's outputs
+MARK = "engine"
 
 # Anything above this many pixels is treated as a decompression bomb (Pillow's own default
 # only warns at 89 MP); 16k x 8k covers any real photo or painting.
@@ -142,12 +150,12 @@ def check_output(path: str | os.PathLike, inputs: tuple[Path, ...] = (), overwri
                  ) -> Path:
     """Fail early, before any work, if `path` cannot be written safely."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"{path}: the folder {path.parent} does not exist; create it first")
-    if path.suffix.lower() not in Image.registered_extensions():
-        raise OutputError(f"{path}: unknown image extension {path.suffix!r}; use .png or .jpg")
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise OutputError(f"{path}: cannot write {path.suffix or 'files without an extension'!r}"
+                          "; use .png, .jpg, .webp, .tif or .bmp")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name")
+    check_writable_folder(path.parent)
     if not overwrite:
         for source in inputs:
             if source is not None and path.exists() and path.resolve() == Path(source).resolve():
@@ -171,26 +179,33 @@ def to_pil(rgb: mx.array | np.ndarray, alpha: np.ndarray | None = None) -> Image
     return Image.fromarray(np.dstack([pixels, alpha8]), mode="RGBA")
 
 
+def is_engine_output(path: Path) -> bool:
+    """True for a PNG that the engine wrote (its text chunk says so)."""
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as image:
+            return MARK in getattr(image, "text", {})
+    except Exception:  # unreadable: not ours to judge here; loading it reports the problem
+        return False
+
+
 def save_image(path: str | os.PathLike, rgb: mx.array | np.ndarray,
                alpha: np.ndarray | None = None) -> Path:
     """Write atomically: a temporary file in the target folder, then a rename over the target."""
-    path = check_output(path, overwrite=True)
+    path = Path(path)
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        check_output(path, overwrite=True)  # raises, naming the extensions that work
     image = to_pil(rgb, alpha)
-    fmt = Image.registered_extensions()[path.suffix.lower()]
-    if image.mode == "RGBA" and fmt in ("JPEG", "BMP", "PPM"):
-        image = image.convert("RGB")  # these formats have no alpha channel
+    if image.mode == "RGBA" and fmt == "JPEG":
+        image = image.convert("RGB")  # JPEG has no alpha channel
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format=fmt, **options)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; a picture is not
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError(f"{path}: could not write ({error.strerror or error})") from None
-        raise
+    if fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        options["pnginfo"] = PngInfo()
+        options["pnginfo"].add_text(MARK, __version__)
+    with atomic_write(path) as stream:
+        image.save(stream, format=fmt, **options)
     return path

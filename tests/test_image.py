@@ -135,7 +135,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OutputError, match="No space left"):
+    with pytest.raises(OutputError, match="disk is full"):
         save_image(target, np.zeros((4, 4, 3)))
     assert target.read_bytes() == b"precious"
     assert os.listdir(tmp_path) == ["out.png"]  # no temporary left behind
