@@ -27,10 +27,12 @@ from . import __version__
 from .errors import EngineError, ImageError, UsageError, WeightsError
 from .generators import Generator, image_key
 from .image import find_images, save_image
-from .styles import check_name, engine_home, read_metadata, save_atomic
+from .styles import OVERRIDES, check_name, engine_home, save_atomic
+from .weightfile import expect_shapes, load_arrays, parse_json, read_header
 
 FORMAT = "engine-generator"
 MAX_IMAGES = 200_000
+MAX_SIZE = 1024  # the largest generator image: 1024 px is already ~1 GB of activations a batch
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class GanConfig:
         return int(math.log2(self.size)) - 2
 
     def check(self) -> None:
-        if self.size < 8 or self.size & (self.size - 1):
-            raise UsageError(f"--size {self.size}: use a power of two from 8 up (64, 128)")
+        if self.size < 8 or self.size > MAX_SIZE or self.size & (self.size - 1):
+            raise UsageError(f"--size {self.size}: use a power of two from 8 to {MAX_SIZE} "
+                             "(64, 128)")
         if self.latent < 1 or self.width < 1:
             raise UsageError("the latent length and the width must be positive")
 
@@ -56,8 +59,20 @@ class GanConfig:
 
     @classmethod
     def from_json(cls, text: str) -> GanConfig:
-        values = json.loads(text)
-        return cls(int(values["size"]), int(values["latent"]), int(values["width"]))
+        """The configuration a file declares; ValueError outside what fits in memory."""
+        values = parse_json(text, "the generator configuration")
+        if not isinstance(values, dict):
+            raise ValueError("the generator configuration is not a JSON object")
+        for key, high in (("size", MAX_SIZE), ("latent", 4096), ("width", 1024)):
+            value = values.get(key)
+            if type(value) is not int or not 1 <= value <= high:
+                raise ValueError(f"{key} {value!r} is not a whole number in 1..{high}")
+        config = cls(values["size"], values["latent"], values["width"])
+        try:
+            config.check()
+        except UsageError as error:
+            raise ValueError(str(error)) from None
+        return config
 
 
 class GeneratorNet(nn.Module):
@@ -268,28 +283,31 @@ def save_generator(path: Path, generator: GeneratorNet, training: dict, epochs: 
 
 def load_generator(path) -> tuple[GeneratorNet, dict]:
     """A trained generator network (in eval mode) and its metadata; WeightsError if unusable."""
-    metadata = read_metadata(path, FORMAT, "generator")
+    header = read_header(path, FORMAT, "generator")
     try:
-        net = GeneratorNet(GanConfig.from_json(metadata["config"]))
-        arrays = mx.load(str(path))
-        wanted = {k: v.shape for k, v in tree_flatten(net.parameters())}
-        if wanted != {k: v.shape for k, v in arrays.items()}:
-            raise ValueError("weights do not match the configuration")
-        net.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in arrays.items()]))
-        mx.eval(net.parameters())
-    except (KeyError, ValueError, TypeError) as error:
-        raise WeightsError(f"{path}: unusable generator ({error})") from None
+        config = GanConfig.from_json(header.metadata.get("config", "null"))
+    except ValueError as error:
+        raise WeightsError(f"{path}: unusable generator ({error}); replace the file with a "
+                           "good copy") from None
+    net = GeneratorNet(config)
+    expect_shapes(header, {k: v.shape for k, v in tree_flatten(net.parameters())}, "generator")
+    arrays = load_arrays(header, "generator")
+    net.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in arrays.items()]))
+    mx.eval(net.parameters())
     net.eval()
-    return net, metadata
+    return net, header.metadata
 
 
-def as_generator(name: str, path, description: str = "") -> Generator:
+def as_generator(name: str, path, description: str = "", from_user: bool = False
+                 ) -> Generator:
     """A registry Generator backed by a trained generator file (loaded on first use)."""
     loaded: list[GeneratorNet] = []
-    config = None
+    config, overrides = None, False
     try:
-        config = GanConfig.from_json(read_metadata(path, FORMAT, "generator")["config"])
-    except (WeightsError, KeyError, ValueError, TypeError):
+        metadata = read_header(path, FORMAT, "generator").metadata
+        overrides = metadata.get(OVERRIDES) == "true"
+        config = GanConfig.from_json(metadata.get("config", "null"))
+    except (WeightsError, ValueError):
         pass  # load_generator reports the problem when the generator is used
 
     def network() -> GeneratorNet:
@@ -314,7 +332,8 @@ def as_generator(name: str, path, description: str = "") -> Generator:
         return decode(slerp(latents(seed_a, 1, latent)[0], latents(seed_b, 1, latent)[0], t), size)
 
     return Generator(name, make, description or "GAN trained with engine train-generator",
-                     default_size=config.size if config else 64, interpolate=interpolate)
+                     default_size=config.size if config else 64, interpolate=interpolate,
+                     from_user=from_user, overrides=overrides)
 
 
 def sample_grid(generator: GeneratorNet, z: mx.array) -> mx.array:
@@ -354,9 +373,15 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
         try:
-            arrays, metadata = mx.load(str(checkpoint), return_metadata=True)
-            if json.loads(metadata["config"]) != asdict(settings.config):
+            header = read_header(checkpoint, "engine-gan-checkpoint", "checkpoint")
+            metadata = header.metadata
+            if GanConfig.from_json(metadata.get("config", "null")) != settings.config:
                 raise ValueError("it was trained with another --size, latent or width")
+            nets = {**_arrays("generator", generator.parameters()),
+                    **_arrays("discriminator", discriminator.parameters())}
+            expect_shapes(header, {k: v.shape for k, v in nets.items()}, "generator",
+                          ignore_prefix=("g_opt.", "d_opt."))
+            arrays = load_arrays(header, "checkpoint")
             generator.update(tree_unflatten(_pick(arrays, "generator")))
             discriminator.update(tree_unflatten(_pick(arrays, "discriminator")))
             g_opt.state = tree_unflatten(_pick(arrays, "g_opt"))
@@ -368,7 +393,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
             # interrupted epoch starts over; what its first batches taught stays)
             if int(metadata.get("in_epoch", 0)) and int(metadata["batch"]) == settings.batch:
                 skip = int(metadata["in_epoch"])
-        except (KeyError, ValueError, RuntimeError) as error:
+        except (KeyError, ValueError, TypeError, RuntimeError, WeightsError) as error:
             raise WeightsError(f"{checkpoint}: cannot resume ({error}); "
                                "start again without --resume") from None
     for opt in (g_opt, d_opt):  # the optimizer state holds a rate: --learning-rate may change

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from . import __version__
+from .atomic import atomic_write, describe
 from .errors import UsageError, WeightsError
 from .transformer import NetConfig, TransformerNet
+from .weightfile import Header, expect_shapes, int_field, json_field, load_arrays, read_header
 
 FORMAT = "engine-style"
 
@@ -91,21 +92,12 @@ def _write_safetensors(stream, host: HostArrays, metadata: dict[str, str]) -> No
 def write_atomic(path: Path, host: HostArrays, metadata: dict[str, str]) -> None:
     """Write safetensors to a temporary file beside `path`, then rename it over `path`. Touches
     no MLX array, so it may run on a background thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors",
-                                         dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            _write_safetensors(stream, host, metadata)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WeightsError(f"{path}: could not write ({error.strerror or error})") from None
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WeightsError(f"{path}: could not write ({describe(error)})") from None
+    with atomic_write(path, WeightsError) as stream:
+        _write_safetensors(stream, host, metadata)
 
 
 def save_atomic(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str]) -> None:
@@ -128,15 +120,29 @@ def style_arrays(net: TransformerNet, targets: dict[str, mx.array] | None = None
 
 
 def style_metadata(net: TransformerNet, training: dict, steps: int,
-                   style_sha256: str) -> dict[str, str]:
+                   style_sha256: str, overrides: bool = False) -> dict[str, str]:
     return {"format": FORMAT, "config": net.config.to_json(), "training": json.dumps(training),
-            "steps": str(steps), "style_sha256": style_sha256, "engine_version": __version__}
+            "steps": str(steps), "style_sha256": style_sha256, "engine_version": __version__,
+            **({OVERRIDES: "true"} if overrides else {})}
 
 
 def save_style(path: Path, net: TransformerNet, training: dict, steps: int,
                style_sha256: str, targets: dict[str, mx.array] | None = None) -> None:
     save_atomic(path, style_arrays(net, targets),
                 style_metadata(net, training, steps, style_sha256))
+
+
+OVERRIDES = "overrides"  # metadata key: "true" when the file was made to replace another plugin's
+
+
+def overrides_other(path: Path) -> bool:
+    """Whether a user's file was made to override another plugin's style or generator of its
+    name (`--overwrite` on a taken name); False for an unreadable file (the registry reports
+    what is wrong with it)."""
+    try:
+        return read_header(path).metadata.get(OVERRIDES) == "true"
+    except WeightsError:
+        return False
 
 
 def check_name(name: str, kind: str) -> None:
@@ -148,56 +154,70 @@ def check_name(name: str, kind: str) -> None:
 def read_metadata(path, fmt: str, kind: str) -> dict[str, str]:
     """The metadata of an engine safetensors file of format `fmt`, read from the header alone
     (the weights are not loaded); WeightsError says what is wrong."""
+    return read_header(path, fmt, kind).metadata
+
+
+# Types of the training settings a style's metadata may hold that the engine reads back
+TRAINING_TYPES = {"margin": int, "size": int, "style_size": int, "steps": int, "batch": int,
+                  "content_weight": (int, float), "style_weight": (int, float),
+                  "tv_weight": (int, float), "content_layer": str, "style_layers": list,
+                  "style_image": str, "earlier": list}
+
+
+def _check_training(training: dict) -> None:
+    for key, kind in TRAINING_TYPES.items():
+        value = training.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f"training setting {key!r} is {value!r}, of the wrong type")
+    margin = training.get("margin") or 0
+    if not 0 <= margin <= 1024 or margin % 2:
+        raise ValueError(f"margin {margin} is not an even number of pixels in 0..1024")
+    if not all(isinstance(layer, str) for layer in training.get("style_layers") or ()):
+        raise ValueError("style_layers is not a list of layer names")
+
+
+def _read(path: Path) -> tuple[Header, StyleInfo]:
+    if not Path(path).is_file():
+        raise WeightsError(f"{path}: style weights file not found")
+    header = read_header(path, FORMAT, "style")
     try:
-        with open(path, "rb") as stream:
-            length = int.from_bytes(stream.read(8), "little")
-            if not 2 <= length <= 100_000_000:
-                raise ValueError("bad header length")
-            metadata = json.loads(stream.read(length)).get("__metadata__") or {}
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: {kind} weights file not found") from None
-    except (OSError, ValueError, AttributeError) as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
-    if metadata.get("format") != fmt:
-        raise WeightsError(f"{path}: not an engine {kind} (no '{fmt}' metadata)")
-    return metadata
+        config = NetConfig.from_json(header.metadata.get("config", "null"))
+        training = json_field(header, "training", dict, {})
+        _check_training(training)
+        steps = int_field(header, "steps", 0)
+    except ValueError as error:
+        raise WeightsError(f"{path}: unreadable style metadata ({error}); replace the file "
+                           "with a good copy") from None
+    info = StyleInfo(Path(path), config, training, steps, header.metadata.get("style_sha256", ""),
+                     header.metadata.get("engine_version", ""))
+    return header, info
 
 
 def read_info(path: Path) -> StyleInfo:
     """Check a style file's header and metadata; WeightsError says what is wrong."""
-    if not path.is_file():
-        raise WeightsError(f"{path}: style weights file not found")
-    metadata = read_metadata(path, FORMAT, "style")
-    try:
-        config = NetConfig.from_json(metadata["config"])
-        training = json.loads(metadata.get("training", "{}"))
-        steps = int(metadata.get("steps", "0"))
-    except (KeyError, ValueError, TypeError) as error:
-        raise WeightsError(f"{path}: unreadable style metadata ({error})") from None
-    return StyleInfo(path, config, training, steps, metadata.get("style_sha256", ""),
-                     metadata.get("engine_version", ""))
+    return _read(path)[1]
 
 
 def load_style(path: Path) -> tuple[TransformerNet, StyleInfo]:
-    """The network of a style file, weights checked against its configuration."""
-    info = read_info(path)
+    """The network of a style file, its tensors checked against its configuration before any
+    weight is read."""
+    header, info = _read(path)
     net = TransformerNet(info.config)
-    try:
-        weights = mx.load(str(path))
-        net.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()
-                          if not k.startswith(TARGETS)], strict=True)
-    except (ValueError, RuntimeError) as error:
-        raise WeightsError(
-            f"{path}: weights do not match the network in its metadata ({error})") from None
+    expected = {k: v.shape for k, v in tree_flatten(net.parameters())}
+    expect_shapes(header, expected, "network", ignore_prefix=TARGETS)
+    weights = load_arrays(header, "style")
+    net.load_weights([(k, v.astype(mx.float32)) for k, v in weights.items()
+                      if not k.startswith(TARGETS)], strict=True)
     mx.eval(net.parameters())
     return net, info
 
 
 def load_targets(path: Path) -> dict[str, mx.array]:
     """The style targets a style file holds ({} if it has none), float32, by VGG layer."""
-    try:
-        arrays = mx.load(str(path))
-    except (ValueError, RuntimeError) as error:
-        raise WeightsError(f"{path}: unreadable style file ({error})") from None
+    header, _ = _read(path)
+    for key, (_, shape) in header.tensors.items():
+        if key.startswith(TARGETS) and (len(shape) != 2 or shape[0] != shape[1]):
+            raise WeightsError(f"{path}: style target {key!r} is not a square Gram matrix")
+    arrays = load_arrays(header, "style")
     return {k[len(TARGETS):]: v.astype(mx.float32) for k, v in arrays.items()
             if k.startswith(TARGETS)}

@@ -38,10 +38,11 @@ from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
 from .styles import (HostArrays, check_name, engine_home, host_arrays, load_style,
-                     read_metadata, style_arrays, style_dir, style_metadata, write_atomic)
+                     style_arrays, style_dir, style_metadata, write_atomic)
 from .stylize import crop, reflect_margin, run_framed
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
 from .vgg import VGG, VGG16
+from .weightfile import expect_shapes, int_field, json_field, load_arrays, read_header
 
 @dataclass
 class TrainSettings:
@@ -376,7 +377,10 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
     The caller has checked the header (format, style, settings) with read_metadata first.
     """
     try:
-        arrays, metadata = mx.load(str(path), return_metadata=True)
+        header = read_header(path, "engine-checkpoint", "checkpoint")
+        expect_shapes(header, {f"model.{k}": v.shape for k, v in tree_flatten(net.parameters())},
+                      "network", ignore_prefix="optimizer.")
+        arrays, metadata = load_arrays(header, "checkpoint"), header.metadata
         model = [(k[len("model."):], v) for k, v in arrays.items() if k.startswith("model.")]
         net.load_weights(model, strict=True)
         state = [(k[len("optimizer."):], v) for k, v in arrays.items()
@@ -385,16 +389,20 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
         optimizer.state = tree_unflatten(state)
         if rate is not None:
             optimizer.state["learning_rate"] = rate
-        return int(metadata["step"]), json.loads(metadata.get("losses", "[]"))
-    except (ValueError, KeyError, RuntimeError) as error:
+        losses = json_field(header, "losses", list, [])
+        if not all(isinstance(x, (int, float)) for x in losses):
+            raise ValueError("its loss history holds values that are not numbers")
+        return int_field(header, "step"), [float(x) for x in losses]
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
                            "start again without --resume") from None
 
 
 # What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
 # learning rate may change), or its style file would record settings it was only half trained on.
-OBJECTIVE = ("size", "style_size", "content_weight", "style_weight", "tv_weight", "content_layer",
-             "style_layers", "width", "res_blocks", "arch", "dilations", "margin")
+# (the network first: another --net changes its width too, and --net is what to name)
+OBJECTIVE = ("arch", "size", "style_size", "content_weight", "style_weight", "tv_weight",
+             "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin")
 # What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
 STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 
@@ -520,10 +528,20 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         if not checkpoint.is_file():
             raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
         try:
-            saved = read_metadata(checkpoint, "engine-checkpoint", "checkpoint")
+            header = read_header(checkpoint, "engine-checkpoint", "checkpoint")
+            saved = header.metadata
+            saved_settings = json_field(header, "settings", dict)
+            earlier = saved_settings.get("earlier", [])
+            if not isinstance(earlier, list) or not all(isinstance(e, dict) and type(
+                    e.get("steps")) is int for e in earlier):
+                raise ValueError("its settings' 'earlier' stages are malformed")
+            int_field(header, "step")
+            json_field(header, "losses", list, [])
+        except ValueError as error:
+            raise WeightsError(f"{checkpoint}: cannot resume from this checkpoint ({error}); "
+                               "start again without --resume") from None
         except WeightsError as error:
             raise WeightsError(f"{error}; start again without --resume") from None
-        saved_settings = json.loads(saved.get("settings", "{}"))
         _check_same_training(f"the checkpoint of {name!r}", saved.get("style_sha256"),
                              saved_settings, style_path, style_sha, settings)
         if not settings.earlier:  # a --from run resumed: its history stays in the metadata

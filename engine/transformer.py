@@ -30,6 +30,10 @@ import numpy as np
 from .kernels import fold_pad, half_moments, product_sums
 
 
+MAX_WIDTH = 512  # bounds of a style network a file may declare (the shipped ones: 32 and 48)
+MAX_BLOCKS = 32
+
+
 @dataclass(frozen=True)
 class NetConfig:
     """Width of the first layer (later layers are 2x and 4x), the number of residual blocks, and
@@ -58,10 +62,27 @@ class NetConfig:
 
     @classmethod
     def from_json(cls, text: str) -> NetConfig:
-        values = json.loads(text)
-        return cls(width=int(values["width"]), res_blocks=int(values["res_blocks"]),
-                   arch=str(values.get("arch", "johnson")),
-                   dilations=tuple(int(d) for d in values.get("dilations", ())))
+        """The configuration a file declares; ValueError for anything outside the bounds of a
+        network that fits in memory (checked before the network is built)."""
+        from .weightfile import parse_json
+
+        values = parse_json(text, "the network configuration")
+        if not isinstance(values, dict):
+            raise ValueError("the network configuration is not a JSON object")
+        width, blocks = values.get("width"), values.get("res_blocks")
+        dilations = values.get("dilations", [])
+        if type(width) is not int or not 1 <= width <= MAX_WIDTH:
+            raise ValueError(f"width {width!r} is not a whole number in 1..{MAX_WIDTH}")
+        if type(blocks) is not int or not 0 <= blocks <= MAX_BLOCKS:
+            raise ValueError(f"res_blocks {blocks!r} is not a whole number in 0..{MAX_BLOCKS}")
+        if not isinstance(dilations, list) or len(dilations) > MAX_BLOCKS or not all(
+                type(d) is int and 1 <= d <= 64 for d in dilations):
+            raise ValueError(f"dilations {dilations!r} are not up to {MAX_BLOCKS} whole numbers "
+                             "in 1..64")
+        arch = values.get("arch", "johnson")
+        if arch not in ARCHS:
+            raise ValueError(f"unknown network architecture {arch!r}")
+        return cls(width=width, res_blocks=blocks, arch=arch, dilations=tuple(dilations))
 
     @property
     def reach(self) -> int:
