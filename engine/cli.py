@@ -552,11 +552,14 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
 
     with user_errors():
         rows = []
-        for entry in styles().entries.values():
+        catalog = styles()
+        for entry in [*catalog.entries.values(), *catalog.hidden]:
             info = getattr(entry, "info", None)
+            in_use = catalog.owner(entry.name) is entry
             rows.append({
                 "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
                 "path": str(entry.item.path), "problem": entry.problem,
+                "in_use": in_use and not entry.problem, "note": entry.note,
                 "network": info.config.arch if info else None,
                 "width": info.config.width if info else None,
                 "fast_path": str(entry.item.fast_path) if getattr(entry.item, "fast_path", None)
@@ -573,12 +576,16 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
             if row["problem"]:
                 table.add_row(row["name"], row["plugin"], "[red]broken", row["problem"], "")
                 continue
+            if not row["in_use"]:
+                table.add_row(row["name"], row["plugin"], "[yellow]not in use", row["note"], "")
+                continue
             t = row["training"] or {}
             training = (f"{row['steps']} steps, {t.get('size', '?')} px, style "
                         f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
                         f"sw {t.get('style_weight', '?')}"
                         + (f", margin {t['margin']}" if t.get("margin") else ""))
             name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+            training += f"; {row['note']}" if row["note"] else ""
             network = (f"{NETWORK_NAMES[row['network']]} width "
                        f"{row['width']}, {row['parameters'] / 1e6:.2f}M weights"
                        + (" + fast CPU network" if row["fast_path"] else ""))
@@ -608,8 +615,10 @@ def _print_rows(rows: list[dict], columns: list[str], json_output: bool) -> None
 def list_plugins(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the loaded plugins (name, version, hooks) and any that failed."""
     from .plugins import plugin_summaries
+    from .registry import generators, styles
 
     with user_errors():
+        styles(), generators()  # their hooks' failures are among the plugins' failures
         _print_rows(plugin_summaries(), ["name", "version", "hooks", "error"], json_output)
 
 
@@ -619,9 +628,11 @@ def list_generators(json_output: Annotated[bool, typer.Option("--json")] = False
     from .registry import generators
 
     with user_errors():
+        catalog = generators()
         rows = [{"name": e.name, "plugin": e.plugin, "aliases": list(e.aliases),
-                 "description": getattr(e.item, "description", ""), "problem": e.problem}
-                for e in generators().entries.values()]
+                 "description": getattr(e.item, "description", ""),
+                 "problem": e.problem or (e.note if catalog.owner(e.name) is not e else None)}
+                for e in [*catalog.entries.values(), *catalog.hidden]]
         _print_rows(rows, ["name", "plugin", "description", "problem"], json_output)
 
 

@@ -27,6 +27,8 @@ class Generator:
     description: str = ""
     default_size: int = 256
     interpolate: Optional[Interpolate] = None
+    from_user: bool = False  # a file of the user's own folder, not a plugin's (registry.Catalog)
+    overrides: bool = False
 
     def generate(self, count: int, seed: int, size: int | None = None) -> mx.array:
         images = self.make(count, seed, size or self.default_size)

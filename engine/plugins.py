@@ -52,13 +52,16 @@ def load_plugins() -> pluggy.PluginManager:
         versions[name] = __version__
         _register_module(name, name)
     if third_party_enabled():
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            label = entry_point.dist.name if entry_point.dist else entry_point.name
+        entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        packages = [ep.dist.name if ep.dist else ep.name for ep in entry_points]
+        for entry_point, package in zip(entry_points, packages):
+            # a package with several entry points: each is a plugin of its own name
+            label = package if packages.count(package) == 1 else f"{package}:{entry_point.name}"
             versions[label] = entry_point.dist.version if entry_point.dist else ""
             try:
                 module = entry_point.load()
-            except Exception as error:  # a broken plugin must not break the engine
-                failures.append(PluginFailure(label, f"failed to import: {error!r}"))
+            except (Exception, SystemExit) as error:  # a broken plugin must not break the engine
+                record_failure(label, f"failed to import: {_short(error)}")
                 continue
             if pm.is_registered(module):
                 continue
@@ -66,11 +69,25 @@ def load_plugins() -> pluggy.PluginManager:
     return pm
 
 
+def _short(error: BaseException) -> str:
+    """An error as one line of at most 300 characters (pluggy's messages run to a screen)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def record_failure(label: str, error: str) -> None:
+    """Note a plugin's failure once (hooks run again on every listing)."""
+    failure = PluginFailure(label, error)
+    if failure not in failures:
+        failures.append(failure)
+
+
 def _register_module(module_name: str, label: str) -> None:
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:
-        failures.append(PluginFailure(label, f"failed to import: {error!r}"))
+    except (Exception, SystemExit) as error:
+        record_failure(label, f"failed to import: {_short(error)}")
         return
     _register(module, label)
 
@@ -82,7 +99,7 @@ def _register(module, label: str) -> None:
     except Exception as error:  # misspelled hooks, a duplicate plugin name
         if pm.is_registered(module):
             pm.unregister(module)
-        failures.append(PluginFailure(label, str(error)))
+        record_failure(label, _short(error))
 
 
 def plugin_summaries() -> list[dict]:

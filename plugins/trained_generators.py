@@ -18,4 +18,5 @@ def register_generators(register):
     folder = generator_dir()
     if folder.is_dir():
         for path in sorted(folder.glob("*.safetensors")):
-            register(as_generator(path.stem, path, "GAN trained by you"))
+            if not path.name.startswith("."):  # (a temporary file of a run in progress)
+                register(as_generator(path.stem, path, "GAN trained by you", from_user=True))

@@ -2,7 +2,7 @@
 
 from engine.hookspecs import hookimpl
 from engine.registry import Style
-from engine.styles import style_dir
+from engine.styles import overrides_other, style_dir
 
 
 @hookimpl
@@ -10,4 +10,6 @@ def register_styles(register):
     folder = style_dir()
     if folder.is_dir():
         for path in sorted(folder.glob("*.safetensors")):
-            register(Style(path.stem, path, "trained by you"))
+            if not path.name.startswith("."):
+                register(Style(path.stem, path, "trained by you", overrides=overrides_other(path),
+                               from_user=True))
