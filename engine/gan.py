@@ -24,14 +24,17 @@ from mlx.utils import tree_flatten, tree_unflatten
 from PIL import Image
 
 from . import __version__
-from .errors import EngineError, ImageError, UsageError, WeightsError
+from .atomic import check_writable_folder, describe
+from .errors import ImageError, OutputError, UsageError, WeightsError
 from .generators import Generator, image_key
+from .runs import all_finite, check_new_name, diverged
 from .image import find_images, save_image
 from .styles import OVERRIDES, check_name, engine_home, save_atomic
 from .weightfile import expect_shapes, load_arrays, parse_json, read_header
 
 FORMAT = "engine-generator"
 MAX_IMAGES = 200_000
+MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
 MAX_SIZE = 1024  # the largest generator image: 1024 px is already ~1 GB of activations a batch
 
 
@@ -196,6 +199,13 @@ class GanSettings:
         self.config.check()
         if self.epochs < 1 or self.batch < 2:
             raise UsageError("--epochs must be at least 1 and --batch at least 2")
+        if self.batch * self.size ** 2 > MAX_BATCH_PIXELS:
+            raise UsageError(f"--batch {self.batch} of {self.size} px images is over "
+                             f"{MAX_BATCH_PIXELS // 2**20} megapixels a step; lower them")
+        if not 0 <= self.learning_rate <= 1:
+            raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
 
 
 @dataclass
@@ -272,10 +282,11 @@ def _pick(arrays: dict, prefix: str) -> list[tuple[str, mx.array]]:
     return [(k[len(prefix) + 1:], v) for k, v in arrays.items() if k.startswith(prefix + ".")]
 
 
-def save_generator(path: Path, generator: GeneratorNet, training: dict, epochs: int) -> None:
+def save_generator(path: Path, generator: GeneratorNet, training: dict, epochs: int,
+                   overrides: bool = False) -> None:
     metadata = {"format": FORMAT, "config": generator.config.to_json(),
                 "training": json.dumps(training), "epochs": str(epochs),
-                "engine_version": __version__}
+                "engine_version": __version__, **({OVERRIDES: "true"} if overrides else {})}
     # batch-norm running statistics are part of the state a sample needs
     arrays = {k: v.astype(mx.float16) for k, v in tree_flatten(generator.parameters())}
     save_atomic(path, arrays, metadata)
@@ -348,10 +359,28 @@ def sample_grid(generator: GeneratorNet, z: mx.array) -> mx.array:
 
 def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool = False,
                     on_step: Callable[[GanStep], None] | None = None,
-                    out_dir: Path | None = None, data: ImageSet | None = None) -> GanResult:
-    """Train a DCGAN on a folder of images; write <name>.safetensors into the generator folder."""
+                    out_dir: Path | None = None, data: ImageSet | None = None,
+                    overwrite: bool = False) -> GanResult:
+    """Train a DCGAN on a folder of images; write <name>.safetensors into the generator folder.
+    An existing generator or run of this name, or a plugin's generator of this name, is
+    refused unless `resume` or `overwrite`; weights that are not finite are never written."""
+    from .registry import generators
+
     settings.check()
     check_name(name, "generator")
+    target = (out_dir or generator_dir()) / f"{name}.safetensors"
+    run = _run_dir(name)
+    checkpoint = run / "checkpoint.safetensors"
+    overrides = check_new_name(name, "generator", target, checkpoint, resume, overwrite,
+                               generators() if out_dir is None else None)
+    for place in (run, target.parent):
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            check_writable_folder(place, "run")
+        except (OSError, OutputError) as error:
+            reason = describe(error) if isinstance(error, OSError) else error
+            raise OutputError(f"{place}: cannot write the run's files there ({reason}); set "
+                              "ENGINE_HOME to a writable folder") from None
     data = data or ImageSet(folder, settings.size)
     if len(data) < settings.batch:
         settings.batch = len(data) - len(data) % 2
@@ -364,9 +393,6 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     d_opt = optim.Adam(settings.learning_rate, betas=[settings.beta1, 0.999])
     fixed = latents(settings.seed + 1, 64, settings.latent)
     rng = np.random.default_rng(settings.seed)
-    run = _run_dir(name)
-    run.mkdir(parents=True, exist_ok=True)
-    checkpoint = run / "checkpoint.safetensors"
     epoch, history = 0, []
     skip = 0  # a run interrupted mid-epoch: the batches of that epoch it did
     if resume:
@@ -402,7 +428,6 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     generator.train()
     discriminator.train()
     step_fn, state = make_gan_step(generator, discriminator, g_opt, d_opt, settings)
-    target = (out_dir or generator_dir()) / f"{name}.safetensors"
     training = {**asdict(settings), "images": len(data), "folder": Path(folder).name,
                 "name": name}
 
@@ -410,6 +435,10 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
                       ) -> None:
         """`in_epoch` batches done of the epoch after `epochs_done`, which began with the data
         order's random state `epoch_rng` (None: between epochs, the state now)."""
+        nonlocal saved
+        if not all_finite(generator.parameters(), discriminator.parameters()):
+            raise diverged(epochs_done, saved, checkpoint)
+        saved = epochs_done
         arrays = {**_arrays("generator", generator.parameters()),
                   **_arrays("discriminator", discriminator.parameters()),
                   **_arrays("g_opt", g_opt.state), **_arrays("d_opt", d_opt.state)}
@@ -419,11 +448,12 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
             "rng": json.dumps(epoch_rng or rng.bit_generator.state),
             "history": json.dumps(history)})
         generator.eval()
-        save_generator(target, generator, training, epochs_done)
+        save_generator(target, generator, training, epochs_done, overrides)
         generator.train()
         save_image(target.with_suffix(".png"), sample_grid(generator, fixed[:16]))
 
     interrupted = False
+    saved = epoch if resume else None  # the last epoch whose weights are on disk
     started, done, in_epoch, epoch_rng = time.perf_counter(), 0, 0, None
     try:
         while epoch < settings.epochs:
@@ -443,8 +473,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
                                     settings.epochs * steps_per_epoch, *history[-1], rate))
             epoch, skip, in_epoch, epoch_rng = epoch + 1, 0, 0, None
             if not all(map(math.isfinite, history[-1])):
-                raise EngineError("GAN training diverged (a loss is not finite); lower "
-                                  "--learning-rate")
+                raise diverged(epoch, saved, checkpoint)
             if epoch % settings.sample_every == 0 or epoch == settings.epochs:
                 save_image(run / f"samples-epoch-{epoch:04d}.png", sample_grid(generator, fixed))
                 save_progress(epoch)

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import mlx.core as mx
 
-from .errors import UsageError
+from .errors import EngineError, UsageError
 
 Make = Callable[[int, int, int], mx.array]
 Interpolate = Callable[[int, int, int, int], mx.array]
@@ -31,14 +31,48 @@ class Generator:
     overrides: bool = False
 
     def generate(self, count: int, seed: int, size: int | None = None) -> mx.array:
-        images = self.make(count, seed, size or self.default_size)
-        return mx.clip(images.astype(mx.float32), 0.0, 1.0)
+        size = check_request(count, size or self.default_size)
+        return self._checked(self.make(count, seed, size), count, size)
 
     def between(self, seed_a: int, seed_b: int, count: int, size: int | None = None) -> mx.array:
         if self.interpolate is None:
             raise UsageError(f"the generator {self.name!r} cannot interpolate between seeds")
-        images = self.interpolate(seed_a, seed_b, count, size or self.default_size)
-        return mx.clip(images.astype(mx.float32), 0.0, 1.0)
+        size = check_request(count, size or self.default_size)
+        return self._checked(self.interpolate(seed_a, seed_b, count, size), count, size)
+
+    def _checked(self, images, count: int, size: int) -> mx.array:
+        """A generator's output as the engine saves it: (count, size, size, 3) float32 in
+        [0, 1]; anything else (another code's output) is an error naming what came back."""
+        if not isinstance(images, mx.array) or images.shape != (count, size, size, 3):
+            shape = getattr(images, "shape", type(images).__name__)
+            raise GeneratorError(f"generator {self.name!r} returned {shape}, not {count} images "
+                                 f"of {size}x{size} RGB ({count}, {size}, {size}, 3)")
+        if not (mx.issubdtype(images.dtype, mx.floating) or images.dtype == mx.uint8):
+            raise GeneratorError(f"generator {self.name!r} returned {images.dtype} pixels")
+        images = images.astype(mx.float32) / (255.0 if images.dtype == mx.uint8 else 1.0)
+        if not mx.all(mx.isfinite(images)).item():
+            raise GeneratorError(f"generator {self.name!r} returned pixels that are not finite")
+        return mx.clip(images, 0.0, 1.0)
+
+
+MAX_IMAGES = 1024
+MAX_PIXELS = 256 * 2**20  # pixels of one request, all images together (1 GB of float32 RGB)
+
+
+def check_request(count: int, size: int) -> int:
+    """A request's count and size within what fits in memory; the size."""
+    if not 1 <= count <= MAX_IMAGES:
+        raise UsageError(f"-n {count} is out of range; ask for 1 to {MAX_IMAGES} images")
+    if not 8 <= size <= 4096:
+        raise UsageError(f"--size {size} is out of range; use 8 to 4096 px")
+    if count * size * size > MAX_PIXELS:
+        raise UsageError(f"{count} images of {size}x{size} are over {MAX_PIXELS // 2**20} "
+                         "megapixels at once; ask for fewer or smaller images")
+    return size
+
+
+class GeneratorError(EngineError):
+    """A generator (a plugin's code or a user's file) did not give what it promised."""
 
 
 def image_key(seed: int, index: int, stream: int = 0) -> mx.array:

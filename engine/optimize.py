@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 
-from .errors import ImageError, UsageError
+from .errors import EngineError, ImageError, UsageError
 from .image import resize
 from .losses import content_loss, gram, style_loss, total_variation
 from .vgg import VGG
@@ -49,18 +49,28 @@ class OptimizeSettings:
             raise UsageError(f"unknown init {self.init!r}; choose content or noise")
         if self.iterations < 1:
             raise UsageError("iterations must be at least 1")
-        if self.style_scale <= 0:
-            raise UsageError("style scale must be positive")
-        if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
-            raise UsageError("loss weights must not be negative")
+        if not 0 < self.style_scale <= MAX_STYLE_SCALE:  # (NaN fails too)
+            raise UsageError(f"--style-scale {self.style_scale} must be a number in "
+                             f"(0, {MAX_STYLE_SCALE}]")
+        for flag, value in (("--content-weight", self.content_weight),
+                            ("--style-weight", self.style_weight),
+                            ("--tv-weight", self.tv_weight),
+                            ("--learning-rate", self.learning_rate)):
+            if not 0 <= value < 1e30:
+                raise UsageError(f"{flag} {value} must be a finite number, 0 or more")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
         if self.style_blend is not None:
             if len(self.style_blend) != style_count:
                 raise UsageError(
                     f"{len(self.style_blend)} blend weights for {style_count} style images; "
                     "give one weight per style"
                 )
-            if min(self.style_blend) < 0 or sum(self.style_blend) <= 0:
+            if not all(0 <= w < 1e30 for w in self.style_blend) or sum(self.style_blend) <= 0:
                 raise UsageError("blend weights must be non-negative and not all zero")
+
+
+MAX_STYLE_SCALE = 4.0  # the style image at up to 4x the output's size (memory grows with it)
 
 
 @dataclass
@@ -301,6 +311,10 @@ def optimize(vgg: VGG, content: mx.array, styles: Sequence[mx.array],
             best = resize(mx.array(stop.best), width, height)
             return Result(best, stop.loss, total, interrupted=True)
         total += done
+        if not (np.isfinite(loss) and np.isfinite(x).all()):
+            raise EngineError(f"the optimization diverged (the loss is {loss}) at level "
+                              f"{level + 1}; lower --style-weight or --learning-rate, or use "
+                              "--method lbfgs")
     return Result(mx.array(x), loss, total)
 
 

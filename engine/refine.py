@@ -51,14 +51,22 @@ class Refiner:
         if not targets:
             raise UsageError("this style file holds no style targets (it was trained before "
                              "styles kept them); retrain it to use --refine")
+        unknown = sorted(set(targets) - set(vgg.spec.taps))
+        if unknown:
+            raise UsageError(f"this style file holds targets for {unknown[0]!r}, not a VGG layer "
+                             "the engine knows; retrain it to use --refine")
         # on the layers the targets are on (train-style saves its own style layers' targets)
         own = {**own_objective(training), "style_layers": tuple(targets)}
         self.settings = matched_settings(own, iterations)
         self.vgg, self.targets, self.iterations = vgg, targets, iterations
 
-    @staticmethod
-    def check(photos: mx.array) -> None:
+    def check(self, photos: mx.array) -> None:
         height, width = photos.shape[1:3]
+        least = self.vgg.min_size([*self.settings.content_layers, *self.settings.style_layers])
+        if min(height, width) < least:
+            raise UsageError(f"--refine needs images at least {least} px on each side (the "
+                             f"depth of its VGG layers), not {width}x{height}; leave out "
+                             "--refine for this image")
         if max(height, width) > MAX_SIDE:
             raise UsageError(f"--refine works on images up to {MAX_SIDE} px on their longest "
                              f"side, not {width}x{height}; add --max-size {MAX_SIDE}")

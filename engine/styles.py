@@ -216,7 +216,7 @@ def load_targets(path: Path) -> dict[str, mx.array]:
     """The style targets a style file holds ({} if it has none), float32, by VGG layer."""
     header, _ = _read(path)
     for key, (_, shape) in header.tensors.items():
-        if key.startswith(TARGETS) and (len(shape) != 2 or shape[0] != shape[1]):
+        if key.startswith(TARGETS) and (len(shape) not in (2, 3) or shape[-1] != shape[-2]):
             raise WeightsError(f"{path}: style target {key!r} is not a square Gram matrix")
     arrays = load_arrays(header, "style")
     return {k[len(TARGETS):]: v.astype(mx.float32) for k, v in arrays.items()

@@ -46,8 +46,8 @@ class Stylizer:
                  preserve_color: bool = False, max_tile: int | None = None, overlap: int = 64,
                  stats_size: int | None = None, margin: int | None = None,
                  refiner: Refiner | None = None):
-        if not 0.0 <= strength <= 1.0:
-            raise UsageError(f"strength {strength} is outside 0..1")
+        if not 0.0 <= strength <= 1.0:  # (NaN too)
+            raise UsageError(f"--strength {strength} must be a number from 0 to 1")
         self.net, self.info = net, info
         self.least = net.config.least_side  # pad4's smallest side for this network
         if margin is None:  # the margin the style was trained with
@@ -63,9 +63,9 @@ class Stylizer:
         self.strength, self.preserve_color = strength, preserve_color
         self.refiner = refiner  # optimizer iterations after the network, before strength and colour
         self.max_tile, self.overlap = max_tile or default_max_tile(), overlap
-        if self.max_tile <= 2 * overlap:
-            raise UsageError(f"tile size {self.max_tile} must be larger than twice the tiles' "
-                             f"overlap ({2 * overlap}); use --tile {4 * overlap} or more")
+        if self.max_tile < 4 * overlap:  # smaller tiles would be mostly overlap: thousands
+            raise UsageError(f"--tile {self.max_tile} is too small: tiles overlap by "
+                             f"{overlap} px on each side; use --tile {4 * overlap} or more")
         self.stats_size = stats_size or self.max_tile  # longest side of the statistics pass
         # mx.compile keeps one trace per input shape: the network alone (tiles, colour
         # preservation) and the whole pass, conversions from and to uint8 included

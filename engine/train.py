@@ -33,7 +33,8 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from PIL import Image
 
 from . import distributed
-from .errors import EngineError, ImageError, UsageError, WeightsError
+from .errors import ImageError, OutputError, UsageError, WeightsError
+from .atomic import atomic_write, check_writable_folder, describe
 from .image import load_image, save_image
 from .losses import content_loss, style_loss, total_variation
 from .optimize import style_target
@@ -41,6 +42,7 @@ from .styles import (HostArrays, check_name, engine_home, host_arrays, load_styl
                      style_arrays, style_dir, style_metadata, write_atomic)
 from .stylize import crop, reflect_margin, run_framed
 from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
+from .runs import all_finite, check_new_name, diverged
 from .vgg import VGG, VGG16
 from .weightfile import expect_shapes, int_field, json_field, load_arrays, read_header
 
@@ -100,8 +102,25 @@ class TrainSettings:
             raise UsageError("--minutes must be more than 0 (and finite)")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
-        if min(self.content_weight, self.style_weight, self.tv_weight) < 0:
-            raise UsageError("loss weights must not be negative")
+        for flag, value in (("--content-weight", self.content_weight),
+                            ("--style-weight", self.style_weight),
+                            ("--tv-weight", self.tv_weight)):
+            if not 0 <= value < 1e30:  # (NaN fails too)
+                raise UsageError(f"{flag} {value} must be a finite number, 0 or more")
+        if not 0 <= self.learning_rate <= 1:
+            raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
+        if self.style_size < 16 or self.style_size > MAX_SIDE:
+            raise UsageError(f"--style-size {self.style_size} must be in 16..{MAX_SIDE}")
+        if self.size > MAX_SIDE or self.batch * self.size ** 2 > MAX_BATCH_PIXELS:
+            raise UsageError(f"--batch {self.batch} of --size {self.size} crops is over "
+                             f"{MAX_BATCH_PIXELS // 2**20} megapixels a step (and --size at most "
+                             f"{MAX_SIDE}); lower them")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
+        if self.width > 256:
+            raise UsageError(f"--width {self.width} must be in 1..256")
+        if self.checkpoint_every < 1:
+            raise UsageError("--checkpoint-every must be at least 1")
         unknown = [name for name in self.style_layers if name not in VGG16.taps]
         if unknown or not self.style_layers:
             raise UsageError(f"unknown style layer {', '.join(unknown) or '(none given)'}; use "
@@ -142,6 +161,8 @@ class TrainSettings:
 
 
 PRECISIONS = ("float32", "bfloat16")
+MAX_SIDE = 4096  # the largest crop or style image size a run may ask for
+MAX_BATCH_PIXELS = 8 * 2**20  # pixels of one step's batch (the recipes use 0.5-1 MP)
 _clock = time.perf_counter  # (tests of timed runs replace it)
 
 
@@ -166,6 +187,9 @@ class TrainResult:
 # ------------------------------------------------------------------------- data
 
 
+MIN_CONTENT_SIDE = 16  # smaller photos (icons, strips) are skipped, with a note
+
+
 class ContentSet:
     """Content photos held in memory as uint8, served as random jittered square crops."""
 
@@ -179,6 +203,10 @@ class ContentSet:
             except ImageError as error:
                 skipped.append(str(error))
                 continue
+            if min(picture.size) < MIN_CONTENT_SIDE:
+                skipped.append(f"{path}: {picture.size[0]}x{picture.size[1]} is too small to "
+                               f"crop (under {MIN_CONTENT_SIDE} px a side)")
+                continue
             self.images.append((np.array(picture.rgb[0]) * 255).astype(np.uint8))
         if not self.images:
             raise ImageError(f"no readable content images ({'; '.join(skipped[:3])})")
@@ -189,7 +217,7 @@ class ContentSet:
         height, width = image.shape[:2]
         short = min(height, width)
         side = int(short * rng.uniform(0.5, 1.0)) if short > self.size // 2 else short
-        side = max(8, side)
+        side = min(short, max(MIN_CONTENT_SIDE, side))
         top = rng.integers(0, height - side + 1)
         left = rng.integers(0, width - side + 1)
         patch = Image.fromarray(image[top:top + side, left:left + side])
@@ -374,13 +402,13 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
                     ) -> tuple[int, list[float]]:
     """Weights and optimizer state into `net` and `optimizer`; the step and loss history.
 
-    The caller has checked the header (format, style, settings) with read_metadata first.
+    The caller has checked the header's settings (style, objective) first.
     """
     try:
         header = read_header(path, "engine-checkpoint", "checkpoint")
         expect_shapes(header, {f"model.{k}": v.shape for k, v in tree_flatten(net.parameters())},
                       "network", ignore_prefix="optimizer.")
-        arrays, metadata = load_arrays(header, "checkpoint"), header.metadata
+        arrays = load_arrays(header, "checkpoint")
         model = [(k[len("model."):], v) for k, v in arrays.items() if k.startswith("model.")]
         net.load_weights(model, strict=True)
         state = [(k[len("optimizer."):], v) for k, v in arrays.items()
@@ -454,7 +482,8 @@ def plot_losses(losses: list[float], path: Path) -> None:
         draw.text((4, 4), f"loss (log10) {high:.2f} .. {low:.2f}, {len(values)} steps",
                   fill="black")
     draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
-    image.save(path)
+    with atomic_write(path) as stream:
+        image.save(stream, format="PNG")
 
 
 def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
@@ -462,7 +491,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 on_step: Callable[[TrainStep], None] | None = None,
                 out_dir: Path | None = None, data_shards: int = 1,
                 start_from: Path | None = None,
-                on_ready: Callable[[int], None] | None = None) -> TrainResult:
+                on_ready: Callable[[int], None] | None = None,
+                overwrite: bool = False) -> TrainResult:
     """Train a style network; write <name>.safetensors (+ preview .png) into the style folder.
 
     `start_from`, a trained style file (a shipped one, say) of the same painting and objective,
@@ -475,10 +505,22 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
 
     `on_ready(step)` is called once every input is checked, before the first step (which compiles
     the step's kernels), with the step the run starts from; `on_step` after each step.
+
+    An existing style or run of this name, or a plugin's style of this name, is refused unless
+    `resume` or `overwrite` (which makes the new style override a plugin's). A step whose loss
+    or weights are not finite ends the run before anything is written from it.
     """
     started = _clock()  # a timed run's budget counts from here
     settings.check()
     check_name(name, "style")
+    if out_dir is None:
+        from .registry import styles
+
+        overrides = check_new_name(name, "style", style_dir() / f"{name}.safetensors",
+                                   _checkpoint_path(name), resume, overwrite, styles())
+    else:
+        overrides = check_new_name(name, "style", out_dir / f"{name}.safetensors",
+                                   _checkpoint_path(name), resume, overwrite)
     style = load_image(style_path)
     if min(style.size) < 64:
         raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
@@ -557,7 +599,14 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     optimizer = optim.Adam(learning_rate=settings.schedule(began, horizon),
                            bias_correction=bool(settings.earlier))
     run = run_dir(name)
-    run.mkdir(parents=True, exist_ok=True)
+    for folder in (run, out_dir or style_dir()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            check_writable_folder(folder, "run")
+        except (OSError, OutputError) as error:
+            reason = describe(error) if isinstance(error, OSError) else error
+            raise OutputError(f"{folder}: cannot write the run's files there ({reason}); set "
+                              "ENGINE_HOME to a writable folder") from None
     step, losses = began, []  # 0, or where --from's style ended; a checkpoint's step on resume
     if resume:
         step, losses = load_checkpoint(checkpoint, net, optimizer)
@@ -582,14 +631,19 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                       shown: Path | None = None) -> None:
         """Checkpoint, style file with its preview and loss plot, and/or the preview as `shown`
         (one preview for both): snapshots taken now, the files written by `writer`."""
+        nonlocal saved
+        if not all_finite(net.parameters()):
+            raise diverged(steps_done, saved, checkpoint)
         if not main:  # one writer: rank 0
             return
+        if checkpointing:
+            saved = steps_done
         pixels = np.array(preview())
         if checkpointing:
             state = checkpoint_snapshot(net, optimizer)
             style = host_arrays(style_arrays(net, grams))
             metadata = style_metadata(net, {**training, "steps": planned} if timed else training,
-                                      steps_done, style_sha)
+                                      steps_done, style_sha, overrides)
             history = list(losses)
 
         def write() -> None:
@@ -603,6 +657,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         writer.submit(write)
 
     interrupted = False
+    saved = step if resume else None  # the last step whose weights are on disk
     # the rate counts from the end of the first step: that one compiles the step's kernels
     # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down for the whole run
     timer: tuple[int, float] | None = None
@@ -615,6 +670,8 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         nonlocal timer, reported
         done_step, loss, terms = queued[0]
         value = float(loss)
+        if not math.isfinite(value):
+            raise diverged(done_step, saved, checkpoint)
         losses.append(value)
         reported = done_step
         queued.pop(0)
@@ -679,8 +736,7 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             # the steps already run are kept (save_progress below evaluates them), with their losses
             losses.extend(float(loss) for done_step, loss, _ in queued if done_step > reported)
         if not np.isfinite(losses[-1] if losses else 0.0):
-            raise EngineError("training diverged (the loss is not finite); lower "
-                              "--learning-rate or --style-weight")
+            raise diverged(step, saved, checkpoint)
         planned = min(planned, step)  # a timed run's record: the steps it had time for
         save_progress(step)
         writer.wait()
