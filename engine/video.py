@@ -8,9 +8,9 @@ and renamed over it only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import check_writable_folder, describe, publish, temporary_beside
 from .errors import EngineError, ImageError, OutputError, UsageError
 from .stylize import Stylizer
 
@@ -216,8 +217,10 @@ def _pump(target: Callable, args: tuple, errors: list) -> threading.Thread:
     return thread
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
+def _put(q: queue.Queue, item, stop: threading.Event, errors: list) -> bool:
+    """Put `item` in a bounded queue unless the run stops or a stage fails meanwhile (its
+    reader would never take it): False then."""
+    while not stop.is_set() and not errors:
         try:
             q.put(item, timeout=0.1)
             return True
@@ -226,28 +229,54 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _get(q: queue.Queue, errors: list):
+def _get(q: queue.Queue, errors: list, stop: threading.Event):
+    """The next item, or the first stage's error; _END once the run stops."""
     while True:
         try:
             return q.get(timeout=0.1)
         except queue.Empty:
             if errors:
                 raise errors[0]
+            if stop.is_set():
+                return _END
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers that hold H.264
+
+
+def check_video_output(target: Path) -> None:
+    """The output's folder takes files and its container holds H.264: before any work."""
+    target = Path(target)
+    if target.suffix.lower() not in VIDEO_SUFFIXES:
+        hint = " (WebM holds VP8, VP9 or AV1, not H.264)" if target.suffix.lower() == ".webm" \
+            else ""
+        raise OutputError(f"{target}: cannot write {target.suffix or 'no extension'!r} video"
+                          f"{hint}; use .mp4, .mkv, .mov or .avi")
+    if target.is_dir():
+        raise OutputError(f"{target}: is a folder; give a file name")
+    check_writable_folder(target.parent)
+
+
+@dataclass
+class VideoResult:
+    """What was written: the output's size, its frames, and the frames the source declared."""
+
+    info: VideoInfo
+    width: int
+    height: int
+    frames: int
 
 
 def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8,
                   max_size: int | None = None, stabilize: bool = False, codec: str = "libx264",
                   crf: int = 18, preset: str = "veryfast", overwrite: bool = False,
-                  on_progress: Callable[[VideoProgress], None] | None = None) -> VideoInfo:
+                  on_progress: Callable[[VideoProgress], None] | None = None) -> VideoResult:
     """Decode, stylize in batches and encode `source` to `target`, keeping the frame timing,
     the frame count, the size (unless max_size) and the audio streams."""
     import av
 
     source, target = Path(source), Path(target)
-    if not target.parent.is_dir():
-        raise OutputError(f"{target}: the folder {target.parent} does not exist; create it first")
-    if target.suffix.lower() not in (".mp4", ".mkv", ".mov", ".avi", ".webm"):
-        raise OutputError(f"{target}: use a video extension (.mp4, .mkv, .mov)")
+    check_video_output(target)
     if not overwrite and target.exists() and target.resolve() == source.resolve():
         raise OutputError(f"{target}: is also the input; choose another output")
     if batch < 1:
@@ -255,13 +284,13 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
     container = _open(source)
     info = _info(container)
     width, height = output_size(info.width, info.height, max_size)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix,
-                                         dir=target.parent)
-    os.close(handle)
     stop, errors = threading.Event(), []
     decoded: queue.Queue = queue.Queue(maxsize=4)
     finished: queue.Queue = queue.Queue(maxsize=4)
+    cleanup = contextlib.ExitStack()  # on every way out: the source closed, the temporary gone
+    cleanup.callback(container.close)
     try:
+        temporary = str(cleanup.enter_context(temporary_beside(target, target.suffix)))
         output = av.open(temporary, "w")
         video_in = container.streams.video[0]
         video_in.thread_type = "AUTO"
@@ -284,7 +313,8 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
             try:
                 for packet in container.demux(*streams):
                     if packet.stream.index in audio:
-                        if packet.dts is not None and not _put(decoded, ("audio", packet), stop):
+                        if packet.dts is not None and not _put(decoded, ("audio", packet), stop,
+                                                               errors):
                             return
                         continue
                     for frame in packet.decode():
@@ -293,19 +323,19 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
                         frames.append(frame.to_ndarray(format="rgb24"))
                         stamps.append((frame.pts, frame.time_base))
                         if len(frames) == batch:
-                            if not _put(decoded, ("video", frames, stamps), stop):
+                            if not _put(decoded, ("video", frames, stamps), stop, errors):
                                 return
                             frames, stamps = [], []
             except av.error.FFmpegError as error:
                 raise VideoError(f"{source}: decoding failed ({error}); the file may be "
                                  "truncated or damaged") from None
             if frames:
-                _put(decoded, ("video", frames, stamps), stop)
-            _put(decoded, _END, stop)
+                _put(decoded, ("video", frames, stamps), stop, errors)
+            _put(decoded, _END, stop, errors)
 
         def encode():
             next_pts = 0
-            while (item := _get(finished, [])) is not _END:
+            while (item := _get(finished, [], stop)) is not _END:
                 if item[0] == "audio":
                     packet = item[1]
                     packet.stream = audio[packet.stream.index]
@@ -324,7 +354,7 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
         writer = _pump(encode, (), errors)
         stabilizer = Stabilizer() if stabilize else None
         done, started = 0, time.perf_counter()
-        while (item := _get(decoded, errors)) is not _END:
+        while (item := _get(decoded, errors, stop)) is not _END:
             if item[0] == "video":
                 frames = item[1]
                 outputs = stylizer.uint8(np.stack(frames))
@@ -335,9 +365,9 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
                 if on_progress:
                     on_progress(VideoProgress(done, max(info.frames, done),
                                               done / (time.perf_counter() - started)))
-            if not _put(finished, item, stop) or errors:
+            if not _put(finished, item, stop, errors):
                 break
-        _put(finished, _END, stop)
+        _put(finished, _END, stop, errors)
         writer.join()
         for thread in readers:
             thread.join(timeout=1)
@@ -347,15 +377,15 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
             raise VideoError(f"{source}: no frames could be decoded")
         output.close()
         container.close()
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
+        publish(Path(temporary), target)
+    except OSError as error:  # the encoder's writes (PyAV's are OSErrors too): a full disk
+        raise OutputError(f"{target}: could not write ({describe(error)})") from None
     except av.error.FFmpegError as error:
         raise VideoError(f"{target}: encoding failed ({error})") from None
     finally:
         stop.set()
-        container.close()
-        Path(temporary).unlink(missing_ok=True)
-    return info
+        cleanup.close()
+    return VideoResult(info, width, height, done)
 
 
 # ----------------------------------------------------------------- webcam
@@ -471,11 +501,10 @@ class _Recorder:
         import av
 
         self.target = Path(target)
-        handle, self.temporary = tempfile.mkstemp(prefix=f".{self.target.stem}.",
-                                                  suffix=self.target.suffix,
-                                                  dir=self.target.parent)
-        os.close(handle)
-        self.output = av.open(self.temporary, "w")
+        self.cleanup = contextlib.ExitStack()
+        self.temporary = self.cleanup.enter_context(temporary_beside(self.target,
+                                                                     self.target.suffix))
+        self.output = av.open(str(self.temporary), "w")
         self.stream = self.output.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001))
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
 
@@ -488,16 +517,8 @@ class _Recorder:
         try:
             self.output.mux(self.stream.encode())
             self.output.close()
-            os.chmod(self.temporary, 0o644)
-            os.replace(self.temporary, self.target)
+            publish(self.temporary, self.target)
         finally:
-            Path(self.temporary).unlink(missing_ok=True)
+            self.cleanup.close()
 
-
-def check_video_output(target: Path) -> None:
-    if not Path(target).parent.is_dir():
-        raise OutputError(f"{target}: the folder {Path(target).parent} does not exist; "
-                          "create it first")
-    if Path(target).suffix.lower() not in (".mp4", ".mkv", ".mov", ".avi"):
-        raise OutputError(f"{target}: use a video extension (.mp4, .mkv, .mov)")
 

@@ -141,7 +141,7 @@ def test_corrupt_safetensors(tmp_path):
 def test_wrong_weights_file(tmp_path):
     path = tmp_path / "other.safetensors"
     mx.save_safetensors(str(path), {"something": mx.zeros((2, 2))})
-    with pytest.raises(WeightsError, match="does not hold"):
+    with pytest.raises(WeightsError, match="weights do not match the vgg16 network"):
         load_vgg(path=path)
 
 
