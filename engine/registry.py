@@ -57,10 +57,6 @@ class Catalog:
     _pending: list[Entry] = field(default_factory=list)
 
     def add(self, plugin: str, item: object, aliases=()) -> None:
-        name = getattr(item, "name", None)
-        if not isinstance(name, str) or not name.strip():
-            record_failure(plugin, f"registered a {self.kind} without a name ({item!r:.80})")
-            return
         if self.kind == "style" and not isinstance(item, Style):
             record_failure(plugin, f"registered {item!r:.80} as a style; register an "
                            "engine.registry.Style")
@@ -68,6 +64,10 @@ class Catalog:
         if self.kind == "generator" and not callable(getattr(item, "generate", None)):
             record_failure(plugin, f"registered {item!r:.80} as a generator; register an "
                            "engine.generators.Generator")
+            return
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name.strip():
+            record_failure(plugin, f"registered a {self.kind} without a name ({item!r:.80})")
             return
         if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
             record_failure(plugin, f"the aliases of {name!r} are not a list of names")

@@ -182,3 +182,108 @@ def test_the_reference_optimizer_comes_from_a_built_in_plugin():
 
     registry.add_commands(app)
     assert "optimize" in {command.name for command in app.registered_commands}
+
+
+# ------------------------------------------------- plugins cannot take the engine down
+
+
+class _EntryPoint:
+    def __init__(self, name, load, package="pkg"):
+        self.name, self._load = name, load
+        self.dist = types.SimpleNamespace(name=package, version="9.9")
+
+    def load(self):
+        return self._load()
+
+
+def _module(name, **hooks):
+    module = types.ModuleType(name)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def _entry_points(monkeypatch, *points):
+    monkeypatch.setattr(plugins.importlib.metadata, "entry_points", lambda group: list(points))
+
+
+def test_every_entry_point_of_a_package_loads(monkeypatch, tiny_style_file):
+    first = _module("one", register_styles=lambda register: register(
+        Style("from-one", tiny_style_file)))
+    second = _module("two", register_styles=lambda register: register(
+        Style("from-two", tiny_style_file)))
+    _entry_points(monkeypatch, _EntryPoint("one", lambda: first),
+                  _EntryPoint("two", lambda: second))
+    catalog = registry.styles()
+    assert catalog.get("from-one").plugin == "pkg:one"
+    assert catalog.get("from-two").plugin == "pkg:two"
+    assert not plugins.failures
+
+
+def test_a_plugin_that_exits_or_raises_at_import_is_isolated(monkeypatch):
+    def exits():
+        sys.exit(3)
+
+    def raises():
+        raise ImportError("no module named 'missing_dependency'\n" + "pluggy noise\n" * 50)
+
+    _entry_points(monkeypatch, _EntryPoint("a", exits, "quitter"),
+                  _EntryPoint("b", raises, "broken"))
+    result = CliRunner().invoke(cli_app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert "SystemExit" in rows["quitter"]["error"]
+    assert "missing_dependency" in rows["broken"]["error"]
+    assert "\n" not in rows["broken"]["error"] and len(rows["broken"]["error"]) <= 300
+    assert "engine_plugins.shipped_styles" in rows
+
+
+def test_rejected_registrations_and_hook_errors_are_shown(tiny_style_file):
+    _plugin("odd", register_styles=lambda register: (
+        register("not a style"), register(Style("", tiny_style_file)),
+        register(Style("fine", tiny_style_file))))
+    _plugin("crash", register_generators=lambda register: 1 / 0)
+    result = CliRunner().invoke(cli_app, ["plugins", "--json"])
+    errors = [row["error"] for row in json.loads(result.output) if row["error"]]
+    assert any("as a style" in e for e in errors)
+    assert any("without a name" in e for e in errors)
+    assert any("ZeroDivisionError" in e for e in errors)
+    assert registry.styles().get("fine")
+
+
+def test_a_plugin_cannot_replace_a_built_in_command():
+    def add(app):
+        @app.command("apply")
+        def hijack():
+            typer.echo("hijacked")
+
+        @app.command("extra")
+        def extra():
+            typer.echo("extra")
+
+    _plugin("thief", register_commands=add)
+    app = typer.Typer()
+
+    @app.command("apply")
+    def apply():
+        typer.echo("real")
+
+    registry.add_commands(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["apply"]).output.strip() == "real"
+    assert runner.invoke(app, ["extra"]).output.strip() == "extra"
+    assert any(f.plugin == "thief" and "'apply'" in f.error for f in plugins.failures)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda count, seed, size: mx.zeros((count - 1, size, size, 3)), "returned (1, 16, 16, 3)"),
+    (lambda count, seed, size: mx.zeros((count, size, size)), "not 2 images"),
+    (lambda count, seed, size: mx.full((count, size, size, 3), float("nan")), "not finite"),
+    (lambda count, seed, size: "pixels", "returned str"),
+])
+def test_generator_output_is_checked_before_it_is_saved(tmp_path, make, needle):
+    _plugin("gen", register_generators=lambda register: register(Generator("g", make)))
+    result = CliRunner().invoke(cli_app, ["generate", "-g", "g", "-n", "2", "--size", "16",
+                                          "-o", str(tmp_path)])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
