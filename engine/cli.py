@@ -302,7 +302,7 @@ def train_style(
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(_names(style_layers)),
-            width=width or preset.width, res_blocks=preset.res_blocks, arch=preset.arch,
+            width=preset.width if width is None else width, res_blocks=preset.res_blocks, arch=preset.arch,
             dilations=_dilations(dilations), margin=margin, precision=precision, seed=seed,
             checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
@@ -520,8 +520,9 @@ def video(
             batch = batch or (1 if on_cpu() else 8)
             result = stylize_video(source, output, stylizer, batch, max_size, stabilize,
                                    crf=crf, overwrite=overwrite, on_progress=on_progress)
-        short = (f"; the source declared {info.frames} frames but ended after {result.frames}: "
-                 "it may be truncated" if info.frames > result.frames else "")
+        short = (f"; the source declared {info.frames} frames but ended after {result.frames}"
+                 f": it may be truncated{' or damaged' if result.damaged else ''}"
+                 if info.frames > result.frames or result.damaged else "")
         err.print(f"wrote {output} ({result.frames} frames, {result.width}x{result.height} at "
                   f"{float(info.rate):.3g} fps{', audio kept' if info.has_audio else ''}{short})")
 

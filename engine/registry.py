@@ -103,6 +103,9 @@ class Catalog:
         if getattr(owner.item, "overrides", False) and owner.name == entry.name:
             entry.note = f"overridden by {owner.kind_name(self.kind)} of plugin {owner.plugin!r}"
             owner.note = f"overrides the {self.kind} of plugin {entry.plugin!r}"
+            for alias in entry.aliases:  # its aliases mean what its name means now
+                if self.owner(alias) is None:
+                    self.aliases[alias] = owner.name
             self.hidden.append(entry)
             return
         if getattr(entry.item, "from_user", False):

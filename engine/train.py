@@ -87,8 +87,8 @@ class TrainSettings:
             raise UsageError("steps and batch must be at least 1")
         if self.size < 16 or self.size % 4:
             raise UsageError("--size must be a multiple of 4, at least 16")
-        if self.width < 1 or self.res_blocks < 0:
-            raise UsageError("the network needs a positive width")
+        if not 1 <= self.width <= 256 or self.res_blocks < 0:
+            raise UsageError(f"--width {self.width} must be in 1..256")
         if self.arch not in ARCHS:
             raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
         if self.dilations and (self.arch != "johnson" or min(self.dilations) < 1):
@@ -117,8 +117,6 @@ class TrainSettings:
                              f"{MAX_SIDE}); lower them")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
-        if self.width > 256:
-            raise UsageError(f"--width {self.width} must be in 1..256")
         if self.checkpoint_every < 1:
             raise UsageError("--checkpoint-every must be at least 1")
         unknown = [name for name in self.style_layers if name not in VGG16.taps]

@@ -265,6 +265,7 @@ class VideoResult:
     width: int
     height: int
     frames: int
+    damaged: str | None = None  # the decoder's error where the source broke off, if it did
 
 
 def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8,
@@ -307,6 +308,8 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
             except (ValueError, av.error.FFmpegError):
                 pass  # an audio codec this container cannot hold is dropped
 
+        decoded_count, damaged = [0], []
+
         def decode():
             frames, stamps = [], []
             streams = [video_in, *(s for s in container.streams.audio if s.index in audio)]
@@ -317,18 +320,26 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
                                                                errors):
                             return
                         continue
-                    for frame in packet.decode():
+                    try:
+                        pictures = packet.decode()
+                    except av.error.FFmpegError as error:  # a damaged packet: the rest goes on
+                        damaged.append(str(error))
+                        continue
+                    for frame in pictures:
                         if (frame.width, frame.height) != (width, height):
                             frame = frame.reformat(width, height)
                         frames.append(frame.to_ndarray(format="rgb24"))
                         stamps.append((frame.pts, frame.time_base))
+                        decoded_count[0] += 1
                         if len(frames) == batch:
                             if not _put(decoded, ("video", frames, stamps), stop, errors):
                                 return
                             frames, stamps = [], []
-            except av.error.FFmpegError as error:
-                raise VideoError(f"{source}: decoding failed ({error}); the file may be "
-                                 "truncated or damaged") from None
+            except av.error.FFmpegError as error:  # the container itself
+                damaged.append(str(error))
+            if damaged and not decoded_count[0]:
+                raise VideoError(f"{source}: decoding failed ({damaged[0]}); the file may be "
+                                 "truncated or damaged")
             if frames:
                 _put(decoded, ("video", frames, stamps), stop, errors)
             _put(decoded, _END, stop, errors)
@@ -385,7 +396,7 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
     finally:
         stop.set()
         cleanup.close()
-    return VideoResult(info, width, height, done)
+    return VideoResult(info, width, height, done, damaged[0] if damaged else None)
 
 
 # ----------------------------------------------------------------- webcam
