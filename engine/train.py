@@ -443,9 +443,9 @@ def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_pa
     now = json.loads(json.dumps(asdict(settings)))  # tuples -> lists, as saved
 
     def shown(key: str, value) -> str:
-        if key == "arch":  # set by --net
+        if key == "arch" and isinstance(value, str):  # set by --net
             return NETWORK_NAMES.get(value, value)
-        return _listed(value) if isinstance(value, list) else str(value)
+        return _listed(value) if isinstance(value, list) else str(value)[:40]
 
     for key in OBJECTIVE:
         if key not in may_differ and saved.get(key) is not None and now[key] != saved[key]:
