@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import UsageError
 from .optimize import OptimizeSettings, _run_lbfgs, make_objective
-from .vgg import VGG
+from .vgg import VGG, VGG16
 
 MAX_SIDE = 2048  # VGG's activations and gradients at the full size: ~8 GB of float32 at 2048
 
@@ -51,7 +51,7 @@ class Refiner:
         if not targets:
             raise UsageError("this style file holds no style targets (it was trained before "
                              "styles kept them); retrain it to use --refine")
-        unknown = sorted(set(targets) - set(vgg.spec.taps))
+        unknown = sorted(set(targets) - set(VGG16.taps))  # (train-style's choices)
         if unknown:
             raise UsageError(f"this style file holds targets for {unknown[0]!r}, not a VGG layer "
                              "the engine knows; retrain it to use --refine")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -574,3 +575,42 @@ def test_bad_optimizer_numbers_are_refused_up_front(tmp_path, photo, painting, t
                  tiny_vgg_file, "-n", "2", *args)
     refused(result, needle)
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_during_train_style_then_resume(tmp_path, signum, tiny_vgg_file, content_dir,
+                                                 style_image):
+    from engine.weightfile import read_header
+
+    env = {**os.environ, "ENGINE_HOME": str(tmp_path / "home")}
+    base = [sys.executable, "-m", "engine", "train-style", str(style_image), "--name", "sig",
+            "--content", str(content_dir), "--size", "32", "--style-size", "32", "--net",
+            "fast", "--width", "4", "--checkpoint-every", "2", "--vgg-weights",
+            str(tiny_vgg_file)]
+    process = subprocess.Popen([*base, "--steps", "100000"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    checkpoint = tmp_path / "home" / "runs" / "sig" / "checkpoint.safetensors"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not checkpoint.is_file():
+        time.sleep(0.05)
+    assert checkpoint.is_file(), "no checkpoint came"
+    time.sleep(0.3)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0].decode()
+    assert "Traceback" not in output
+    if signum == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode in (130, 143), output
+        assert "resume with --resume" in output
+        for folder in (checkpoint.parent, tmp_path / "home" / "styles"):
+            assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    step = int(read_header(checkpoint).metadata["step"])
+    refused = subprocess.run([*base, "--steps", str(step + 2)], env=env, capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "--resume continues it" in refused.stderr
+    resumed = subprocess.run([*base, "--steps", str(step + 2), "--resume"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    style = tmp_path / "home" / "styles" / "sig.safetensors"
+    assert int(read_header(style).metadata["steps"]) == step + 2
