@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from .conftest import ROOT, SHARED, write_image
+from .conftest import ROOT, write_image
 from engine.cli import get_app
 from engine.errors import EngineError, OutputError, UsageError, WeightsError
 
@@ -192,12 +192,21 @@ def test_video_on_a_full_disk_ends_with_the_error_not_a_hang(tmp_path, clip):
 
 
 def test_sigterm_during_video_removes_its_temporary_file(tmp_path):
-    source = SHARED / "video"
-    clips = sorted(p for p in source.iterdir() if p.suffix in (".mp4", ".mkv", ".avi"))
+    import av
+
+    long_clip = tmp_path / "long.mp4"  # ~10 s of stylizing on a 2-core CPU
+    rng = np.random.default_rng(0)
+    with av.open(str(long_clip), "w") as output:
+        stream = output.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(240):
+            pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        output.mux(stream.encode())
     out = tmp_path / "out" / "styled.mp4"
     out.parent.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "engine", "video", str(clips[0]),
-                                "--style", "starry", "-o", str(out), "--max-size", "320"],
+    process = subprocess.Popen([sys.executable, "-m", "engine", "video", str(long_clip),
+                                "--style", "starry", "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(out.parent.iterdir()):
