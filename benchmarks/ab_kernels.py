@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from profile_gpu import mlx_ms  # the same timing as the profiles
 
-from engine import fused
-from engine.transformer import FULL, TransformerNet
+from engine.nets import fused
+from engine.nets.transformer import FULL, TransformerNet
 
 
 def load_old(commit: str, folder: Path):

@@ -24,12 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from quality_report import check_painting
 
-from engine.image import load_image
+from engine.io.images import load_image
 from engine.optimize import style_target
-from engine.styles import TARGETS, save_atomic
-from engine.styles import read_info
-from engine.train import TrainSettings
-from engine.vgg import load_vgg
+from engine.io.style_files import TARGETS, save_atomic
+from engine.io.style_files import read_info
+from engine.training.settings import TrainSettings
+from engine.io.vgg_weights import load_vgg
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.stylize import Stylizer  # noqa: E402
-from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
+from engine.nets.transformer import NETWORKS, TransformerNet  # noqa: E402
 
 
 def timed(run, sync, repeats):

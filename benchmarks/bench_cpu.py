@@ -30,7 +30,7 @@ import engine  # noqa: E402,F401 - first: loads MKL before mlx.core
 
 from engine.registry import style_path  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
-from engine.transformer import NETWORKS  # noqa: E402
+from engine.nets.transformer import NETWORKS  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 

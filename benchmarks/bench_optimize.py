@@ -23,9 +23,10 @@ import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import numpy as np
 
-from engine.image import load_image, resize
+from engine.io.images import load_image, resize
 from engine.optimize import CONTENT_LAYERS, STYLE_LAYERS, OptimizeSettings, optimize
-from engine.vgg import VGG16, _read_safetensors, load_vgg, resolve_weights
+from engine.nets.vgg import VGG16
+from engine.io.vgg_weights import _read_safetensors, load_vgg, resolve_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_peers import torch_vgg16  # noqa: E402
@@ -166,7 +167,7 @@ def main() -> None:
               "mlx": mx.__version__}
     results = [bench_mlx(content, style, settings, weights)]
     if args.save:
-        from engine.image import save_image
+        from engine.io.images import save_image
         save_image(args.save, results[0]["image"])
     if args.lbfgsb_iterations:
         scipy_settings = OptimizeSettings(**{**settings.__dict__, "method": "lbfgsb",

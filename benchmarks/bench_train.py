@@ -4,7 +4,7 @@
         [--precisions float32,bfloat16] [--forms low,plain] [--loops sync,async]
 
 --forms: the style network's full-resolution layers on a GPU in their low-resolution forms
-(engine.transformer.LOW_RES_FORMS, the default) or plain.
+(engine.nets.transformer.LOW_RES_FORMS, the default) or plain.
 """
 
 import argparse
@@ -21,11 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import transformer  # noqa: E402
+from engine.nets import transformer  # noqa: E402
 from engine.optimize import style_target  # noqa: E402
-from engine.train import TrainSettings, make_train_step  # noqa: E402
-from engine.transformer import NETWORKS, TransformerNet  # noqa: E402
-from engine.vgg import VGG16, _read_safetensors, load_vgg  # noqa: E402
+from engine.training.settings import TrainSettings  # noqa: E402
+from engine.training.style import make_train_step
+from engine.nets.transformer import NETWORKS, TransformerNet  # noqa: E402
+from engine.nets.vgg import VGG16  # noqa: E402
+from engine.io.vgg_weights import _read_safetensors, load_vgg
 
 
 def bench_mlx(vgg, settings, steps, batch, loop="sync"):
@@ -162,7 +164,7 @@ def main():
                 show(bench_mlx(vgg, replace(settings, precision=precision), args.steps,
                                args.batch, loop))
     if args.torch and not dilations:
-        from engine.vgg import resolve_weights
+        from engine.io.vgg_weights import resolve_weights
 
         class Printer(list):
             def append(self, result):

@@ -1,4 +1,4 @@
-"""End-to-end video: frames/s for decode + stylize + encode (engine.video.stylize_video), and
+"""End-to-end video: frames/s for decode + stylize + encode (engine.io.video.stylize_video), and
 the flicker figure with and without --stabilize.
 
     python benchmarks/bench_video.py --style starry --sizes 1280x720,1920x1080 --frames 240
@@ -21,10 +21,10 @@ import mlx.core as mx
 import numpy as np
 
 from engine.registry import NETS, style_path
-from engine.styles import read_info
+from engine.io.style_files import read_info
 from engine.stylize import Stylizer
-from engine.transformer import NETWORK_NAMES
-from engine.video import stylize_frames, stylize_video
+from engine.nets.transformer import NETWORK_NAMES
+from engine.io.video import stylize_frames, stylize_video
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
 
@@ -66,7 +66,7 @@ def main() -> None:
     network_kind = NETWORK_NAMES[read_info(path).config.arch]
     device = str(mx.default_device())
     if args.flicker:
-        from engine.video import flicker
+        from engine.io.video import flicker
         with av.open(str(args.flicker)) as reader:
             stream = reader.streams.video[0]
             scale = args.flicker_size / max(stream.width, stream.height)

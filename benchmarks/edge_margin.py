@@ -19,8 +19,8 @@ import engine  # noqa: F401 - first: its BLAS loads before mlx.core  # isort: sk
 import mlx.core as mx
 import numpy as np
 
-from engine import examples
-from engine.image import load_image
+from engine.io import examples
+from engine.io.images import load_image
 from engine.registry import style_path
 from engine.stylize import Stylizer
 

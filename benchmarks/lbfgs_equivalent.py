@@ -33,7 +33,7 @@ from quality_report import add_style_arguments, matched_settings, square, traine
 
 from engine.optimize import Step, make_objective, optimize, style_target
 from engine.stylize import Stylizer
-from engine.vgg import load_vgg
+from engine.io.vgg_weights import load_vgg
 
 TOLERANCE = 1e-5  # relative: the same image scored by two compiled copies of the objective
 

@@ -20,10 +20,11 @@ import mlx.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import transformer
+from engine.nets import transformer
 from engine.losses import gram  # noqa: E402
-from engine.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad, upsample2x  # noqa: E402
-from engine.vgg import VGG, max_pool2_views  # noqa: E402
+from engine.nets.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad  # noqa: E402
+from engine.nets.ops import upsample2x
+from engine.nets.vgg import VGG, max_pool2_views  # noqa: E402
 
 OUT = None
 
@@ -395,7 +396,8 @@ def _train_step_ms(batch, size, precision):
     import numpy as np
 
     from engine.optimize import style_target
-    from engine.train import TrainSettings, make_train_step
+    from engine.training.settings import TrainSettings
+    from engine.training.style import make_train_step
 
     settings = TrainSettings(size=size, precision=precision, style_layers=(
         "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"))
@@ -464,7 +466,7 @@ def torch_train_parts(batch, size, dtype):
 # ------------------------------------------------------------------ train net
 
 def _autodiff_pad(p):
-    return lambda x: transformer._reflect_slices(x, p)
+    return lambda x: transformer.reflect_slices(x, p)
 
 
 def _autodiff_shift_sum(k, cout):
@@ -496,7 +498,8 @@ def section_trainnet(batch=8, size=256):
     import numpy as np
 
     from engine.optimize import style_target
-    from engine.train import TrainSettings, make_train_step
+    from engine.training.settings import TrainSettings
+    from engine.training.style import make_train_step
 
     originals = {name: getattr(transformer, name)
                  for name in ("_reflect_pad_fn", "_shift_sum_fn", "_instance_norm_fn")}
@@ -588,7 +591,7 @@ def section_trainforms(batch=8, size=256):
     space-to-depth blocks, the upsampling convolutions as sub-pixel convolutions), forward and
     gradient (input and weights; weights only for the first layer); then the whole network's
     forward + backward with the forms off and on (bench_train.py --forms times the step)."""
-    from engine.transformer import ConvLayer, conv_blocked
+    from engine.nets.transformer import ConvLayer, conv_blocked
 
     def forms(layer):
         nine = layer.conv.weight.shape[1] == 9

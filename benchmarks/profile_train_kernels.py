@@ -23,9 +23,10 @@ import mlx.optimizers as optim
 import numpy as np
 
 from engine.optimize import style_target
-from engine.train import TrainSettings, make_train_step
-from engine.transformer import TransformerNet
-from engine.vgg import VGG, VGG16
+from engine.training.settings import TrainSettings
+from engine.training.style import make_train_step
+from engine.nets.transformer import TransformerNet
+from engine.nets.vgg import VGG, VGG16
 
 
 def main():

@@ -35,7 +35,7 @@ from quality_report import (OPT_STYLE, add_style_arguments, matched_settings, re
 
 from engine.optimize import _run_lbfgs, make_objective, style_target
 from engine.stylize import Stylizer
-from engine.vgg import load_vgg
+from engine.io.vgg_weights import load_vgg
 
 GOAL = 1.5
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.styles import read_info
+from engine.io.style_files import read_info
 
 LONGEST = 1024
 QUALITY = 92

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .atomic import check_writable_folder
 from .errors import OutputError, UsageError
-from .image import check_output, find_images, is_engine_output, load_image, save_image
+from .io.atomic import check_writable_folder
+from .io.images import check_output, find_images, is_engine_output, load_image, save_image
 from .stylize import Stylizer
 
 Job = tuple[Path, Path]  # (input, output)

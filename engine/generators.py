@@ -89,3 +89,31 @@ def grid(images: mx.array) -> mx.array:
     padded = mx.concatenate([images, mx.ones((rows * cols - count, height, width, 3))])
     tiled = padded.reshape(rows, cols, height, width, 3).transpose(0, 2, 1, 3, 4)
     return tiled.reshape(1, rows * height, cols * width, 3)
+
+
+def guarded(entry) -> Generator:
+    """A registered generator (a registry Entry) whose failures in a plugin's code become one
+    line naming the plugin (the engine's own errors pass as they are)."""
+    from .errors import PluginError
+
+    maker = entry.item
+
+    def call(method):
+        def run(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except EngineError:
+                raise
+            except Exception as error:
+                raise PluginError(f"generator {maker.name!r} of plugin {entry.plugin!r} failed: "
+                                  f"{error!r:.300}; report it to the plugin's author") from None
+        return run
+
+    return _Guarded(call(maker.generate), call(maker.between))
+
+
+@dataclass
+class _Guarded:
+    generate: Callable[..., mx.array]
+    between: Callable[..., mx.array]
+

@@ -14,9 +14,9 @@ import mlx.optimizers as optim
 import numpy as np
 
 from .errors import EngineError, ImageError, UsageError
-from .image import resize
+from .io.images import resize
 from .losses import content_loss, gram, style_loss, total_variation
-from .vgg import VGG
+from .nets.vgg import VGG
 
 METHODS = ("lbfgs", "lbfgsb", "adam")
 CONTENT_LAYERS = ("relu4_2",)
@@ -329,3 +329,16 @@ def preserve_color(stylized: mx.array, content: mx.array) -> mx.array:
     yiq_content = content @ to_yiq.T
     mixed = mx.concatenate([yiq_style[..., :1], yiq_content[..., 1:]], axis=-1)
     return mx.clip(mixed @ from_yiq.T, 0.0, 1.0)
+
+
+def optimize_each(vgg: VGG, images: mx.array, style: mx.array, settings: OptimizeSettings,
+                  on_image: Callable[[int], None] | None = None) -> mx.array:
+    """Each of (N, H, W, 3) images repainted in the style of the painting `style` (1, h, w, 3),
+    one optimization each; `on_image(done)` after each."""
+    results = []
+    for index in range(images.shape[0]):
+        results.append(optimize(vgg, images[index:index + 1], [style], settings).image)
+        if on_image:
+            on_image(index + 1)
+    return mx.concatenate(results)
+

@@ -10,12 +10,14 @@ close most of the remaining gap to the optimizer (`refine_from_network.py`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlx.core as mx
 import numpy as np
 
 from .errors import UsageError
+from .nets.vgg import VGG, VGG16
 from .optimize import OptimizeSettings, _run_lbfgs, make_objective
-from .vgg import VGG, VGG16
 
 MAX_SIDE = 2048  # VGG's activations and gradients at the full size: ~8 GB of float32 at 2048
 
@@ -23,7 +25,7 @@ MAX_SIDE = 2048  # VGG's activations and gradients at the full size: ~8 GB of fl
 def own_objective(training: dict) -> dict:
     """A style's training loss settings from its metadata (train-style's defaults where the
     metadata is silent)."""
-    from .train import TrainSettings  # (train imports the stylizer's modules)
+    from .training.settings import TrainSettings
 
     defaults = TrainSettings()
     own = {key: training.get(key, getattr(defaults, key)) for key in
@@ -82,3 +84,24 @@ class Refiner:
                                      self.iterations, self.settings.history, lambda *_: None)
             refined.append(mx.array(image))
         return mx.concatenate(refined)
+
+
+def refiner_for(style: str, path: Path, iterations: int, vgg_weights: Path | None = None
+                ) -> Refiner:
+    """apply --refine for a registered style: the targets from its file, or, for a shipped
+    style's fast twin, from its full network's file when both match the same painting targets."""
+    from .io.style_files import load_targets, read_info
+    from .io.vgg_weights import load_vgg
+    from .registry import style_path
+
+    info = read_info(path)
+    targets = load_targets(path)
+    if not targets:
+        full = style_path(style, "full")
+        twin = read_info(full)
+        same = ("style_layers", "style_size", "style_image")
+        if full != path and twin.style_sha256 == info.style_sha256 and all(
+                twin.training.get(key) == info.training.get(key) for key in same):
+            targets = load_targets(full)
+    return Refiner(load_vgg(path=vgg_weights), targets, info.training, iterations)
+

@@ -192,7 +192,7 @@ def _command_name(info) -> str:
 
 def styles() -> Catalog:
     """Every registered style; broken ones carry their problem (weights missing or malformed)."""
-    from .styles import read_info
+    from .io.style_files import read_info
 
     catalog = _collect("register_styles", "style")
     for entry in catalog.entries.values():
@@ -221,7 +221,7 @@ def style_path(name: str, net: str = "auto") -> Path:
     A style may come in two networks: `full` (Johnson et al.) and `fast` (the CPU network).
     `auto` takes the fast one on the CPU, where it is ~7x quicker, and the full one on a GPU.
     """
-    from .transformer import on_cpu
+    from .backend import on_cpu
 
     if net not in NETS:
         raise UsageError(f"unknown --net {net!r}; use auto, full or fast")

@@ -8,14 +8,16 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .cpu_forward import cpu_forward
+from .backend import on_cpu, uses_cuda_kernels
 from .errors import UsageError
-from .fused import fused_forward
-from .fused import prepare as prepare_fused
+from .io.style_files import StyleInfo, load_style
+from .nets.cpu_forward import cpu_forward
+from .nets.fused import fused_forward
+from .nets.fused import prepare as prepare_fused
+from .nets.ops import crop, margins, pad4, reflect_margin, run_framed
+from .nets.transformer import NormStats, TransformerNet
 from .optimize import preserve_color as keep_colors
 from .refine import Refiner
-from .styles import StyleInfo, load_style
-from .transformer import NormStats, TransformerNet, on_cpu
 
 
 def default_dtype() -> mx.Dtype:
@@ -58,7 +60,7 @@ class Stylizer:
         self.dtype = dtype or default_dtype()
         if self.dtype != mx.float32:
             net.set_dtype(self.dtype)
-        if not on_cpu() and net.config.arch == "johnson":
+        if uses_cuda_kernels() and net.config.arch == "johnson":
             prepare_fused(net)
         self.strength, self.preserve_color = strength, preserve_color
         self.refiner = refiner  # optimizer iterations after the network, before strength and colour
@@ -94,14 +96,14 @@ class Stylizer:
         return cls(net, info, **options)
 
     def _net(self, x: mx.array, stats: NormStats | None = None) -> mx.array:
-        """The network's forward pass; on a GPU, the Johnson network's fused one; on the CPU,
-        the fast network's padded-layout one."""
+        """The network's forward pass: on CUDA the full network's fused one, on the CPU the fast
+        network's padded-layout one, else (Apple silicon's generic backend too) the plain one."""
         arch = self.net.config.arch
-        if not on_cpu() and arch == "johnson":
+        if uses_cuda_kernels() and arch == "johnson":
             return fused_forward(self.net, x, stats)
         if on_cpu() and arch == "shuffle":
             return cpu_forward(self.net, x, stats)
-        return self.net(x, stats)
+        return self.net(x, stats)  # the generic path (Apple silicon), and the other pairs
 
     def _run(self, x: mx.array) -> mx.array:
         return self._net(x.astype(self.dtype)).astype(mx.float32)
@@ -160,7 +162,7 @@ class Stylizer:
     def _tiled(self, image: mx.array, shared_stats: bool = True) -> mx.array:
         """Overlapping tiles with feathered seams; every tile uses the instance-norm statistics
         of the whole image (taken from a pass over a downscaled copy)."""
-        from .image import resize
+        from .io.images import resize
 
         height, width = image.shape[1:3]
         scale = min(1.0, self.stats_size / max(height, width))
@@ -212,50 +214,3 @@ def _feather(height: int, width: int, overlap: int, top: bool, left: bool, botto
                 w[n - k:] = edge[::-1]
         return w
     return mx.array(np.outer(ramp(height, top, bottom), ramp(width, left, right))[..., None])
-
-
-# Reflected pixels added on every side before the network and cropped after (apply --margin).
-# The networks draw a band of their own at an image's edges (a dashed line, a lighter stripe):
-# the outer 4 px of a cropped photo's pass land 2-4x as far from a pass with the real
-# surroundings as pixels 32 px in, and a 16 px margin moves most of that band out of the picture
-# (21-50% closer on all 14 shipped networks; benchmarks/edge_margin.py). A style applies with the
-# margin it was trained with (train-style --margin), the shipped ones none: they were trained
-# without one, and their band holds part of what they learned to match of the painting's Gram
-# statistics (with 16 px, the shipped starry's style distance on pepper rose 68%).
-def margins(height: int, width: int, margin: int) -> tuple[int, int]:
-    """The margin on the top and bottom, left and right: at most what reflection can give."""
-    return min(margin, height - 1), min(margin, width - 1)
-
-
-def reflect_margin(x: mx.array, top: int, left: int) -> mx.array:
-    """`top` reflected rows above and below, `left` reflected columns on either side."""
-    if top or left:
-        x = mx.pad(x, [(0, 0), (top, top), (left, left), (0, 0)], mode="reflect")
-    return x
-
-
-def pad4(x: mx.array, least: int = 8, top: int = 0, left: int = 0) -> mx.array:
-    """Reflect-pad: `top` / `left` margins on both sides of H / W (`margins`), then H and W up to
-    multiples of 4 (the network halves them twice) and to at least `least` (the network's
-    NetConfig.least_side: its reflection padding at a quarter of the size needs pixels to
-    reflect)."""
-    x = reflect_margin(x, top, left)
-    height, width = x.shape[1:3]
-    pad_h = max(least, height + (-height) % 4) - height
-    pad_w = max(least, width + (-width) % 4) - width
-    if pad_h or pad_w:
-        mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
-        x = mx.pad(x, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], mode=mode)
-    return x
-
-
-def crop(x: mx.array, height: int, width: int, top: int = 0, left: int = 0) -> mx.array:
-    return x[:, top:top + height, left:left + width]
-
-
-def run_framed(run, images: mx.array, least: int = 8, margin: int = 0) -> mx.array:
-    """`run` (a network's pass) on `images` with `margin` reflected pixels around them and
-    padded as pad4 pads, cropped back to the images' size."""
-    height, width = images.shape[1:3]
-    top, left = margins(height, width, margin)
-    return crop(run(pad4(images, least, top, left)), height, width, top, left)

@@ -3,8 +3,8 @@
 
 from importlib.resources import files
 
-from engine.gan import as_generator, generator_dir
 from engine.hookspecs import hookimpl
+from engine.io.generator_files import as_generator, generator_dir
 
 
 @hookimpl

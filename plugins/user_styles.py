@@ -1,8 +1,8 @@
 """Styles trained with `engine train-style`, found in the user's style folder."""
 
 from engine.hookspecs import hookimpl
+from engine.io.style_files import overrides_other, style_dir
 from engine.registry import Style
-from engine.styles import overrides_other, style_dir
 
 
 @hookimpl

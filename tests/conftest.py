@@ -1,6 +1,6 @@
 import os
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import engine  # noqa: F401 - first, so that its BLAS is loaded before mlx.core
 import mlx.core as mx
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.vgg import VGG, save_vgg, tiny_spec
+from engine.io.vgg_weights import save_vgg
+from engine.nets.vgg import VGG, tiny_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -43,7 +44,8 @@ def tiny_vgg_file(tiny_vgg, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_vgg_weights() -> Path:
     """The real VGG16 weights, fetched once into the user's own cache (CI fetches them once)."""
-    from engine.vgg import VGG16, cache_dir, resolve_weights
+    from engine.io.vgg_weights import cache_dir, resolve_weights
+    from engine.nets.vgg import VGG16
 
     with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(USER_CACHE)}):
         try:
@@ -72,8 +74,8 @@ def painting(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_style_file(tmp_path_factory) -> Path:
-    from engine.styles import save_style
-    from engine.transformer import NetConfig, TransformerNet
+    from engine.io.style_files import save_style
+    from engine.nets.transformer import NetConfig, TransformerNet
 
     path = tmp_path_factory.mktemp("style") / "tiny.safetensors"
     save_style(path, TransformerNet(NetConfig(4, 1)), {"size": 32}, 1, "0" * 64)
@@ -83,7 +85,7 @@ def tiny_style_file(tmp_path_factory) -> Path:
 def varied_net(config, seed: int = 0):
     """A TransformerNet whose norms' scales and shifts and convolutions' biases are away from
     1 and 0 (fresh ones would hide a wiring slip between two forward paths)."""
-    from engine.transformer import TransformerNet
+    from engine.nets.transformer import TransformerNet
 
     mx.random.seed(seed)
     net = TransformerNet(config)

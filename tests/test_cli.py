@@ -119,7 +119,7 @@ def test_real_weights_end_to_end(tmp_path, real_vgg_weights):
 
 
 def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file):
-    import engine.train
+    import engine.training.style
 
     def allocator(message):
         def run(*args, **kwargs):
@@ -127,13 +127,13 @@ def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file)
         return run
 
     args = ["train-style", painting, "--steps", "1", "--vgg-weights", tiny_vgg_file]
-    monkeypatch.setattr(engine.train, "train_style", allocator(
+    monkeypatch.setattr(engine.training.style, "train_style", allocator(
         "cudaMallocAsync(&data, size, stream) failed: out of memory"))
     result = _run(*args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("error: out of memory (cudaMallocAsync")
-    monkeypatch.setattr(engine.train, "train_style", allocator("some other failure"))
+    monkeypatch.setattr(engine.training.style, "train_style", allocator("some other failure"))
     result = _run(*args)  # not a user's problem: it stays a traceback
     assert isinstance(result.exception, RuntimeError) and "other failure" in str(result.exception)
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import engine
 from engine import blas
 from engine.cli import app
+from engine.io.style_files import read_info
+from engine.nets.transformer import FAST
 from engine.registry import style_path
-from engine.styles import read_info
 from engine.stylize import Stylizer
-from engine.transformer import FAST
 from tests.conftest import varied_net
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,10 +100,11 @@ def test_every_shipped_style_carries_its_targets_for_refine_on_either_network(mo
     """The shipped full styles hold their painting's Gram matrices on their training layers
     (VGG16's channel counts); `apply --refine` on the fast twin (the CPU's choice) takes them
     from the full one, which matched the same painting targets."""
-    from engine import cli, vgg
-    from engine.styles import load_targets
+    from engine.io import vgg_weights
+    from engine.io.style_files import load_targets
+    from engine.refine import refiner_for
 
-    monkeypatch.setattr(vgg, "load_vgg", lambda path=None: None)  # not run here
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda path=None: None)  # not run here
     channels = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
     for name in ("starry", "wave", "scream", "composition", "udnie", "shipwreck", "matisse"):
         full, fast = style_path(name, "full"), style_path(name, "fast")
@@ -113,13 +114,13 @@ def test_every_shipped_style_carries_its_targets_for_refine_on_either_network(mo
             assert gram.shape == (1, channels[layer], channels[layer])
             assert float(mx.min(gram)) >= 0.0 and float(mx.max(gram)) > 0.0  # ReLU features
         assert not load_targets(fast)  # kept once, in the full file
-        refiner = cli._refiner(name, fast, 1, None)
+        refiner = refiner_for(name, fast, 1, None)
         assert all(mx.array_equal(refiner.targets[k], targets[k]).item() for k in targets)
 
 
 def test_fast_network_stylizes_like_the_full_one():
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     photo = Image.fromarray(data.astronaut()).resize((128, 128))
     image = mx.array(np.asarray(photo, dtype=np.float32)[None] / 255.0)
@@ -179,8 +180,9 @@ def test_the_cpu_takes_the_padded_layout_pass_for_the_fast_network(monkeypatch):
 # ------------------------------------------------------- the fast network's padded-layout path
 
 def test_padded_layout_keeps_a_reflection_padded_image():
-    from engine.cpu_forward import Layout
-    from engine.transformer import reflect_pad, space_to_depth
+    from engine.nets.cpu_forward import Layout
+    from engine.nets.ops import space_to_depth
+    from engine.nets.transformer import reflect_pad
 
     x = mx.random.normal((1, 6, 10, 8))
     blocks = mx.random.normal((1, 12, 20, 2))
@@ -194,8 +196,8 @@ def test_padded_layout_keeps_a_reflection_padded_image():
 
 
 def test_layer_in_the_padded_layout_is_conv_norm_relu_residual_then_padding():
-    from engine.cpu_forward import Layout, _layer
-    from engine.transformer import ConvLayer, InstanceNorm, reflect_pad
+    from engine.nets.cpu_forward import Layout, _layer
+    from engine.nets.transformer import ConvLayer, InstanceNorm, reflect_pad
 
     mx.random.seed(1)
     x = mx.random.normal((1, 7, 9, 16))
@@ -211,7 +213,7 @@ def test_layer_in_the_padded_layout_is_conv_norm_relu_residual_then_padding():
 
 
 def test_cpu_forward_is_the_network_for_odd_sizes_and_batches():
-    from engine.cpu_forward import cpu_forward
+    from engine.nets.cpu_forward import cpu_forward
 
     net = varied_net(FAST)
     for shape in ((1, 36, 44, 3), (2, 20, 28, 3), (1, 16, 16, 3)):
@@ -220,8 +222,8 @@ def test_cpu_forward_is_the_network_for_odd_sizes_and_batches():
 
 
 def test_cpu_forward_records_and_replays_shared_statistics():
-    from engine.cpu_forward import cpu_forward
-    from engine.transformer import NormStats
+    from engine.nets.cpu_forward import cpu_forward
+    from engine.nets.transformer import NormStats
 
     net = varied_net(FAST, 2)
     whole, other = mx.random.uniform(shape=(1, 32, 40, 3)), mx.random.uniform(shape=(1, 24, 24, 3))
@@ -260,7 +262,7 @@ def test_tiny_images_stylize_on_both_networks():
 
 
 def test_uint8_frames_in_one_compiled_pass_match_the_float_path():
-    from engine.stylize import pad4
+    from engine.nets.ops import pad4
 
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, (2, 30, 42, 3), dtype=np.uint8)
@@ -287,8 +289,8 @@ def test_margin_takes_the_band_the_networks_draw_at_the_edges_out_of_the_picture
     """Stylize a photo, then the photo with 48 px cut off each side: near the cut, the second
     pass can only guess what the first saw, and without a margin its outer 4 px also carry the
     band the network draws at any edge. With a 16 px margin they come out closer."""
-    from engine import examples
-    from engine.image import load_image
+    from engine.io import examples
+    from engine.io.images import load_image
 
     def outer_error(stylizer, photo):
         whole = np.array(Stylizer(stylizer.net, margin=0)(photo))[0, 48:-48, 48:-48]

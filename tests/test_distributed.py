@@ -11,13 +11,16 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 from PIL import Image
 
-from engine import distributed
-from engine.styles import TARGETS, read_info, style_dir
-from engine.train import ShardedContent, TrainSettings, run_dir, train_style
-from engine.transformer import TransformerNet
-from mlx.utils import tree_flatten
+from engine.io.style_files import TARGETS, read_info, style_dir
+from engine.nets.transformer import TransformerNet
+from engine.training import distributed
+from engine.training.data import ShardedContent
+from engine.training.runs import run_dir
+from engine.training.settings import TrainSettings
+from engine.training.style import train_style
 
 from .conftest import write_image
 from .test_train import content_dir, style_image  # noqa: F401 - fixtures
@@ -163,9 +166,9 @@ def test_a_launch_of_one_process_runs_as_one():
 @pytest.mark.parametrize("cores", [1, 8])
 def test_batches_come_in_step_order_whatever_the_threads(content_dir, monkeypatch, cores):  # noqa: F811
     """Batches made ahead on several threads come out in step order, each the step's own."""
-    from engine import train as train_module
+    from engine.training import data as data_module
 
-    monkeypatch.setattr(train_module.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(data_module.os, "cpu_count", lambda: cores)
     photos = sorted(content_dir.iterdir())
     data = ShardedContent(photos, 16, shards=2)
     got = list(data.batches(seed=3, per_shard=2, start=4, stop=11))

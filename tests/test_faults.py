@@ -21,9 +21,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from .conftest import ROOT, write_image
 from engine.cli import get_app
 from engine.errors import EngineError, OutputError, UsageError, WeightsError
+
+from .conftest import ROOT, write_image
 
 runner = CliRunner()
 app = get_app()
@@ -148,7 +149,7 @@ def test_webm_video_output_is_refused_with_the_reason(tmp_path, clip):
 
 
 def test_a_full_disk_keeps_the_old_image_and_leaves_no_temporary(tmp_path):
-    from engine.image import save_image
+    from engine.io.images import save_image
 
     with mounted(tmp_path / "disk", "size=16k") as disk:
         if disk is None:
@@ -163,7 +164,7 @@ def test_a_full_disk_keeps_the_old_image_and_leaves_no_temporary(tmp_path):
 
 
 def test_a_full_disk_while_the_loss_plot_is_drawn(tmp_path):
-    from engine.train import plot_losses
+    from engine.training.runs import plot_losses
 
     with mounted(tmp_path / "disk", "size=4k") as disk:
         if disk is None:
@@ -175,9 +176,9 @@ def test_a_full_disk_while_the_loss_plot_is_drawn(tmp_path):
 
 
 def test_video_on_a_full_disk_ends_with_the_error_not_a_hang(tmp_path, clip):
+    from engine.io.video import stylize_video
     from engine.registry import style_path
     from engine.stylize import Stylizer
-    from engine.video import stylize_video
 
     stylizer = Stylizer.from_file(style_path("starry"))
     with mounted(tmp_path / "disk", "size=64k") as disk:
@@ -208,12 +209,15 @@ def test_sigterm_during_video_removes_its_temporary_file(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "engine", "video", str(long_clip),
                                 "--style", "starry", "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(out.parent.iterdir()):
-        time.sleep(0.05)
-    assert any(out.parent.iterdir()), "the run never started writing"
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0].decode()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(out.parent.iterdir()):
+            time.sleep(0.05)
+        assert any(out.parent.iterdir()), "the run never started writing"
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode()
+    finally:
+        process.kill()
     assert process.returncode == 143, output
     assert "Traceback" not in output
     assert files_in(out.parent) == []
@@ -324,8 +328,8 @@ def _style_bytes(metadata: dict, tensors: dict | None = None) -> bytes:
 
 
 def _shipped_metadata() -> dict:
+    from engine.io.weightfile import read_header
     from engine.registry import style_path
-    from engine.weightfile import read_header
 
     return dict(read_header(style_path("wave", "full")).metadata)
 
@@ -343,8 +347,8 @@ BAD_METADATA = {
 
 @pytest.mark.parametrize("case", sorted(BAD_METADATA))
 def test_a_malformed_style_file_is_one_broken_entry(case, isolated_home):
+    from engine.io.style_files import read_info
     from engine.registry import style_path
-    from engine.styles import read_info
 
     shipped = style_path("wave", "full")
     data = shipped.read_bytes()
@@ -372,7 +376,8 @@ def test_a_malformed_style_file_is_one_broken_entry(case, isolated_home):
 
 
 def test_a_malformed_generator_file_hides_no_other(isolated_home):
-    from engine.gan import GanConfig, GeneratorNet, save_generator
+    from engine.io.generator_files import save_generator
+    from engine.nets.gan import GanConfig, GeneratorNet
 
     folder = isolated_home / "engine" / "generators"
     folder.mkdir(parents=True)
@@ -407,7 +412,8 @@ def test_wrong_vgg_files_are_one_line(tmp_path, photo, painting):
 
 @pytest.fixture
 def trained(tiny_vgg, content_dir, style_image):
-    from engine.train import TrainSettings, train_style
+    from engine.training.settings import TrainSettings
+    from engine.training.style import train_style
 
     tiny = dict(batch=1, size=32, style_size=32, width=4, res_blocks=1, checkpoint_every=2,
                 preview_every=0, style_layers=("relu1_2", "relu2_2"))
@@ -433,7 +439,7 @@ def style_image(tmp_path) -> Path:
 
 
 def test_a_second_run_of_a_name_is_refused_and_keeps_the_first(trained):
-    from engine.styles import style_dir
+    from engine.io.style_files import style_dir
 
     first = trained("k9").style_path
     kept = first.read_bytes()
@@ -478,10 +484,10 @@ def test_a_user_file_named_like_a_shipped_style_breaks_only_itself(isolated_home
 
 
 def test_a_diverging_run_keeps_the_last_finite_checkpoint(trained, monkeypatch):
-    import engine.train as train_module
     from mlx.utils import tree_map
 
-    from engine.styles import load_style
+    import engine.training.style as train_module
+    from engine.io.style_files import load_style
 
     good = trained("nan", steps=2).style_path
     kept = good.read_bytes()
@@ -539,7 +545,8 @@ def test_bad_training_numbers_are_refused_up_front(args, needle, style_image, co
 
 
 def test_resume_after_changing_net_names_net(trained, tiny_vgg, style_image, content_dir):
-    from engine.train import TrainSettings, train_style
+    from engine.training.settings import TrainSettings
+    from engine.training.style import train_style
 
     trained("nets", steps=2)
     with pytest.raises(UsageError, match="--net"):
@@ -589,7 +596,7 @@ def test_bad_optimizer_numbers_are_refused_up_front(tmp_path, photo, painting, t
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_signal_during_train_style_then_resume(tmp_path, signum, tiny_vgg_file, content_dir,
                                                  style_image):
-    from engine.weightfile import read_header
+    from engine.io.weightfile import read_header
 
     env = {**os.environ, "ENGINE_HOME": str(tmp_path / "home")}
     base = [sys.executable, "-m", "engine", "train-style", str(style_image), "--name", "sig",
@@ -599,13 +606,16 @@ def test_a_signal_during_train_style_then_resume(tmp_path, signum, tiny_vgg_file
     process = subprocess.Popen([*base, "--steps", "100000"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     checkpoint = tmp_path / "home" / "runs" / "sig" / "checkpoint.safetensors"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not checkpoint.is_file():
-        time.sleep(0.05)
-    assert checkpoint.is_file(), "no checkpoint came"
-    time.sleep(0.3)
-    process.send_signal(signum)
-    output = process.communicate(timeout=120)[0].decode()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not checkpoint.is_file():
+            time.sleep(0.05)
+        assert checkpoint.is_file(), "no checkpoint came"
+        time.sleep(0.3)
+        process.send_signal(signum)
+        output = process.communicate(timeout=120)[0].decode()
+    finally:
+        process.kill()  # (a no-op once it has ended)
     assert "Traceback" not in output
     if signum == signal.SIGKILL:
         assert process.returncode == -signal.SIGKILL

@@ -17,12 +17,13 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
 from engine.errors import EngineError
-from engine.image import load_image
+from engine.io.images import load_image
 
 from .conftest import write_image
 
@@ -116,8 +117,8 @@ def test_mutated_real_images(scratch, data):
 
 @pytest.fixture(scope="module")
 def style_file(tmp_path_factory) -> Path:
-    from engine.styles import save_style
-    from engine.transformer import NetConfig, TransformerNet
+    from engine.io.style_files import save_style
+    from engine.nets.transformer import NetConfig, TransformerNet
 
     path = tmp_path_factory.mktemp("fuzz-style") / "tiny.safetensors"
     save_style(path, TransformerNet(NetConfig(4, 1)), {"size": 32, "margin": 0}, 3, "0" * 64,
@@ -127,7 +128,8 @@ def style_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory) -> Path:
-    from engine.gan import GanConfig, GeneratorNet, save_generator
+    from engine.io.generator_files import save_generator
+    from engine.nets.gan import GanConfig, GeneratorNet
 
     path = tmp_path_factory.mktemp("fuzz-gen") / "g.safetensors"
     save_generator(path, GeneratorNet(GanConfig(8, 4, 2)), {}, 1)
@@ -135,9 +137,9 @@ def generator_file(tmp_path_factory) -> Path:
 
 
 def _readers():
-    from engine.gan import load_generator
-    from engine.styles import load_style, load_targets, read_info
-    from engine.weightfile import read_header
+    from engine.io.generator_files import load_generator
+    from engine.io.style_files import load_style, load_targets, read_info
+    from engine.io.weightfile import read_header
 
     return {"header": read_header, "style info": read_info, "style": load_style,
             "style targets": load_targets, "generator": load_generator}
@@ -198,8 +200,8 @@ def _with_metadata(raw: bytes, change) -> bytes:
                               "style_layers", "size", "style_weight", "earlier"]))
 def test_style_metadata_of_every_type(scratch, style_file, key, value, as_text, inner):
     counted("weights: style metadata values")
+    from engine.io.style_files import load_style
     from engine.registry import Style
-    from engine.styles import load_style
 
     def change(metadata):
         if inner is not None and key in ("config", "training"):
@@ -229,7 +231,7 @@ def test_style_metadata_of_every_type(scratch, style_file, key, value, as_text, 
        inner=st.sampled_from([None, "size", "latent", "width"]))
 def test_generator_metadata_of_every_type(scratch, generator_file, key, value, inner):
     counted("weights: generator metadata values")
-    from engine.gan import as_generator
+    from engine.io.generator_files import as_generator
 
     def change(metadata):
         if inner is not None and key == "config":
@@ -253,9 +255,10 @@ def test_generator_metadata_of_every_type(scratch, generator_file, key, value, i
 @pytest.fixture(scope="module")
 def run_to_resume(tmp_path_factory, tiny_vgg):
     """A finished 2-step run of a tiny style, its checkpoint, photos and painting."""
-    from engine.train import TrainSettings, _checkpoint_path, train_style
-
     from unittest import mock
+
+    from engine.training.settings import TrainSettings
+    from engine.training.style import _checkpoint_path, train_style
 
     home = tmp_path_factory.mktemp("fuzz-home")
     photos = [write_image(home / f"{i}.jpg", (40, 36), seed=i) for i in range(2)]
@@ -274,7 +277,8 @@ def run_to_resume(tmp_path_factory, tiny_vgg):
 @given(data=st.data())
 def test_resuming_from_a_mutated_checkpoint(run_to_resume, tiny_vgg, monkeypatch, data):
     counted("checkpoint: resume from mutated")
-    from engine.train import TrainSettings, train_style
+    from engine.training.settings import TrainSettings
+    from engine.training.style import train_style
 
     home, checkpoint, photos, painting, settings = run_to_resume
     monkeypatch.setenv("ENGINE_HOME", str(home))
@@ -329,7 +333,7 @@ numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
     "seconds": numbers, "checkpoint_every": st.integers(-5, 10)}))
 def test_training_settings_of_any_value(values):
     counted("options: train-style settings")
-    from engine.train import TrainSettings
+    from engine.training.settings import TrainSettings
 
     _settings_check(TrainSettings, values)
 

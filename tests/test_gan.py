@@ -9,8 +9,9 @@ from mlx.utils import tree_flatten
 
 from engine import registry
 from engine.errors import EngineError
-from engine.gan import GanSettings, load_generator, train_generator
+from engine.io.generator_files import load_generator
 from engine.plugins import reset
+from engine.training.gan import GanSettings, train_generator
 from tests.conftest import write_image
 
 TINY = dict(size=16, latent=8, width=4, batch=8)
@@ -81,7 +82,7 @@ def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
 
 
 def test_gan_resume_takes_the_new_learning_rate(image_folder, monkeypatch):
-    from engine import gan
+    from engine.training import gan
 
     train_generator(image_folder, "rate", GanSettings(epochs=1, learning_rate=2e-4, **TINY))
     rates = []

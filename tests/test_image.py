@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import image as image_io
 from engine.errors import ImageError, OutputError
-from engine.image import check_output, load_image, save_image
+from engine.io import images as image_io
+from engine.io.images import check_output, load_image, save_image
 
 from .conftest import write_image
 

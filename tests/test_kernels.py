@@ -8,9 +8,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import fused
-from engine.fused import fused_forward
-from engine.kernels import (
+from engine.nets import fused
+from engine.nets.fused import fused_forward
+from engine.nets.kernels import (
     fold_pad,
     half_moments,
     half_sums,
@@ -24,7 +24,8 @@ from engine.kernels import (
     reference_sums,
     sums_from_moments,
 )
-from engine.transformer import NetConfig, NormStats, conv_blocked, depth_to_space
+from engine.nets.ops import depth_to_space
+from engine.nets.transformer import NetConfig, NormStats, conv_blocked
 from tests.conftest import varied_net
 
 # On a GPU, float32 convolutions run on TF32 tensor cores (10-bit mantissa): two ways of

@@ -22,6 +22,7 @@ from engine.generators import Generator
 from engine.hookspecs import hookimpl
 from engine.registry import Style
 
+
 @pytest.fixture(autouse=True)
 def fresh_plugins():
     plugins.reset()

@@ -9,16 +9,17 @@ from mlx.utils import tree_flatten
 from PIL import Image
 from typer.testing import CliRunner
 
-from engine import styles as styles_module
-from engine import train as train_module
 from engine.cli import app
 from engine.errors import ImageError, UsageError, WeightsError
-from engine.image import load_image
+from engine.io import style_files as styles_module
+from engine.io.images import load_image
+from engine.io.style_files import load_style, read_info, style_dir
+from engine.nets.transformer import NetConfig, TransformerNet
 from engine.optimize import make_objective
 from engine.refine import Refiner
-from engine.styles import load_style, read_info, style_dir
-from engine.train import TrainSettings, train_style
-from engine.transformer import NetConfig, TransformerNet
+from engine.training import style as train_module
+from engine.training.settings import TrainSettings
+from engine.training.style import train_style
 
 from .conftest import write_image
 
@@ -233,7 +234,7 @@ def test_training_with_a_margin_crops_before_the_loss_and_applies_with_it(
     """--margin: the loss sees the network's output on the reflected crop, cropped back; the
     style file records the margin and applies with it unless told otherwise."""
     from engine.stylize import Stylizer
-    from engine.train import framed_forward
+    from engine.training.style import framed_forward
 
     net = TransformerNet(NetConfig(4, 1))
     x = mx.random.uniform(shape=(2, 16, 20, 3))
@@ -781,9 +782,9 @@ def test_bfloat16_training_follows_float32_and_keeps_float32_weights(tiny_vgg, s
     bfloat16's rounding; the weights the optimizer updates stay float32."""
     import mlx.optimizers as optim
 
-    from engine.image import load_image
+    from engine.io.images import load_image
     from engine.optimize import style_target
-    from engine.train import make_train_step
+    from engine.training.style import make_train_step
 
     x = mx.array(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32))
     style = load_image(style_image).rgb
@@ -813,7 +814,7 @@ def test_bfloat16_training_follows_float32_and_keeps_float32_weights(tiny_vgg, s
 def test_instance_norm_gradient_in_bfloat16():
     """The norm's own VJP (training on a GPU) in bfloat16: float32 statistics and sums, so it
     matches float32 autodiff of the plain formula within bfloat16's rounding."""
-    from engine.transformer import _instance_norm_fn
+    from engine.nets.transformer import _instance_norm_fn
 
     def formula(x, w, b, eps):
         mean, var = mx.mean(x, axis=(1, 2), keepdims=True), mx.var(x, axis=(1, 2), keepdims=True)

@@ -2,10 +2,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from engine import transformer
 from engine.errors import UsageError
-from engine.stylize import Stylizer
-from engine.transformer import (
+from engine.nets import transformer
+from engine.nets.ops import depth_to_space, space_to_depth, upsample2x
+from engine.nets.transformer import (
     FAST,
     FULL,
     InstanceNorm,
@@ -14,11 +14,9 @@ from engine.transformer import (
     TransformerNet,
     conv2d_cpu,
     conv_out_rows,
-    depth_to_space,
     reflect_pad,
-    space_to_depth,
-    upsample2x,
 )
+from engine.stylize import Stylizer
 
 
 def test_shapes_and_configs():

@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from engine import vgg as vgg_module
 from engine.errors import WeightsError
-from engine.vgg import (VGG16, VGGSpec, convert_lpips_checkpoint, load_numpy_pickle,
-                        load_vgg, max_pool2_views, resolve_weights, tiny_spec)
+from engine.io import vgg_weights as vgg_module
+from engine.io.vgg_weights import (
+    convert_lpips_checkpoint,
+    load_numpy_pickle,
+    load_vgg,
+    resolve_weights,
+)
+from engine.nets.vgg import VGG16, VGGSpec, max_pool2_views, tiny_spec
 
 from . import reference
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from engine.errors import EngineError
+from engine.io.style_files import load_style
+from engine.io.video import flicker, probe, run_webcam, stylize_frames, stylize_video
 from engine.stylize import Stylizer
-from engine.styles import load_style
-from engine.video import (flicker, probe, run_webcam, stylize_frames, stylize_video)
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
 
@@ -116,8 +116,9 @@ def test_bad_videos_are_clear_errors_and_leave_no_file(tmp_path, stylizer):
 
 
 def test_cli_video_one_line_errors(tmp_path, tiny_style_file):
-    from engine.styles import style_dir
     import shutil
+
+    from engine.io.style_files import style_dir
     style_dir().mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_style_file, style_dir() / "tiny.safetensors")
     clip = make_clip(tmp_path / "clip.mp4", frames=5)

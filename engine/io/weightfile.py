@@ -15,10 +15,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 MAX_HEADER = 100_000_000  # bytes of JSON; the engine's largest file has a few kB
+
+
 MAX_DEPTH = 64  # nesting of the header's JSON (an engine file has 3)
+
+
 ITEM_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "I16": 2, "I32": 4, "I64": 8,
               "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
 

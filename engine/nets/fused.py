@@ -15,12 +15,12 @@ from __future__ import annotations
 import mlx.core as mx
 
 from .kernels import half_sums, pad_affine, sums_from_moments
+from .ops import depth_to_space
 from .transformer import (
     OUTPUT_SCALE,
     NormStats,
     TransformerNet,
     conv_blocked,
-    depth_to_space,
     image_stats,
     reflect_pad,
     subpixel_weight,

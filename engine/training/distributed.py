@@ -14,9 +14,10 @@ from typing import TypeVar
 
 import mlx.core as mx
 
-from .errors import EngineError
+from ..errors import EngineError
 
 T = TypeVar("T")
+
 
 _group: mx.distributed.Group | None = None
 

@@ -27,10 +27,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..backend import on_cpu
 from .kernels import fold_pad, half_moments, product_sums
-
+from .ops import depth_to_space, reflect_slices, space_to_depth, upsample2x
 
 MAX_WIDTH = 512  # bounds of a style network a file may declare (the shipped ones: 32 and 48)
+
+
 MAX_BLOCKS = 32
 
 
@@ -64,7 +67,7 @@ class NetConfig:
     def from_json(cls, text: str) -> NetConfig:
         """The configuration a file declares; ValueError for anything outside the bounds of a
         network that fits in memory (checked before the network is built)."""
-        from .weightfile import parse_json
+        from ..io.weightfile import parse_json
 
         values = parse_json(text, "the network configuration")
         if not isinstance(values, dict):
@@ -105,6 +108,7 @@ ARCHS = ("johnson", "shuffle")
 # units made training noisy and left the network unable to learn fine texture.
 OUTPUT_SCALE = 1.0 / 255.0
 
+
 # On a GPU, the Johnson network's full-resolution layers run in low-resolution forms, the same
 # function of the same weights: the 9x9 layers on 4x4 space-to-depth blocks, each upsampling
 # convolution as four sub-pixel convolutions at the input's resolution (ConvLayer.blocked,
@@ -112,9 +116,16 @@ OUTPUT_SCALE = 1.0 / 255.0
 # channels (3-4x cuDNN's through PyTorch) and fast at low resolution with many.
 LOW_RES_FORMS = True
 
+
 FULL = NetConfig(32, 5)
+
+
 FAST = NetConfig(48, 5, "shuffle")  # the CPU network: no full-resolution activations
+
+
 NETWORKS = {"full": FULL, "fast": FAST}  # the names --net takes
+
+
 NETWORK_NAMES = {config.arch: name for name, config in NETWORKS.items()}  # arch -> --net name
 
 
@@ -215,34 +226,8 @@ def reflect_pad(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
     if p == 0:
         return x
     if spare_row:  # conv2d_cpu's input (the CPU keeps autodiff's gradient: not measured there)
-        return _reflect_slices(x, p, spare_row)
+        return reflect_slices(x, p, spare_row)
     return _reflect_pad_fn(p)(x)
-
-
-def _reflect_slices(x: mx.array, p: int, spare_row: bool = False) -> mx.array:
-    rows = [x[:, p:0:-1], x, x[:, -2:-p - 2:-1]]
-    if spare_row:
-        rows.append(mx.zeros((x.shape[0], 1, *x.shape[2:]), dtype=x.dtype))
-    x = mx.concatenate(rows, axis=1)
-    return mx.concatenate([x[:, :, p:0:-1], x, x[:, :, -2:-p - 2:-1]], axis=2)
-
-
-def _fold_reflection(g: mx.array, axis: int, p: int) -> mx.array:
-    """The gradient of reflection padding along one axis: the padded gradient's middle, plus
-    its two margins mirrored back onto the rows they copy (original rows 1..p and n-1-p..n-2)."""
-    n = g.shape[axis] - 2 * p
-
-    def cut(start, stop, step=1):
-        return g[(slice(None),) * axis + (slice(start, stop, step),)]
-
-    def place(part, before, after):
-        widths = [(0, 0)] * g.ndim
-        widths[axis] = (before, after)
-        return mx.pad(part, widths)
-
-    left = cut(p - 1, None, -1)  # padded rows p-1..0 copy original rows 1..p
-    right = cut(n + 2 * p - 1, n + p - 1, -1)  # rows n+2p-1..n+p copy rows n-1-p..n-2
-    return cut(p, p + n) + place(left, 1, n - 1 - p) + place(right, n - 1 - p, 1)
 
 
 @lru_cache
@@ -253,28 +238,13 @@ def _reflect_pad_fn(p: int):
 
     @mx.custom_function
     def pad(x):
-        return _reflect_slices(x, p)
+        return reflect_slices(x, p)
 
     @pad.vjp
     def pad_vjp(primals, cotangent, output):
         return (fold_pad(cotangent, p),)
 
     return pad
-
-
-def _fold_edges(g: mx.array, axis: int, p: int) -> mx.array:
-    """The gradient of edge padding by p along one axis: the padded gradient's middle, with
-    its first p + 1 rows summed into the first row and its last p + 1 into the last."""
-    n = g.shape[axis] - 2 * p
-
-    def cut(start, stop):
-        return g[(slice(None),) * axis + (slice(start, stop),)]
-
-    if n == 1:
-        return g.sum(axis=axis, keepdims=True)
-    first = cut(0, p + 1).sum(axis=axis, keepdims=True)
-    last = cut(n - 1 + p, n + 2 * p).sum(axis=axis, keepdims=True)
-    return mx.concatenate([first, cut(p + 1, p + n - 1), last], axis=axis)
 
 
 def conv2d_cpu(padded: mx.array, weight: mx.array, spare_row: bool = False,
@@ -343,10 +313,6 @@ def _shift_sum_fn(k: int, cout: int):
                                 for dx in range(k)], axis=-1),)
 
     return shift_sum
-
-
-def on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
 
 
 def image_stats(x: mx.array) -> tuple[mx.array, mx.array]:
@@ -455,21 +421,6 @@ class ResidualBlock(nn.Module):
         return x + _norm(self.norm2, self.conv2(y, biased), stats)
 
 
-def space_to_depth(x: mx.array, r: int) -> mx.array:
-    """(B, H, W, C) -> (B, H/r, W/r, r*r*C): each r x r block of pixels becomes one position."""
-    batch, height, width, channels = x.shape
-    x = x.reshape(batch, height // r, r, width // r, r, channels).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(batch, height // r, width // r, r * r * channels)
-
-
-def depth_to_space(x: mx.array, r: int) -> mx.array:
-    """The inverse of space_to_depth."""
-    batch, height, width, channels = x.shape
-    c = channels // (r * r)
-    x = x.reshape(batch, height, width, r, r, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(batch, height * r, width * r, c)
-
-
 def blocked_weight(weight: mx.array, r: int) -> mx.array:
     """A (cout, k, k, cin) 'valid' convolution's weights for the same convolution over r x r
     space-to-depth blocks: (r*r*cout, n, n, r*r*cin), n = (r + k - 2) // r + 1 blocks.
@@ -536,13 +487,6 @@ def edge_pad1(x: mx.array) -> mx.array:
 @edge_pad1.vjp
 def _edge_pad1_vjp(primals, cotangent, output):
     return (fold_pad(cotangent, 1, edge=True),)
-
-
-def upsample2x(x: mx.array) -> mx.array:
-    """Nearest-neighbour upsampling of (B, H, W, C) by 2."""
-    batch, height, width, channels = x.shape
-    x = mx.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
-    return x.reshape(batch, height * 2, width * 2, channels)
 
 
 class TransformerNet(nn.Module):

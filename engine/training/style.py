@@ -16,11 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -30,137 +27,31 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
-from PIL import Image
 
+from ..backend import on_cpu
+from ..errors import ImageError, OutputError, UsageError, WeightsError
+from ..io.atomic import check_writable_folder, describe
+from ..io.images import load_image, save_image
+from ..io.style_files import (
+    HostArrays,
+    check_name,
+    host_arrays,
+    load_style,
+    style_arrays,
+    style_dir,
+    style_metadata,
+    write_atomic,
+)
+from ..io.weightfile import expect_shapes, int_field, json_field, load_arrays, read_header
+from ..nets.ops import crop, reflect_margin, run_framed
+from ..nets.transformer import NETWORK_NAMES, TransformerNet
+from ..nets.vgg import VGG
+from ..optimize import style_target
 from . import distributed
-from .errors import ImageError, OutputError, UsageError, WeightsError
-from .atomic import atomic_write, check_writable_folder, describe
-from .image import load_image, save_image
-from .losses import content_loss, style_loss, total_variation
-from .optimize import style_target
-from .styles import (HostArrays, check_name, engine_home, host_arrays, load_style,
-                     style_arrays, style_dir, style_metadata, write_atomic)
-from .stylize import crop, reflect_margin, run_framed
-from .transformer import ARCHS, NETWORK_NAMES, NetConfig, TransformerNet
-from .runs import all_finite, check_new_name, diverged
-from .vgg import VGG, VGG16
-from .weightfile import expect_shapes, int_field, json_field, load_arrays, read_header
+from .data import ShardedContent
+from .runs import BackgroundWriter, all_finite, check_new_name, diverged, plot_losses, run_dir
+from .settings import OBJECTIVE, STAGE_KEYS, TrainSettings, training_loss
 
-@dataclass
-class TrainSettings:
-    steps: int = 2000
-    batch: int = 4
-    size: int = 256
-    style_size: int = 512
-    content_weight: float = 1.0
-    style_weight: float = 1e5
-    tv_weight: float = 10.0
-    content_layer: str = "relu2_2"
-    style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-    learning_rate: float = 1e-3
-    lr_decay: float = 0.0  # the last fraction of the steps: cosine decay to learning_rate / 100
-    width: int = 32
-    res_blocks: int = 5
-    arch: str = "johnson"
-    dilations: Sequence[int] = ()  # further residual blocks, dilated (NetConfig.dilations)
-    # reflected pixels around each crop for the network, cropped before the loss: the loss never
-    # sees the band a network draws at an image's edges; the style applies with the same margin
-    margin: int = 0
-    # what the network and VGG compute in: "float32", or "bfloat16" (mixed precision: float32
-    # weights, Adam and losses; convolutions and activations in bfloat16; norm statistics float32)
-    precision: str = "float32"
-    seed: int = 0
-    checkpoint_every: int = 250
-    preview_every: int = 250
-    # a time budget (0: none): the run stops within this many seconds of its start, its length
-    # planned from the measured step rate so that the lr_decay ends on its last step; `steps`
-    # is then an upper bound
-    seconds: float = 0.0
-    # the stages a --from run went on from, oldest first: {steps (where each ended), size, batch,
-    # learning_rate, lr_decay}; --from may change the crop size (to fine-tune at a larger one)
-    earlier: Sequence[dict] = ()
-
-    def check(self) -> None:
-        if self.content_layer not in ("relu2_2", "relu3_3"):
-            raise UsageError("the content layer must be relu2_2 or relu3_3")
-        if self.steps < 1 or self.batch < 1:
-            raise UsageError("steps and batch must be at least 1")
-        if self.size < 16 or self.size % 4:
-            raise UsageError("--size must be a multiple of 4, at least 16")
-        if not 1 <= self.width <= 256 or self.res_blocks < 0:
-            raise UsageError(f"--width {self.width} must be in 1..256")
-        if self.arch not in ARCHS:
-            raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
-        if self.dilations and (self.arch != "johnson" or min(self.dilations) < 1):
-            raise UsageError("--dilations takes positive integers, for the full network only")
-        if self.margin < 0 or self.margin % 2:
-            raise UsageError("--margin must be an even number of pixels, 0 or more")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}; use one of "
-                             f"{', '.join(PRECISIONS)}")
-        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget)
-            raise UsageError("--minutes must be more than 0 (and finite)")
-        if not 0.0 <= self.lr_decay <= 1.0:
-            raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
-        for flag, value in (("--content-weight", self.content_weight),
-                            ("--style-weight", self.style_weight),
-                            ("--tv-weight", self.tv_weight)):
-            if not 0 <= value < 1e30:  # (NaN fails too)
-                raise UsageError(f"{flag} {value} must be a finite number, 0 or more")
-        if not 0 <= self.learning_rate <= 1:
-            raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
-        if self.style_size < 16 or self.style_size > MAX_SIDE:
-            raise UsageError(f"--style-size {self.style_size} must be in 16..{MAX_SIDE}")
-        if self.size > MAX_SIDE or self.batch * self.size ** 2 > MAX_BATCH_PIXELS:
-            raise UsageError(f"--batch {self.batch} of --size {self.size} crops is over "
-                             f"{MAX_BATCH_PIXELS // 2**20} megapixels a step (and --size at most "
-                             f"{MAX_SIDE}); lower them")
-        if not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
-        if self.checkpoint_every < 1:
-            raise UsageError("--checkpoint-every must be at least 1")
-        unknown = [name for name in self.style_layers if name not in VGG16.taps]
-        if unknown or not self.style_layers:
-            raise UsageError(f"unknown style layer {', '.join(unknown) or '(none given)'}; use "
-                             f"comma-separated VGG16 ReLU names: {', '.join(VGG16.taps)}")
-
-    @property
-    def config(self) -> NetConfig:
-        return NetConfig(self.width, self.res_blocks, self.arch, tuple(self.dilations))
-
-    def schedule(self, offset: int = 0, horizon: dict[str, mx.array] | None = None
-                 ) -> float | Callable[[mx.array], mx.array]:
-        """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
-        steps. A function of the global step alone, so a resumed run (which may extend --steps)
-        picks it up where it stands. Adam counts its own steps: `offset` is the global step its
-        count 0 stands for (a --from run's starting point).
-
-        `horizon` (a timed run's): {"steps": the planned total, an array} in place of `steps`,
-        read inside the compiled step, so the plan may change without compiling it again."""
-        if horizon is not None and self.lr_decay > 0:
-            low = self.learning_rate / 100
-
-            def timed(step: mx.array) -> mx.array:
-                total = horizon["steps"]
-                decay = mx.maximum(mx.round(total * self.lr_decay), 1.0)
-                t = mx.clip((step + offset - (total - decay)) / decay, 0.0, 1.0)
-                return low + (self.learning_rate - low) * 0.5 * (1.0 + mx.cos(math.pi * t))
-            return timed
-        decay = round(self.steps * self.lr_decay)
-        if decay == 0:
-            return self.learning_rate
-
-        def constant(step: mx.array) -> mx.array:
-            return mx.full(step.shape, self.learning_rate)
-
-        cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
-        joined = optim.join_schedules([constant, cosine], [self.steps - decay])
-        return joined if offset == 0 else lambda step: joined(step + offset)
-
-
-PRECISIONS = ("float32", "bfloat16")
-MAX_SIDE = 4096  # the largest crop or style image size a run may ask for
-MAX_BATCH_PIXELS = 8 * 2**20  # pixels of one step's batch (the recipes use 0.5-1 MP)
 _clock = time.perf_counter  # (tests of timed runs replace it)
 
 
@@ -180,116 +71,6 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     interrupted: bool = False
     first_step_seconds: float = 0.0  # the first step's wall time: mostly its compilation
-
-
-# ------------------------------------------------------------------------- data
-
-
-MIN_CONTENT_SIDE = 16  # smaller photos (icons, strips) are skipped, with a note
-
-
-class ContentSet:
-    """Content photos held in memory as uint8, served as random jittered square crops."""
-
-    def __init__(self, paths: Sequence[Path], size: int):
-        self.size = size
-        self.images: list[np.ndarray] = []
-        skipped = []
-        for path in paths:
-            try:
-                picture = load_image(path, max_size=max(2 * size, 512))
-            except ImageError as error:
-                skipped.append(str(error))
-                continue
-            if min(picture.size) < MIN_CONTENT_SIDE:
-                skipped.append(f"{path}: {picture.size[0]}x{picture.size[1]} is too small to "
-                               f"crop (under {MIN_CONTENT_SIDE} px a side)")
-                continue
-            self.images.append((np.array(picture.rgb[0]) * 255).astype(np.uint8))
-        if not self.images:
-            raise ImageError(f"no readable content images ({'; '.join(skipped[:3])})")
-        self.skipped = skipped
-
-    def crop(self, rng: np.random.Generator) -> np.ndarray:
-        image = self.images[rng.integers(len(self.images))]
-        height, width = image.shape[:2]
-        short = min(height, width)
-        side = int(short * rng.uniform(0.5, 1.0)) if short > self.size // 2 else short
-        side = min(short, max(MIN_CONTENT_SIDE, side))
-        top = rng.integers(0, height - side + 1)
-        left = rng.integers(0, width - side + 1)
-        patch = Image.fromarray(image[top:top + side, left:left + side])
-        patch = patch.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(patch, dtype=np.float32) / 255.0
-        return pixels[:, ::-1] if rng.random() < 0.5 else pixels
-
-    def sample(self, seed: int, shard: int, step: int, count: int) -> np.ndarray:
-        """The `count` crops of `step` for data shard `shard`: the same on every run."""
-        rng = np.random.default_rng([seed, shard, step])
-        return np.stack([self.crop(rng) for _ in range(count)])
-
-
-class ShardedContent:
-    """The content sets of the data shards one process holds: shard s has photos[s::shards].
-
-    Under mlx.launch a process holds only its own shard (shards = processes); a single process
-    may hold all of them, which makes its batches those of the whole group of processes.
-    """
-
-    def __init__(self, paths: Sequence[Path], size: int, shards: int = 1,
-                 held: Sequence[int] | None = None):
-        self.held = list(range(shards)) if held is None else list(held)
-        self.sets = {}
-        for s in self.held:
-            part = distributed.shard(paths, s, shards)
-            if not part:
-                raise UsageError(f"{len(paths)} content photo(s) cannot be split into {shards} "
-                                 "shards; give at least one photo per process")
-            self.sets[s] = ContentSet(part, size)
-
-    @property
-    def first_image(self) -> np.ndarray:
-        return self.sets[self.held[0]].images[0]
-
-    def batches(self, seed: int, per_shard: int, start: int, stop: int):
-        """Yield the batches of steps start..stop-1, in order, prepared ahead on background
-        threads: a batch of eight 256 px crops takes ~11 ms of one core on the H100's host, as
-        long as a whole training step there, so one thread alone would hold the GPU back
-        (PIL's resizing and NumPy's conversions release the GIL, so threads run in parallel)."""
-
-        def make(step: int) -> np.ndarray:
-            return np.concatenate([self.sets[s].sample(seed, s, step, per_shard)
-                                   for s in self.held])
-
-        workers = max(1, min(4, (os.cpu_count() or 1) - 1))
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="crops")
-        ahead: deque = deque()
-        try:
-            for step in range(start, stop):
-                ahead.append(pool.submit(make, step))
-                if len(ahead) > workers + 1:
-                    yield ahead.popleft().result()
-            while ahead:
-                yield ahead.popleft().result()
-        finally:  # an interrupted run: the batches not yet made are not made
-            pool.shutdown(wait=False, cancel_futures=True)
-
-
-# -------------------------------------------------------------------- training
-
-
-def training_loss(vgg: Callable[..., dict[str, mx.array]], grams: dict[str, mx.array],
-                  settings: TrainSettings, x: mx.array, y: mx.array
-                  ) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
-    """The objective a style trains on, for photos x and the network's outputs y:
-    (total, (content, style, tv)), each term already weighted."""
-    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
-    features = vgg(y, layers)
-    target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
-    c = content_loss(features[settings.content_layer], target) * settings.content_weight
-    s = style_loss(features, grams) * settings.style_weight
-    t = total_variation(y) * settings.tv_weight
-    return c + s + t, (c, s, t)
 
 
 def framed_forward(net: TransformerNet, x: mx.array, margin: int) -> mx.array:
@@ -347,10 +128,6 @@ def _mixed_precision(vgg: VGG, net: TransformerNet, grams: dict[str, mx.array],
     return half_loss
 
 
-def run_dir(name: str) -> Path:
-    return engine_home() / "runs" / name
-
-
 def _checkpoint_path(name: str) -> Path:
     return run_dir(name) / "checkpoint.safetensors"
 
@@ -369,31 +146,6 @@ def save_checkpoint(path: Path, snapshot: HostArrays, step: int, settings: Train
                 "settings": json.dumps(asdict(settings)), "style_sha256": style_sha,
                 "losses": json.dumps(losses)}
     write_atomic(path, snapshot, metadata)
-
-
-class BackgroundWriter:
-    """Writes a run's files on one background thread while the next steps train.
-
-    A save stops the GPU only while its arrays are copied to the host; the files (checkpoint,
-    style, PNGs, plot: ~130 ms on a CPU) are written meanwhile. One job at a time: a new one
-    first waits for the last, and the last one's error (a full disk, say) is raised then, in
-    the training thread. Jobs touch no MLX array (MLX is not called from two threads)."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-writer")
-        self._job = None
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self.wait()
-        self._job = self._pool.submit(job)
-
-    def wait(self) -> None:
-        job, self._job = self._job, None
-        if job is not None:
-            job.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
@@ -422,15 +174,6 @@ def load_checkpoint(path: Path, net: TransformerNet, optimizer: optim.Optimizer
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise WeightsError(f"{path}: cannot resume from this checkpoint ({error}); "
                            "start again without --resume") from None
-
-
-# What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
-# learning rate may change), or its style file would record settings it was only half trained on.
-# (the network first: another --net changes its width too, and --net is what to name)
-OBJECTIVE = ("arch", "size", "style_size", "content_weight", "style_weight", "tv_weight",
-             "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin")
-# What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
-STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
 
 
 def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_path: Path,
@@ -463,28 +206,20 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def plot_losses(losses: list[float], path: Path) -> None:
-    """A small loss-curve PNG (log scale), drawn with Pillow."""
-    from PIL import ImageDraw
-
-    width, height, margin = 640, 320, 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    values = np.log10(np.maximum(np.asarray(losses, dtype=np.float64), 1e-12))
-    if len(values) >= 2:
-        low, high = values.min(), values.max()
-        span = max(high - low, 1e-9)
-        xs = margin + np.arange(len(values)) * (width - 2 * margin) / (len(values) - 1)
-        ys = height - margin - (values - low) / span * (height - 2 * margin)
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(200, 40, 40), width=2)
-        draw.text((4, 4), f"loss (log10) {high:.2f} .. {low:.2f}, {len(values)} steps",
-                  fill="black")
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
-    with atomic_write(path) as stream:
-        image.save(stream, format="PNG")
+def train_style(*args, compile_step: bool = True, **options) -> TrainResult:
+    """Train a style network (`_train_style`'s arguments); `compile_step=False` runs every
+    compiled function op by op (`--no-compile`: on a fresh GPU it starts at once, at a slower
+    step), and turns compilation back on after."""
+    if compile_step:
+        return _train_style(*args, **options)
+    mx.disable_compile()
+    try:
+        return _train_style(*args, **options)
+    finally:
+        mx.enable_compile()
 
 
-def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
+def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
                 settings: TrainSettings, resume: bool = False, preview: Path | None = None,
                 on_step: Callable[[TrainStep], None] | None = None,
                 out_dir: Path | None = None, data_shards: int = 1,
@@ -510,9 +245,12 @@ def train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     """
     started = _clock()  # a timed run's budget counts from here
     settings.check()
+    if settings.precision != "float32" and on_cpu():
+        raise UsageError(f"--precision {settings.precision} is for GPUs (MLX's CPU computes it "
+                         "slower than float32); leave it out on the CPU")
     check_name(name, "style")
     if out_dir is None:
-        from .registry import styles
+        from ..registry import styles
 
         overrides = check_new_name(name, "style", style_dir() / f"{name}.safetensors",
                                    _checkpoint_path(name), resume, overwrite, styles())

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import on_cpu
+from ..errors import EngineError, ImageError, OutputError, UsageError
+from ..stylize import Stylizer
 from .atomic import check_writable_folder, describe, publish, temporary_beside
-from .errors import EngineError, ImageError, OutputError, UsageError
-from .stylize import Stylizer
 
 
 class VideoError(EngineError):
@@ -83,9 +84,6 @@ def output_size(width: int, height: int, max_size: int | None) -> tuple[int, int
         scale = max_size / max(width, height)
         width, height = round(width * scale), round(height * scale)
     return max(2, width - width % 2), max(2, height - height % 2)
-
-
-# -------------------------------------------------------------- stabilization
 
 
 class Stabilizer:
@@ -161,9 +159,6 @@ def flicker(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray],
     return total / max(count, 1)
 
 
-# ------------------------------------------------------------ frame batches
-
-
 def stylize_frames(frames: Iterable[np.ndarray], stylizer: Stylizer, batch: int = 8,
                    stabilize: bool = False) -> Iterator[np.ndarray]:
     """The Python API: uint8 (H, W, 3) frames in, stylized uint8 frames out, in order.
@@ -190,9 +185,6 @@ def stylize_frames(frames: Iterable[np.ndarray], stylizer: Stylizer, batch: int 
             yield from flush()
     if pending:
         yield from flush()
-
-
-# ------------------------------------------------------------------- files
 
 
 @dataclass
@@ -266,6 +258,12 @@ class VideoResult:
     height: int
     frames: int
     damaged: str | None = None  # the decoder's error where the source broke off, if it did
+
+
+def default_batch() -> int:
+    """Frames per forward pass: 8 on an accelerator; 1 on the CPU, where larger batches only
+    add memory traffic."""
+    return 1 if on_cpu() else 8
 
 
 def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8,
@@ -399,9 +397,6 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
     return VideoResult(info, width, height, done, damaged[0] if damaged else None)
 
 
-# ----------------------------------------------------------------- webcam
-
-
 class CameraError(EngineError):
     """No camera, or no way to show its picture."""
 
@@ -531,5 +526,3 @@ class _Recorder:
             publish(self.temporary, self.target)
         finally:
             self.cleanup.close()
-
-

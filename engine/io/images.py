@@ -11,18 +11,23 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import __version__
+from .. import __version__
+from ..errors import ImageError, OutputError
 from .atomic import atomic_write, check_writable_folder
-from .errors import ImageError, OutputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
 # What the engine writes: formats that hold 8-bit RGB (and, but for JPEG, alpha) and that it
 # reads back; Pillow registers many more extensions whose writers fail on some modes or lack one
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                   ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
 # The text chunk that marks a PNG as written by the engine: folder runs skip such files, so a
 # second run over a folder does not stylize the first run's outputs
 MARK = "engine"
+
 
 # Anything above this many pixels is treated as a decompression bomb (Pillow's own default
 # only warns at 89 MP); 16k x 8k covers any real photo or painting.

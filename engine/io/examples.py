@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import EngineError
+from ..errors import EngineError
 
 CONTENT = "chelsea.png"  # Chelsea the cat
+
+
 STYLE = "hubble_deep_field.jpg"  # the Hubble Deep Field
+
+
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "hubble_deep_field.jpg", "retina.jpg")
 

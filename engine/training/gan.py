@@ -21,161 +21,18 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
-from PIL import Image
 
-from . import __version__
-from .atomic import check_writable_folder, describe
-from .errors import ImageError, OutputError, UsageError, WeightsError
-from .generators import Generator, image_key
+from ..errors import OutputError, UsageError, WeightsError
+from ..io.atomic import check_writable_folder, describe
+from ..io.generator_files import generator_dir, save_generator
+from ..io.images import save_image
+from ..io.style_files import check_name, engine_home, save_atomic
+from ..io.weightfile import expect_shapes, load_arrays, read_header
+from ..nets.gan import Discriminator, GanConfig, GeneratorNet, latents
+from .data import ImageSet
 from .runs import all_finite, check_new_name, diverged
-from .image import find_images, save_image
-from .styles import OVERRIDES, check_name, engine_home, save_atomic
-from .weightfile import expect_shapes, load_arrays, parse_json, read_header
 
-FORMAT = "engine-generator"
-MAX_IMAGES = 200_000
 MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
-MAX_SIZE = 1024  # the largest generator image: 1024 px is already ~1 GB of activations a batch
-
-
-@dataclass(frozen=True)
-class GanConfig:
-    """Image size (a power of two, at least 8), latent length and the narrowest layer's width."""
-
-    size: int = 64
-    latent: int = 128
-    width: int = 64
-
-    @property
-    def doublings(self) -> int:
-        return int(math.log2(self.size)) - 2
-
-    def check(self) -> None:
-        if self.size < 8 or self.size > MAX_SIZE or self.size & (self.size - 1):
-            raise UsageError(f"--size {self.size}: use a power of two from 8 to {MAX_SIZE} "
-                             "(64, 128)")
-        if self.latent < 1 or self.width < 1:
-            raise UsageError("the latent length and the width must be positive")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> GanConfig:
-        """The configuration a file declares; ValueError outside what fits in memory."""
-        values = parse_json(text, "the generator configuration")
-        if not isinstance(values, dict):
-            raise ValueError("the generator configuration is not a JSON object")
-        for key, high in (("size", MAX_SIZE), ("latent", 4096), ("width", 1024)):
-            value = values.get(key)
-            if type(value) is not int or not 1 <= value <= high:
-                raise ValueError(f"{key} {value!r} is not a whole number in 1..{high}")
-        config = cls(values["size"], values["latent"], values["width"])
-        try:
-            config.check()
-        except UsageError as error:
-            raise ValueError(str(error)) from None
-        return config
-
-
-class GeneratorNet(nn.Module):
-    def __init__(self, config: GanConfig):
-        super().__init__()
-        self.config = config
-        channels = [config.width * 2 ** (config.doublings - i) for i in range(config.doublings + 1)]
-        self.project = nn.Linear(config.latent, 4 * 4 * channels[0])
-        self.project_norm = nn.BatchNorm(channels[0])
-        self.convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in zip(channels, channels[1:])]
-        self.norms = [nn.BatchNorm(b) for b in channels[1:]]
-        self.out = nn.Conv2d(channels[-1], 3, 3, padding=1)
-
-    def __call__(self, z: mx.array) -> mx.array:
-        """(N, latent) -> (N, size, size, 3) in [-1, 1]."""
-        x = self.project(z).reshape(z.shape[0], 4, 4, -1)
-        x = nn.relu(self.project_norm(x))
-        for conv, norm in zip(self.convs, self.norms):
-            n, h, w, c = x.shape
-            x = mx.broadcast_to(x[:, :, None, :, None], (n, h, 2, w, 2, c))
-            x = nn.relu(norm(conv(x.reshape(n, 2 * h, 2 * w, c))))
-        return mx.tanh(self.out(x))
-
-
-class Discriminator(nn.Module):
-    def __init__(self, config: GanConfig):
-        super().__init__()
-        channels = [3] + [config.width * 2 ** i for i in range(config.doublings)]
-        self.convs = [nn.Conv2d(a, b, 4, stride=2, padding=1)
-                      for a, b in zip(channels, channels[1:])]
-        self.norms = [nn.BatchNorm(b) for b in channels[2:]]
-        self.out = nn.Linear(4 * 4 * channels[-1], 1)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        """(N, size, size, 3) in [-1, 1] -> (N,) logits."""
-        x = nn.leaky_relu(self.convs[0](x), 0.2)
-        for conv, norm in zip(self.convs[1:], self.norms):
-            x = nn.leaky_relu(norm(conv(x)), 0.2)
-        return self.out(x.reshape(x.shape[0], -1))[:, 0]
-
-
-def latents(seed: int, count: int, latent: int, first: int = 0) -> mx.array:
-    """Image i of a seed always gets the same latent, whatever the count."""
-    return mx.stack([mx.random.normal((latent,), key=image_key(seed, first + i))
-                     for i in range(count)]) if count else mx.zeros((0, latent))
-
-
-def slerp(a: mx.array, b: mx.array, t: mx.array) -> mx.array:
-    """Spherical interpolation between latents a and b (latent,) at fractions t (N,)."""
-    cos = mx.sum(a * b) / (mx.linalg.norm(a) * mx.linalg.norm(b))
-    omega = mx.arccos(mx.clip(cos, -0.9999, 0.9999))
-    t = t[:, None]
-    return (mx.sin((1 - t) * omega) * a + mx.sin(t * omega) * b) / mx.sin(omega)
-
-
-# -------------------------------------------------------------------------------- data
-
-
-class ImageSet:
-    """Every image of a folder as a square uint8 array of one size; transparency over white."""
-
-    def __init__(self, folder: Path, size: int):
-        if not Path(folder).is_dir():
-            raise UsageError(f"{folder}: not a folder of training images")
-        paths = find_images(folder)
-        if len(paths) > MAX_IMAGES:
-            raise UsageError(f"{folder} holds {len(paths)} images; at most {MAX_IMAGES} fit")
-        arrays, skipped = [], 0
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    image = image.convert("RGBA")
-                    side = min(image.size)
-                    left, top = (image.width - side) // 2, (image.height - side) // 2
-                    image = image.crop((left, top, left + side, top + side))
-                    image = image.resize((size, size), Image.Resampling.LANCZOS)
-                    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                    arrays.append(np.asarray(Image.alpha_composite(white, image).convert("RGB")))
-            except (OSError, ValueError, Image.DecompressionBombError):
-                skipped += 1
-        if len(arrays) < 2:
-            raise ImageError(f"{folder}: found {len(arrays)} readable image(s) ({skipped} "
-                             "unreadable); a generator needs a folder of at least 2 images")
-        self.images = np.stack(arrays)
-        self.skipped = skipped
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def epoch(self, rng: np.random.Generator, batch: int):
-        """Full batches in [-1, 1], shuffled, half of the images flipped left-right."""
-        order = rng.permutation(len(self.images))
-        for start in range(0, len(order) - batch + 1, batch):
-            chosen = self.images[order[start:start + batch]].astype(np.float32) / 127.5 - 1
-            flip = rng.random(batch) < 0.5
-            chosen[flip] = chosen[flip, :, ::-1]
-            yield chosen
-
-
-# ---------------------------------------------------------------------------- training
 
 
 @dataclass
@@ -265,11 +122,6 @@ def step_latents(seed: int, epoch: int, index: int, batch: int, latent: int) -> 
     return mx.random.normal((batch, latent), key=mx.random.key(key))
 
 
-def generator_dir() -> Path:
-    """Where `engine train-generator` saves generators and where the registry finds them."""
-    return engine_home() / "generators"
-
-
 def _run_dir(name: str) -> Path:
     return engine_home() / "runs" / f"generator-{name}"
 
@@ -282,74 +134,9 @@ def _pick(arrays: dict, prefix: str) -> list[tuple[str, mx.array]]:
     return [(k[len(prefix) + 1:], v) for k, v in arrays.items() if k.startswith(prefix + ".")]
 
 
-def save_generator(path: Path, generator: GeneratorNet, training: dict, epochs: int,
-                   overrides: bool = False) -> None:
-    metadata = {"format": FORMAT, "config": generator.config.to_json(),
-                "training": json.dumps(training), "epochs": str(epochs),
-                "engine_version": __version__, **({OVERRIDES: "true"} if overrides else {})}
-    # batch-norm running statistics are part of the state a sample needs
-    arrays = {k: v.astype(mx.float16) for k, v in tree_flatten(generator.parameters())}
-    save_atomic(path, arrays, metadata)
-
-
-def load_generator(path) -> tuple[GeneratorNet, dict]:
-    """A trained generator network (in eval mode) and its metadata; WeightsError if unusable."""
-    header = read_header(path, FORMAT, "generator")
-    try:
-        config = GanConfig.from_json(header.metadata.get("config", "null"))
-    except ValueError as error:
-        raise WeightsError(f"{path}: unusable generator ({error}); replace the file with a "
-                           "good copy") from None
-    net = GeneratorNet(config)
-    expect_shapes(header, {k: v.shape for k, v in tree_flatten(net.parameters())}, "generator")
-    arrays = load_arrays(header, "generator")
-    net.update(tree_unflatten([(k, v.astype(mx.float32)) for k, v in arrays.items()]))
-    mx.eval(net.parameters())
-    net.eval()
-    return net, header.metadata
-
-
-def as_generator(name: str, path, description: str = "", from_user: bool = False
-                 ) -> Generator:
-    """A registry Generator backed by a trained generator file (loaded on first use)."""
-    loaded: list[GeneratorNet] = []
-    config, overrides = None, False
-    try:
-        metadata = read_header(path, FORMAT, "generator").metadata
-        overrides = metadata.get(OVERRIDES) == "true"
-        config = GanConfig.from_json(metadata.get("config", "null"))
-    except (WeightsError, ValueError):
-        pass  # load_generator reports the problem when the generator is used
-
-    def network() -> GeneratorNet:
-        if not loaded:
-            loaded.append(load_generator(path)[0])
-        return loaded[0]
-
-    def decode(z: mx.array, size: int) -> mx.array:
-        images = (network()(z) + 1) / 2
-        if size != images.shape[1]:
-            from .image import resize
-            images = mx.concatenate([resize(images[i:i + 1], size, size)
-                                     for i in range(images.shape[0])])
-        return images
-
-    def make(count: int, seed: int, size: int) -> mx.array:
-        return decode(latents(seed, count, network().config.latent), size)
-
-    def interpolate(seed_a: int, seed_b: int, count: int, size: int) -> mx.array:
-        latent = network().config.latent
-        t = mx.linspace(0, 1, count)
-        return decode(slerp(latents(seed_a, 1, latent)[0], latents(seed_b, 1, latent)[0], t), size)
-
-    return Generator(name, make, description or "GAN trained with engine train-generator",
-                     default_size=config.size if config else 64, interpolate=interpolate,
-                     from_user=from_user, overrides=overrides)
-
-
 def sample_grid(generator: GeneratorNet, z: mx.array) -> mx.array:
     """Samples of fixed latents as one grid image (1, H, W, 3) in [0, 1], in eval mode."""
-    from .generators import grid
+    from ..generators import grid
 
     generator.eval()
     images = (generator(z) + 1) / 2
@@ -364,7 +151,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     """Train a DCGAN on a folder of images; write <name>.safetensors into the generator folder.
     An existing generator or run of this name, or a plugin's generator of this name, is
     refused unless `resume` or `overwrite`; weights that are not finite are never written."""
-    from .registry import generators
+    from ..registry import generators
 
     settings.check()
     check_name(name, "generator")

@@ -35,6 +35,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..backend import uses_cuda_kernels
+from .ops import depth_to_space, fold_edges, fold_reflection, reflect_slices, upsample2x
+
 _MOMENTS = """
     // One block per (image, slice of rows): each thread reads VEC channels (16 bytes) of every
     // LANES-th row of its slice, four rows in flight; the block sums its lanes in shared memory
@@ -106,8 +109,11 @@ _MOMENTS = """
     }
 """
 
+
 _SQUARES = {"SECOND_BASE": "", "SECOND_DECL": "", "SECOND_LOAD1": "", "SECOND_LOAD": "",
             "SECOND_VALUE1": "v", "SECOND_VALUE": "v"}
+
+
 _PRODUCTS = {
     "SECOND_BASE": "const T* base2 = x + (int64_t)b * rows * channels + g * VEC;",
     "SECOND_DECL": "Chunk<T, VEC> d[4];",
@@ -152,6 +158,7 @@ __device__ __forceinline__ Pixel pixel_of(unsigned int t, int groups, int vec, i
     return p;
 }
 """
+
 
 _PAD_AFFINE = """
     const unsigned int t = blockIdx.x * blockDim.x + threadIdx.x;
@@ -203,11 +210,16 @@ _PAD_AFFINE = """
     }
     store_chunk<T, VEC>(out + dst, o);
 """
+
+
 _RESIDUAL_BASE = """
     const Chunk<T, VEC> r = load_chunk<T, VEC>(res + (((int64_t)b * res_shape[1] + si + RP) * res_shape[2]
                                       + sj + RP) * channels + c0);
 """
+
+
 _RESIDUAL_ADD = "v += static_cast<float>(r.v[k]);"
+
 
 _FOLD_PAD = """
     // The gradient of padding by P: each pixel of the (B, H, W, C) output sums the pixels of the
@@ -250,9 +262,16 @@ _FOLD_PAD = """
     store_chunk<T, VEC>(out + (int64_t)t * VEC, o);
 """
 
+
 _kernels: dict[str, object] = {}
+
+
 _VEC = 8  # channels per thread: 16 bytes of half precision
+
+
 _MOMENT_BLOCKS = 1024  # about this many blocks of 256 threads in half_sums (8 per H100 SM)
+
+
 EPS = 1e-5  # the instance norms' epsilon (InstanceNorm's default), compiled into pad_affine
 
 
@@ -276,16 +295,11 @@ def _kernel(name: str):
     return _kernels[name]
 
 
-def _on_gpu() -> bool:
-    """CUDA kernels run: the default device is a CUDA GPU (elsewhere the stand-ins run)."""
-    return mx.default_device() != mx.cpu and mx.cuda.is_available()
-
-
 def _sums_kernel_fits(x: mx.array) -> bool:
     """The block-sums kernels take (B, H, W, C) with C a multiple of VEC, at most 256, and
     32-bit indices."""
     batch, height, width, channels = x.shape
-    return (_on_gpu() and channels % _VEC == 0 and channels <= 256
+    return (uses_cuda_kernels() and channels % _VEC == 0 and channels <= 256
             and batch * channels * height * width < 2**31)
 
 
@@ -335,7 +349,7 @@ def fold_pad(g: mx.array, pad: int, edge: bool = False) -> mx.array:
     (B, H, W, C) array: g is the padded array's gradient, (B, H + 2 pad, W + 2 pad, C). One
     pass; in plain MLX ops it takes a zero fill, a copy and a sum of the whole array per side."""
     batch, height, width, channels = g.shape
-    if (not _on_gpu() or channels % _VEC or g.size >= 2**31 or (edge and pad != 1)
+    if (not uses_cuda_kernels() or channels % _VEC or g.size >= 2**31 or (edge and pad != 1)
             or min(height, width) - 2 * pad <= pad):
         return reference_fold_pad(g, pad, edge)
     shape = (batch, height - 2 * pad, width - 2 * pad, channels)
@@ -347,9 +361,7 @@ def fold_pad(g: mx.array, pad: int, edge: bool = False) -> mx.array:
 
 
 def reference_fold_pad(g: mx.array, pad: int, edge: bool = False) -> mx.array:
-    from .transformer import _fold_edges, _fold_reflection
-
-    fold = _fold_edges if edge else _fold_reflection
+    fold = fold_edges if edge else fold_reflection
     return fold(fold(g, 2, pad), 1, pad)
 
 
@@ -372,7 +384,7 @@ def sums_from_moments(mean: mx.array, var: mx.array, count: int) -> mx.array:
 def half_moments(x: mx.array) -> tuple[mx.array, mx.array]:
     """Mean and (biased) variance over H and W of (B, H, W, C), (B, 1, 1, C) float32, with the
     sums in float32."""
-    if x.dtype == mx.float32 or not _on_gpu():
+    if x.dtype == mx.float32 or not uses_cuda_kernels():
         return reference_moments(x)
     return moments_from_sums(half_sums(x), x.shape[1] * x.shape[2])
 
@@ -399,7 +411,8 @@ def pad_affine(y: mx.array, sums: mx.array, weight: mx.array, bias: mx.array, pa
         height, width, channels = 2 * height, 2 * width, channels // 4
     shape = (batch, height * up + 2 * pad, width * up + 2 * pad, channels)
     threads = shape[0] * shape[1] * shape[2] * (channels // _VEC)
-    if not _on_gpu() or channels % _VEC or threads >= 2**31 or min(height, width) * up <= pad:
+    if (not uses_cuda_kernels() or channels % _VEC or threads >= 2**31
+            or min(height, width) * up <= pad):
         return reference_pad_affine(y, sums, weight, bias, pad, up, relu, residual, residual_pad,
                                     edge, phases)
     inputs = [y, sums.astype(mx.float32), weight.astype(mx.float32), bias.astype(mx.float32)]
@@ -416,8 +429,6 @@ def pad_affine(y: mx.array, sums: mx.array, weight: mx.array, bias: mx.array, pa
 
 def reference_pad_affine(y, sums, weight, bias, pad, up=1, relu=False, residual=None,
                          residual_pad=0, edge=False, phases=False):
-    from .transformer import depth_to_space, reflect_pad, upsample2x
-
     if phases:
         y = depth_to_space(y, 2)
     height, width = y.shape[1:3]
@@ -435,4 +446,4 @@ def reference_pad_affine(y, sums, weight, bias, pad, up=1, relu=False, residual=
         x = upsample2x(x)
     if edge:
         return mx.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="edge").astype(y.dtype)
-    return reflect_pad(x, pad).astype(y.dtype)
+    return (reflect_slices(x, pad) if pad else x).astype(y.dtype)

@@ -1,0 +1,123 @@
+"""What every command shares: the app, the console, the options several commands take, and the
+mapping of the engine's errors to one line and an exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import EngineError
+from ..plugins import DISABLE_ENV
+
+NetChoice = Annotated[str, typer.Option(
+    "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
+    "on a GPU), full or fast.")]
+
+# (checked by the Stylizer, whose message names NaN too)
+StrengthOption = Annotated[float, typer.Option(help="0 keeps the photo, 1 is the full style.")]
+SeedOption = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
+OverwriteRun = Annotated[bool, typer.Option(
+    help="Replace your earlier style or generator of this name and its run, or make yours the "
+    "one a plugin's name (a shipped style's) means.")]
+
+app = typer.Typer(
+    help="Neural style transfer and image generation on MLX.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root(no_plugins: Annotated[bool, typer.Option(
+        "--no-plugins", help="Load only the built-in plugins (for debugging).")] = False) -> None:
+    """Neural style transfer and image generation on MLX."""
+    if no_plugins:
+        os.environ[DISABLE_ENV] = "1"
+
+
+@contextlib.contextmanager
+def user_errors():
+    """EngineError or running out of memory -> one line on stderr and exit code 2; Ctrl-C -> exit
+    code 130."""
+    try:
+        yield
+    except EngineError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as interrupt:
+        err.print("terminated" if isinstance(interrupt, Terminated) else "interrupted")
+        raise typer.Exit(143 if isinstance(interrupt, Terminated) else 130) from None
+    except (RuntimeError, MemoryError) as error:  # the device's allocator: no traceback for that
+        if not isinstance(error, MemoryError) and "out of memory" not in str(error):
+            raise
+        text = str(error).strip()
+        cause = text.splitlines()[0] if text else type(error).__name__
+        err.print(f"[bold red]error:[/] out of memory ({cause}); use smaller images "
+                  "(--max-size), a smaller --batch or --size, or fewer jobs at once on this "
+                  "device (a training run keeps its last checkpoint: --resume)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def parse_names(text: str) -> list[str]:
+    """A comma-separated list of names, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, e.g. 0.7,0.3") from None
+
+
+def parse_dilations(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in parse_names(text))
+    except ValueError:
+        raise typer.BadParameter(f"--dilations must be comma-separated integers, e.g. 2,4, not "
+                                 f"{text!r}") from None
+
+
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the same clean exit as Ctrl-C (temporary files
+    removed, a training run's progress saved), with exit code 143."""
+
+
+def terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+MarginOption = Annotated[int | None, typer.Option(
+    min=0, show_default=False, help="Reflected pixels around each image for the network, "
+    "cropped after, e.g. 16: cleaner edges (the networks draw a band of their own there), a "
+    "little slower. Default: the margin the style was trained with (the shipped ones: 0; "
+    "with another, the style drifts from what it was trained to match).")]
+
+
+
+def print_rows(rows: list[dict], columns: list[str], json_output: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(", ".join(v) if isinstance(v, list) else str(v if v is not None else "")
+                        for v in (row[c] for c in columns)))
+    Console().print(table)
+
+

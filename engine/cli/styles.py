@@ -1,0 +1,324 @@
+"""Feed-forward styles: train-style, apply, sheet and the list of styles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ..errors import UsageError
+from ..io import examples
+from ..nets.transformer import NETWORK_NAMES, NETWORKS
+from ..training import distributed
+from ..training.settings import TrainSettings
+from .common import (
+    MarginOption,
+    NetChoice,
+    OverwriteRun,
+    SeedOption,
+    StrengthOption,
+    app,
+    err,
+    parse_dilations,
+    parse_names,
+    user_errors,
+)
+
+TRAIN_DEFAULTS = TrainSettings()
+
+
+# ------------------------------------------------------------------ feed-forward styles
+
+
+NO_CEILING = 10**9  # train-style --minutes without --steps: steps until the time is up
+
+
+@app.command("train-style")
+def train_style(
+    style_image: Annotated[Path, typer.Argument(help="The painting to learn.")],
+    name: Annotated[Optional[str], typer.Option(help="Style name (default: the file's stem).")
+                    ] = None,
+    content: Annotated[Optional[Path], typer.Option(
+        help="Folder of training photos (default: the photos inside scikit-image).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        min=1, show_default=False, help=f"Training steps (default {TRAIN_DEFAULTS.steps}; "
+        "with --minutes, as many as fit).")] = None,
+    minutes: Annotated[float | None, typer.Option(
+        show_default=False, help="Train for this long (wall time from the start of training, "
+        "a fresh GPU's kernel compilation included): the number of steps is planned from the "
+        "measured step rate, so that --lr-decay ends on the last one; --steps, if given, is a "
+        "ceiling.")] = None,
+    batch: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.batch,
+    size: Annotated[int, typer.Option(help="Training crop size.")] = TRAIN_DEFAULTS.size,
+    style_size: Annotated[int, typer.Option(help="Longest side of the style image.")
+                          ] = TRAIN_DEFAULTS.style_size,
+    content_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.content_weight,
+    style_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.style_weight,
+    tv_weight: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.tv_weight,
+    content_layer: Annotated[str, typer.Option(help="relu2_2 or relu3_3.")
+                             ] = TRAIN_DEFAULTS.content_layer,
+    style_layers: Annotated[str, typer.Option(help="Comma-separated VGG16 ReLU layers whose Gram "
+                                              "matrices the style loss matches.")
+                            ] = ",".join(TRAIN_DEFAULTS.style_layers),
+    learning_rate: Annotated[float, typer.Option()] = TRAIN_DEFAULTS.learning_rate,
+    lr_decay: Annotated[float, typer.Option(
+        help="Over this last fraction of the steps the learning rate falls to 1/100 of itself "
+             "(cosine); 0 keeps it constant.")] = TRAIN_DEFAULTS.lr_decay,
+    net: Annotated[str, typer.Option(help="full (Johnson et al., best on GPUs) or fast (the CPU "
+                                    "network: 14x faster there).")] = "full",
+    width: Annotated[Optional[int], typer.Option(
+        help="Override the network's width (full: 32, fast: 48).")] = None,
+    dilations: Annotated[str, typer.Option(
+        help="Dilations of residual blocks added after the full network's five (e.g. 2,4): "
+             "each widens its reach by 16 x the dilation in pixels; added by --from to a "
+             "trained style, they start as the identity.")] = "",
+    margin: Annotated[int, typer.Option(
+        min=0, help="Reflected pixels around each crop for the network, cropped before the loss "
+        "(even; e.g. 16): the loss never sees the band a network draws at an image's edges, "
+        "and the style applies with the same margin.")] = TRAIN_DEFAULTS.margin,
+    precision: Annotated[str, typer.Option(
+        help="float32, or bfloat16 on a GPU: mixed precision (float32 weights, Adam and losses; "
+        "convolutions in bfloat16), faster per step.")] = TRAIN_DEFAULTS.precision,
+    seed: SeedOption = TRAIN_DEFAULTS.seed,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = TRAIN_DEFAULTS.checkpoint_every,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
+                      ] = False,
+    overwrite: OverwriteRun = False,
+    start_from: Annotated[Optional[str], typer.Option(
+        "--from", help="Go on training a trained style (a name or a .safetensors file) of this "
+                       "painting: its weights and step count, without its checkpoint.")] = None,
+    preview: Annotated[Optional[Path], typer.Option(help="A photo to stylize as training goes.")
+                       ] = None,
+    vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
+    compile_step: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="One compiled training step (fastest per step). On a GPU "
+        "whose kernel cache lacks this step's kernels, compiling them takes minutes (~4.7 on an "
+        "H100 at 256 px batch 8, once: they are cached); --no-compile starts at once at ~2.5x "
+        "the step time, better for a short run on a fresh machine.")] = True,
+) -> None:
+    """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
+    from ..io.images import find_images
+    from ..io.vgg_weights import load_vgg
+    from ..registry import style_path
+    from ..training.runs import run_dir
+    from ..training.settings import TrainSettings
+    from ..training.style import train_style as run
+
+    with user_errors():
+        if net not in NETWORKS:
+            raise UsageError(f"unknown --net {net!r}; use full or fast")
+        preset = NETWORKS[net]
+        name = name or style_image.stem
+        if minutes is not None and not 0 < minutes < 1e6:
+            raise UsageError("--minutes must be more than 0 (and finite)")
+        if steps is None:
+            steps = NO_CEILING if minutes else TRAIN_DEFAULTS.steps
+        settings = TrainSettings(
+            steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
+            style_size=style_size,
+            content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+            content_layer=content_layer, learning_rate=learning_rate,
+            lr_decay=lr_decay, style_layers=tuple(parse_names(style_layers)),
+            width=preset.width if width is None else width, res_blocks=preset.res_blocks, arch=preset.arch,
+            dilations=parse_dilations(dilations), margin=margin, precision=precision, seed=seed,
+            checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
+        settings.check()
+        origin = style_path(start_from, net) if start_from else None
+        photos = find_images(content) if content else examples.photos()
+        vgg = load_vgg(path=vgg_weights)
+        columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[terms]}"))
+        main = distributed.is_main()  # under mlx.launch, rank 0 alone shows progress
+        if main and distributed.size() > 1:
+            err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
+        # shown once every check has passed: a mistake found before (--from, --resume, the
+        # style image) stays a one-line error, with no empty bar above it
+        progress = Progress(*columns, console=err, disable=not main)
+        task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
+
+        def on_ready(step: int) -> None:
+            progress.update(task, completed=step, terms="compiling the step (minutes on a fresh "
+                            "GPU; --no-compile starts at once)" if compile_step else "")
+            progress.start()
+
+        def on_step(step) -> None:
+            terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
+            steps_per_second = step.images_per_second / (batch * distributed.size())
+            progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
+                            total=step.steps if step.steps < NO_CEILING else None,
+                            rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
+
+        try:
+            result = run(vgg, style_image, name, photos, settings, resume=resume,
+                         preview=preview, on_step=on_step, start_from=origin,
+                         on_ready=on_ready, overwrite=overwrite, compile_step=compile_step)
+        finally:
+            progress.stop()
+        state = "interrupted; resume with --resume" if result.interrupted else "done"
+        if main:
+            err.print(f"{state}: style {name!r} after {result.steps} steps -> "
+                      f"{result.style_path} (checkpoints, previews and loss.png in "
+                      f"{run_dir(name)})")
+        if main and minutes and result.first_step_seconds > 0.25 * minutes * 60:
+            err.print(f"note: the first step took {result.first_step_seconds:.0f} s of the "
+                      f"{minutes:g} minutes (compiling its kernels); they are cached now, so "
+                      "the next run of these shapes trains for nearly all of its time "
+                      "(--no-compile skips the compilation, at a slower step)")
+        if result.interrupted:
+            raise typer.Exit(130)
+
+
+
+@app.command()
+def apply(
+    inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.")],
+    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                   help="Output file (one input only).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the outputs (default: next to each input).")] = None,
+    max_size: Annotated[Optional[int], typer.Option(min=16, help="Downscale inputs first.")
+                        ] = None,
+    strength: StrengthOption = 1.0,
+    preserve_color: Annotated[bool, typer.Option()] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
+                     ] = 8,
+    tile: Annotated[int | None, typer.Option(
+        help="Images larger than this go through tiles (default: 4096 on a GPU, 2048 on the CPU)."
+    )] = None,
+    overwrite: Annotated[bool, typer.Option()] = False,
+    net: NetChoice = "auto",
+    margin: MarginOption = None,
+    refine: Annotated[int, typer.Option(
+        min=0, help="Then this many L-BFGS iterations per image on the style's own training "
+        "loss, from the network's output (e.g. 10): closer to the painting, like `engine "
+        "optimize`, at ~8 ms per iteration at 512 px on an H100 (~4 s on a 2-core CPU). Needs "
+        "VGG16 and a style file with style targets (the shipped ones, and styles trained "
+        "now).")] = 0,
+    vgg_weights: Annotated[Path | None, typer.Option(
+        envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
+) -> None:
+    """Stylize images with a trained style: one compiled forward pass per batch."""
+    from ..apply import apply_files, plan_outputs
+    from ..refine import refiner_for
+    from ..registry import style_path
+    from ..stylize import Stylizer
+
+    with user_errors():
+        jobs = plan_outputs(inputs, style, output, out_dir, overwrite)
+        if distributed.size() > 1:  # under mlx.launch: every process takes its share
+            jobs = distributed.shard(jobs)
+        path = style_path(style, net)
+        refiner = refiner_for(style, path, refine, vgg_weights) if refine else None
+        stylizer = Stylizer.from_file(path, strength=strength,
+                                      preserve_color=preserve_color, max_tile=tile,
+                                      margin=margin, refiner=refiner)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as progress:
+            task = progress.add_task(f"applying {style}", total=len(jobs))
+            for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
+                progress.update(task, completed=done)
+        who = f"process {distributed.rank()}: " if distributed.size() > 1 else ""
+        err.print(f"{who}wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))
+
+
+@app.command()
+def sheet(
+    photo: Annotated[Path, typer.Argument(help="The photo to show in every style.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The sheet image to write.")
+                      ] = Path("sheet.png"),
+    max_size: Annotated[int, typer.Option(min=64, help="Longest side of each cell.")] = 384,
+    columns: Annotated[Optional[int], typer.Option(min=1)] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated style names.")] = None,
+    overwrite: Annotated[bool, typer.Option()] = False,
+    net: NetChoice = "auto",
+) -> None:
+    """The photo in every registered style (or --only some), labelled, on one sheet."""
+    from ..io.images import check_output, load_image, save_image
+    from ..registry import style_path, styles
+    from ..sheet import make_sheet
+    from ..stylize import Stylizer
+
+    with user_errors():
+        target = check_output(output, (photo,), overwrite)
+        picture = load_image(photo, max_size=max_size)
+        catalog = styles()
+        names = [n.strip() for n in only.split(",")] if only else [
+            name for name, entry in catalog.entries.items() if not entry.problem]
+        if not names:
+            raise UsageError("no usable styles are registered; train one with engine train-style")
+        paths = {name: style_path(name, net) for name in names}  # unknown fail before work
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err) as progress:
+            task = progress.add_task("stylizing", total=len(names))
+            image = make_sheet(
+                picture.rgb, ((n, Stylizer.from_file(p)) for n, p in paths.items()), columns,
+                on_style=lambda name: progress.advance(task))
+        save_image(target, image)
+        err.print(f"wrote {target}: {photo.name} in {len(names)} styles")
+
+
+
+@app.command("styles")
+def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the registered styles: name, plugin, network size, training, preview."""
+    import json
+
+    from rich.table import Table
+
+    from ..registry import styles
+
+    with user_errors():
+        rows = []
+        catalog = styles()
+        for entry in [*catalog.entries.values(), *catalog.hidden]:
+            info = getattr(entry, "info", None)
+            in_use = catalog.owner(entry.name) is entry
+            rows.append({
+                "name": entry.name, "aliases": list(entry.aliases), "plugin": entry.plugin,
+                "path": str(entry.item.path), "problem": entry.problem,
+                "in_use": in_use and not entry.problem, "note": entry.note,
+                "network": info.config.arch if info else None,
+                "width": info.config.width if info else None,
+                "fast_path": str(entry.item.fast_path) if getattr(entry.item, "fast_path", None)
+                else None,
+                "parameters": info.parameters if info else None,
+                "steps": info.steps if info else None,
+                "training": info.training if info else None,
+                "preview": str(info.preview) if info and info.preview else None})
+        if json_output:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("name", "plugin", "network", "training", "preview")
+        for row in rows:
+            if row["problem"]:
+                table.add_row(row["name"], row["plugin"], "[red]broken", row["problem"], "")
+                continue
+            if not row["in_use"]:
+                table.add_row(row["name"], row["plugin"], "[yellow]not in use", row["note"], "")
+                continue
+            t = row["training"] or {}
+            training = (f"{row['steps']} steps, {t.get('size', '?')} px, style "
+                        f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
+                        f"sw {t.get('style_weight', '?')}"
+                        + (f", margin {t['margin']}" if t.get("margin") else ""))
+            name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+            training += f"; {row['note']}" if row["note"] else ""
+            network = (f"{NETWORK_NAMES[row['network']]} width "
+                       f"{row['width']}, {row['parameters'] / 1e6:.2f}M weights"
+                       + (" + fast CPU network" if row["fast_path"] else ""))
+            table.add_row(name, row["plugin"], network, training, row["preview"] or "")
+        Console().print(table)
+
+

@@ -1,0 +1,161 @@
+"""A style's training settings, their bounds, and the objective it trains on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.optimizers as optim
+
+from ..errors import UsageError
+from ..losses import content_loss, style_loss, total_variation
+from ..nets.transformer import ARCHS, NetConfig
+from ..nets.vgg import VGG16
+
+
+@dataclass
+class TrainSettings:
+    steps: int = 2000
+    batch: int = 4
+    size: int = 256
+    style_size: int = 512
+    content_weight: float = 1.0
+    style_weight: float = 1e5
+    tv_weight: float = 10.0
+    content_layer: str = "relu2_2"
+    style_layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.0  # the last fraction of the steps: cosine decay to learning_rate / 100
+    width: int = 32
+    res_blocks: int = 5
+    arch: str = "johnson"
+    dilations: Sequence[int] = ()  # further residual blocks, dilated (NetConfig.dilations)
+    # reflected pixels around each crop for the network, cropped before the loss: the loss never
+    # sees the band a network draws at an image's edges; the style applies with the same margin
+    margin: int = 0
+    # what the network and VGG compute in: "float32", or "bfloat16" (mixed precision: float32
+    # weights, Adam and losses; convolutions and activations in bfloat16; norm statistics float32)
+    precision: str = "float32"
+    seed: int = 0
+    checkpoint_every: int = 250
+    preview_every: int = 250
+    # a time budget (0: none): the run stops within this many seconds of its start, its length
+    # planned from the measured step rate so that the lr_decay ends on its last step; `steps`
+    # is then an upper bound
+    seconds: float = 0.0
+    # the stages a --from run went on from, oldest first: {steps (where each ended), size, batch,
+    # learning_rate, lr_decay}; --from may change the crop size (to fine-tune at a larger one)
+    earlier: Sequence[dict] = ()
+
+    def check(self) -> None:
+        if self.content_layer not in ("relu2_2", "relu3_3"):
+            raise UsageError("the content layer must be relu2_2 or relu3_3")
+        if self.steps < 1 or self.batch < 1:
+            raise UsageError("steps and batch must be at least 1")
+        if self.size < 16 or self.size % 4:
+            raise UsageError("--size must be a multiple of 4, at least 16")
+        if not 1 <= self.width <= 256 or self.res_blocks < 0:
+            raise UsageError(f"--width {self.width} must be in 1..256")
+        if self.arch not in ARCHS:
+            raise UsageError(f"unknown network {self.arch!r}; use one of {', '.join(ARCHS)}")
+        if self.dilations and (self.arch != "johnson" or min(self.dilations) < 1):
+            raise UsageError("--dilations takes positive integers, for the full network only")
+        if self.margin < 0 or self.margin % 2:
+            raise UsageError("--margin must be an even number of pixels, 0 or more")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; use one of "
+                             f"{', '.join(PRECISIONS)}")
+        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget)
+            raise UsageError("--minutes must be more than 0 (and finite)")
+        if not 0.0 <= self.lr_decay <= 1.0:
+            raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
+        for flag, value in (("--content-weight", self.content_weight),
+                            ("--style-weight", self.style_weight),
+                            ("--tv-weight", self.tv_weight)):
+            if not 0 <= value < 1e30:  # (NaN fails too)
+                raise UsageError(f"{flag} {value} must be a finite number, 0 or more")
+        if not 0 <= self.learning_rate <= 1:
+            raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
+        if self.style_size < 16 or self.style_size > MAX_SIDE:
+            raise UsageError(f"--style-size {self.style_size} must be in 16..{MAX_SIDE}")
+        if self.size > MAX_SIDE or self.batch * self.size ** 2 > MAX_BATCH_PIXELS:
+            raise UsageError(f"--batch {self.batch} of --size {self.size} crops is over "
+                             f"{MAX_BATCH_PIXELS // 2**20} megapixels a step (and --size at most "
+                             f"{MAX_SIDE}); lower them")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
+        if self.checkpoint_every < 1:
+            raise UsageError("--checkpoint-every must be at least 1")
+        unknown = [name for name in self.style_layers if name not in VGG16.taps]
+        if unknown or not self.style_layers:
+            raise UsageError(f"unknown style layer {', '.join(unknown) or '(none given)'}; use "
+                             f"comma-separated VGG16 ReLU names: {', '.join(VGG16.taps)}")
+
+    @property
+    def config(self) -> NetConfig:
+        return NetConfig(self.width, self.res_blocks, self.arch, tuple(self.dilations))
+
+    def schedule(self, offset: int = 0, horizon: dict[str, mx.array] | None = None
+                 ) -> float | Callable[[mx.array], mx.array]:
+        """Adam's step size: constant, then a cosine down to 1/100 over the last `lr_decay` of the
+        steps. A function of the global step alone, so a resumed run (which may extend --steps)
+        picks it up where it stands. Adam counts its own steps: `offset` is the global step its
+        count 0 stands for (a --from run's starting point).
+
+        `horizon` (a timed run's): {"steps": the planned total, an array} in place of `steps`,
+        read inside the compiled step, so the plan may change without compiling it again."""
+        if horizon is not None and self.lr_decay > 0:
+            low = self.learning_rate / 100
+
+            def timed(step: mx.array) -> mx.array:
+                total = horizon["steps"]
+                decay = mx.maximum(mx.round(total * self.lr_decay), 1.0)
+                t = mx.clip((step + offset - (total - decay)) / decay, 0.0, 1.0)
+                return low + (self.learning_rate - low) * 0.5 * (1.0 + mx.cos(math.pi * t))
+            return timed
+        decay = round(self.steps * self.lr_decay)
+        if decay == 0:
+            return self.learning_rate
+
+        def constant(step: mx.array) -> mx.array:
+            return mx.full(step.shape, self.learning_rate)
+
+        cosine = optim.cosine_decay(self.learning_rate, decay, self.learning_rate / 100)
+        joined = optim.join_schedules([constant, cosine], [self.steps - decay])
+        return joined if offset == 0 else lambda step: joined(step + offset)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+MAX_SIDE = 4096  # the largest crop or style image size a run may ask for
+
+
+MAX_BATCH_PIXELS = 8 * 2**20  # pixels of one step's batch (the recipes use 0.5-1 MP)
+
+
+def training_loss(vgg: Callable[..., dict[str, mx.array]], grams: dict[str, mx.array],
+                  settings: TrainSettings, x: mx.array, y: mx.array
+                  ) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
+    """The objective a style trains on, for photos x and the network's outputs y:
+    (total, (content, style, tv)), each term already weighted."""
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+    features = vgg(y, layers)
+    target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
+    c = content_loss(features[settings.content_layer], target) * settings.content_weight
+    s = style_loss(features, grams) * settings.style_weight
+    t = total_variation(y) * settings.tv_weight
+    return c + s + t, (c, s, t)
+
+
+# What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
+# learning rate may change), or its style file would record settings it was only half trained on.
+# (the network first: another --net changes its width too, and --net is what to name)
+OBJECTIVE = ("arch", "size", "style_size", "content_weight", "style_weight", "tv_weight",
+             "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin")
+
+
+# What TrainSettings.earlier records of each stage a --from run went on from (with its steps).
+STAGE_KEYS = ("size", "batch", "learning_rate", "lr_decay")
