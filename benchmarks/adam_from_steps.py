@@ -24,12 +24,12 @@ import numpy as np
 from quality_report import check_painting, own_objective
 
 from engine.io.images import find_images, load_image
-from engine.optimize import style_target
 from engine.io.style_files import load_style
-from engine.training.data import ContentSet
-from engine.training.settings import TrainSettings, training_loss
-from engine.training.style import make_train_step
 from engine.io.vgg_weights import load_vgg
+from engine.optimize import style_target
+from engine.training.data import ContentSet
+from engine.training.settings import TrainSettings
+from engine.training.style import make_train_step, training_loss
 
 
 def main() -> None:

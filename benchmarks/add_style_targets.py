@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality_report import check_painting
 
 from engine.io.images import load_image
-from engine.optimize import style_target
-from engine.io.style_files import TARGETS, save_atomic
-from engine.io.style_files import read_info
-from engine.training.settings import TrainSettings
+from engine.io.style_files import TARGETS, read_info, save_atomic
 from engine.io.vgg_weights import load_vgg
+from engine.optimize import style_target
+from engine.training.settings import TrainSettings
 
 
 def main() -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine.stylize import Stylizer  # noqa: E402
 from engine.nets.transformer import NETWORKS, TransformerNet  # noqa: E402
+from engine.stylize import Stylizer  # noqa: E402
 
 
 def timed(run, sync, repeats):

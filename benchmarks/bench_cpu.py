@@ -20,17 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+import engine  # noqa: E402,F401 - first: loads MKL before mlx.core
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import engine  # noqa: E402,F401 - first: loads MKL before mlx.core
-
+from engine.nets.transformer import NETWORKS  # noqa: E402
 from engine.registry import style_path  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
-from engine.nets.transformer import NETWORKS  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 

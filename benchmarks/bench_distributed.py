@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def worker(args) -> None:
     sys.path.insert(0, str(ROOT))
     import engine  # noqa: F401 - first: its BLAS loads before mlx.core
-    from engine.training import distributed
     from engine.io import examples
+    from engine.io.vgg_weights import load_vgg
+    from engine.nets.transformer import NETWORKS
+    from engine.training import distributed
     from engine.training.settings import TrainSettings
     from engine.training.style import train_style
-    from engine.nets.transformer import NETWORKS
-    from engine.io.vgg_weights import load_vgg
 
     preset = NETWORKS[args.net]
     settings = TrainSettings(steps=args.warmup + args.steps, batch=args.batch, size=args.size,

@@ -24,9 +24,10 @@ import mlx.core as mx
 import numpy as np
 
 from engine.io.images import load_image, resize
-from engine.optimize import CONTENT_LAYERS, STYLE_LAYERS, OptimizeSettings, optimize
-from engine.nets.vgg import VGG16
 from engine.io.vgg_weights import _read_safetensors, load_vgg, resolve_weights
+from engine.nets.vgg import VGG16
+from engine.optimize import optimize  # noqa: E402
+from engine.optimizer_settings import CONTENT_LAYERS, STYLE_LAYERS, OptimizeSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_peers import torch_vgg16  # noqa: E402

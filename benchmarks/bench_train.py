@@ -19,15 +19,16 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from engine.io.vgg_weights import _read_safetensors, load_vgg
 from engine.nets import transformer  # noqa: E402
+from engine.nets.transformer import NETWORKS, TransformerNet  # noqa: E402
+from engine.nets.vgg import VGG16  # noqa: E402
 from engine.optimize import style_target  # noqa: E402
 from engine.training.settings import TrainSettings  # noqa: E402
 from engine.training.style import make_train_step
-from engine.nets.transformer import NETWORKS, TransformerNet  # noqa: E402
-from engine.nets.vgg import VGG16  # noqa: E402
-from engine.io.vgg_weights import _read_safetensors, load_vgg
 
 
 def bench_mlx(vgg, settings, steps, batch, loop="sync"):

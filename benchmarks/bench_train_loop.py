@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import engine  # first: its BLAS loads before mlx.core
 import mlx.core as mx
 
+import engine  # first: its BLAS loads before mlx.core
+from engine.io.vgg_weights import load_vgg
 from engine.training.data import ContentSet
 from engine.training.settings import TrainSettings
 from engine.training.style import train_style
-from engine.io.vgg_weights import load_vgg
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

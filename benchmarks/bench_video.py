@@ -20,11 +20,11 @@ import engine  # noqa: F401,E402,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import numpy as np
 
-from engine.registry import NETS, style_path
 from engine.io.style_files import read_info
-from engine.stylize import Stylizer
-from engine.nets.transformer import NETWORK_NAMES
 from engine.io.video import stylize_frames, stylize_video
+from engine.nets.transformer import NETWORK_NAMES
+from engine.registry import NETS, style_path
+from engine.stylize import Stylizer
 
 VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
 

@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))  # also when loaded from elsewhere (the tests)
 from quality_report import add_style_arguments, matched_settings, square, trained_styles
 
+from engine.io.vgg_weights import load_vgg
 from engine.optimize import Step, make_objective, optimize, style_target
 from engine.stylize import Stylizer
-from engine.io.vgg_weights import load_vgg
 
 TOLERANCE = 1e-5  # relative: the same image scored by two compiled copies of the objective
 

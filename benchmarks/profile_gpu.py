@@ -18,12 +18,13 @@ import engine  # noqa: F401,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
 import mlx.nn as nn
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine.nets import transformer
 from engine.losses import gram  # noqa: E402
-from engine.nets.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad  # noqa: E402
+from engine.nets import transformer
 from engine.nets.ops import upsample2x
+from engine.nets.transformer import FULL, TransformerNet, conv_out_rows, reflect_pad  # noqa: E402
 from engine.nets.vgg import VGG, max_pool2_views  # noqa: E402
 
 OUT = None

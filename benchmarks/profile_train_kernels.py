@@ -14,19 +14,18 @@ import argparse
 import time
 from collections import defaultdict
 
-import torch
-from torch.profiler import ProfilerActivity, profile
-
 import engine  # noqa: F401 - before mlx.core: its BLAS, its kernel cache folder
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
 
+from engine.nets.transformer import TransformerNet
+from engine.nets.vgg import VGG, VGG16
 from engine.optimize import style_target
 from engine.training.settings import TrainSettings
 from engine.training.style import make_train_step
-from engine.nets.transformer import TransformerNet
-from engine.nets.vgg import VGG, VGG16
 
 
 def main():

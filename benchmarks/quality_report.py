@@ -43,12 +43,12 @@ import numpy as np
 from PIL import Image
 
 from engine.io.images import load_image, save_image
+from engine.io.style_files import read_info
+from engine.io.vgg_weights import load_vgg
 from engine.losses import content_loss, style_loss, total_variation
 from engine.optimize import OptimizeSettings, optimize, style_target
 from engine.refine import matched_settings, own_objective
-from engine.io.style_files import read_info
 from engine.stylize import Stylizer
-from engine.io.vgg_weights import load_vgg
 
 OPT_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 

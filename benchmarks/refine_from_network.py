@@ -30,12 +30,19 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from quality_report import (OPT_STYLE, add_style_arguments, matched_settings, reuse_key, scores,
-                            square, trained_styles)
+from quality_report import (
+    OPT_STYLE,
+    add_style_arguments,
+    matched_settings,
+    reuse_key,
+    scores,
+    square,
+    trained_styles,
+)
 
+from engine.io.vgg_weights import load_vgg
 from engine.optimize import _run_lbfgs, make_objective, style_target
 from engine.stylize import Stylizer
-from engine.io.vgg_weights import load_vgg
 
 GOAL = 1.5
 

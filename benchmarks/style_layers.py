@@ -21,11 +21,11 @@ import numpy as np
 from quality_report import check_painting, matched_settings, own_objective, square  # engine first
 
 from engine.io.images import load_image
+from engine.io.style_files import read_info
+from engine.io.vgg_weights import load_vgg
 from engine.losses import style_loss
 from engine.optimize import optimize, style_target
-from engine.io.style_files import read_info
 from engine.stylize import Stylizer
-from engine.io.vgg_weights import load_vgg
 
 
 def main() -> None:

@@ -25,8 +25,13 @@ def _kernel_cache() -> str:
     return os.path.join(base, "engine", f"mlx-{mlx}", "ptx")
 
 
-os.environ.setdefault("MLX_PTX_CACHE_DIR", _kernel_cache())
+def _prepare_mlx() -> None:
+    """Run as MLX is first imported (not before: a command that never computes, `engine --help`,
+    pays for none of it). MLX binds its BLAS symbols when it is loaded: the BLAS goes first."""
+    os.environ.setdefault("MLX_PTX_CACHE_DIR", _kernel_cache())
+    blas.load()
 
-blas.load()  # before anything imports mlx.core: MLX binds its BLAS symbols when it is loaded
+
+blas.before_mlx(_prepare_mlx)
 
 __version__ = "0.1.0"

@@ -13,11 +13,10 @@ path to a shared library that exports `cblas_sgemm` (OpenBLAS, say).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 _RTLD_GLOBAL = getattr(os, "RTLD_GLOBAL", 0x100)
@@ -39,6 +38,8 @@ _state = BlasState("auto", None, "not loaded yet")
 
 def _mkl_library() -> Path | None:
     """libmkl_rt from the installed `mkl` distribution (in <prefix>/lib, not site-packages)."""
+    from importlib import metadata
+
     try:
         files = metadata.files("mkl") or []
     except metadata.PackageNotFoundError:
@@ -53,6 +54,8 @@ def _mkl_library() -> Path | None:
 
 def load() -> BlasState:
     """Preload the fast BLAS once; must run before the first `import mlx.core` to take effect."""
+    import ctypes
+
     global _state
     if _state.reason != "not loaded yet":
         return _state
@@ -89,6 +92,7 @@ def state() -> BlasState:
 
 def sgemm_provider() -> str | None:
     """The file whose `cblas_sgemm` the process resolves first (what MLX binds to), if any."""
+    import ctypes
 
     class DlInfo(ctypes.Structure):
         _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
@@ -104,3 +108,25 @@ def sgemm_provider() -> str | None:
         return info.dli_fname.decode()
     except (OSError, AttributeError):
         return None
+
+
+class _BeforeMLX:
+    """A meta-path finder that runs `prepare` when MLX is first imported, then steps aside."""
+
+    def __init__(self, prepare: Callable[[], None]):
+        self.prepare = prepare
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlx" or name.startswith("mlx."):
+            sys.meta_path.remove(self)
+            self.prepare()
+        return None  # the import itself goes on as usual
+
+
+def before_mlx(prepare: Callable[[], None]) -> None:
+    """Run `prepare` (loading the BLAS, say) at MLX's first import; at once if MLX is imported
+    already."""
+    if "mlx" in sys.modules or "mlx.core" in sys.modules:
+        prepare()
+    elif not any(isinstance(finder, _BeforeMLX) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _BeforeMLX(prepare))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import mlx.core as mx
+if TYPE_CHECKING:
+    import mlx.core as mx
 
 from .errors import EngineError, UsageError
 
-Make = Callable[[int, int, int], mx.array]
-Interpolate = Callable[[int, int, int, int], mx.array]
+Make = Callable[[int, int, int], "mx.array"]
+Interpolate = Callable[[int, int, int, int], "mx.array"]
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Generator:
     def _checked(self, images, count: int, size: int) -> mx.array:
         """A generator's output as the engine saves it: (count, size, size, 3) float32 in
         [0, 1]; anything else (another code's output) is an error naming what came back."""
+        import mlx.core as mx
+
         if not isinstance(images, mx.array) or images.shape != (count, size, size, 3):
             shape = getattr(images, "shape", type(images).__name__)
             raise GeneratorError(f"generator {self.name!r} returned {shape}, not {count} images "
@@ -77,12 +80,16 @@ class GeneratorError(EngineError):
 
 def image_key(seed: int, index: int, stream: int = 0) -> mx.array:
     """A PRNG key for image `index` of `seed`: the same whatever the number of images asked for."""
+    import mlx.core as mx
+
     mixed = (seed * 0x9E3779B1 + index * 0x85EBCA77 + stream * 0xC2B2AE3D) % (2 ** 63)
     return mx.random.key(mixed)
 
 
 def grid(images: mx.array) -> mx.array:
     """(N, H, W, 3) -> one (1, rows*H, cols*W, 3) image, white where the grid is not full."""
+    import mlx.core as mx
+
     count, height, width, _ = images.shape
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)

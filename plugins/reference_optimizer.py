@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.cli.common import SeedOption, err, parse_floats, user_errors
 from engine.errors import UsageError
 from engine.hookspecs import hookimpl
 from engine.io import examples
-from engine.optimize import OptimizeSettings
+from engine.optimizer_settings import OptimizeSettings
 
 DEFAULTS = OptimizeSettings()
 
@@ -65,7 +64,7 @@ def optimize(
         if example:
             if paths:
                 raise UsageError("--example uses the bundled images; give no image files with it")
-            paths = [examples.content_photo(), examples.style_painting()]
+            paths = [examples.content_photo(), examples.painting()]
         if len(paths) < 2:
             raise UsageError("give a CONTENT image and at least one STYLE image (or --example)")
         check_output(output, tuple(paths), overwrite)
@@ -89,10 +88,11 @@ def optimize(
 
 
 def _with_progress(work, iterations: int):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     columns = (TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("{task.fields[terms]}"))
-    with Progress(*columns, console=err, transient=False) as progress:
+    with Progress(*columns, console=err.console, transient=False) as progress:
         task = progress.add_task("optimizing", total=iterations, rate="", terms="")
         started = {"level": 0, "time": time.perf_counter()}
 

@@ -4,11 +4,12 @@
 from importlib.resources import files
 
 from engine.hookspecs import hookimpl
-from engine.io.generator_files import as_generator, generator_dir
 
 
 @hookimpl
 def register_generators(register):
+    from engine.io.generator_files import as_generator, generator_dir
+
     shipped = files("engine_weights") / "generators"
     if shipped.is_dir():
         for resource in sorted(shipped.iterdir(), key=lambda r: r.name):

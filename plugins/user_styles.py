@@ -1,12 +1,13 @@
 """Styles trained with `engine train-style`, found in the user's style folder."""
 
 from engine.hookspecs import hookimpl
-from engine.io.style_files import overrides_other, style_dir
 from engine.registry import Style
 
 
 @hookimpl
 def register_styles(register):
+    from engine.io.style_files import overrides_other, style_dir
+
     folder = style_dir()
     if folder.is_dir():
         for path in sorted(folder.glob("*.safetensors")):

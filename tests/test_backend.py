@@ -55,8 +55,8 @@ def test_a_training_step_on_the_generic_path_matches_the_cpu(tiny_vgg):
 
     from engine.nets.transformer import NetConfig, TransformerNet
     from engine.optimize import style_target
-    from engine.training.settings import TrainSettings, training_loss
-    from engine.training.style import framed_forward
+    from engine.training.settings import TrainSettings
+    from engine.training.style import framed_forward, training_loss
 
     settings = TrainSettings(size=32, style_size=32, width=4, style_layers=("relu1_2",))
     x = mx.random.uniform(shape=(2, 32, 32, 3), key=mx.random.key(2))

@@ -139,10 +139,10 @@ def test_running_out_of_memory_is_one_line(monkeypatch, painting, tiny_vgg_file)
 
 
 def _after_import_engine(variable, **environment):
-    """The value `import engine` leaves in an environment variable, in a fresh interpreter whose
-    environment lacks it unless given."""
+    """The value `import engine` leaves in an environment variable by the time MLX is loaded,
+    in a fresh interpreter whose environment lacks it unless given."""
     env = {k: v for k, v in os.environ.items() if k != variable}
-    show = f"import engine, os; print(os.environ[{variable!r}])"
+    show = f"import engine, os, mlx.core; print(os.environ[{variable!r}])"
     shown = subprocess.run([sys.executable, "-c", show], env={**env, **environment},
                            capture_output=True, text=True, check=True)
     return shown.stdout.strip()

@@ -62,7 +62,6 @@ def test_fast_blas_is_active_when_installed_and_gives_the_same_results(tmp_path)
         # installed (the cpu extra pulls it in on x86-64 Linux): it must be what MLX runs on
         assert fast["library"] and "libmkl_rt" in fast["library"], fast
         assert fast["provider"] and "libmkl_rt" in fast["provider"], fast
-        assert slow["seconds"] > 5 * fast["seconds"], (slow, fast)
     else:
         assert fast["library"] is None and fast["reason"], fast
     np.testing.assert_allclose(fast_out, slow_out, atol=2e-4)

@@ -8,7 +8,6 @@ import os
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from ..errors import EngineError
 from ..plugins import DISABLE_ENV
@@ -29,8 +28,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help and usage errors: rich's boxes cost every `--help` ~100 ms of imports
+    rich_markup_mode=None,
 )
-err = Console(stderr=True)
+
+
+class _Stderr:
+    """rich's Console on stderr, made on first use (importing rich costs a `--help` 40 ms):
+    `err.print(...)`, and `err.console` where a Console itself is wanted (a progress bar)."""
+
+    _console = None
+
+    @property
+    def console(self):
+        if _Stderr._console is None:
+            from rich.console import Console
+
+            _Stderr._console = Console(stderr=True)
+        return _Stderr._console
+
+    def print(self, *args, **kwargs) -> None:
+        self.console.print(*args, **kwargs)
+
+
+err = _Stderr()
 
 
 @app.callback()
@@ -118,6 +139,8 @@ def print_rows(rows: list[dict], columns: list[str], json_output: bool) -> None:
     for row in rows:
         table.add_row(*(", ".join(v) if isinstance(v, list) else str(v if v is not None else "")
                         for v in (row[c] for c in columns)))
+    from rich.console import Console
+
     Console().print(table)
 
 

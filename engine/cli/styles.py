@@ -6,20 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..errors import UsageError
 from ..io import examples
-from ..nets.transformer import NETWORK_NAMES, NETWORKS
-from ..training import distributed
+from ..nets.config import NETWORK_NAMES, NETWORKS
 from ..training.settings import TrainSettings
 from .common import (
     MarginOption,
@@ -107,9 +97,19 @@ def train_style(
         "the step time, better for a short run on a fresh machine.")] = True,
 ) -> None:
     """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from ..io.images import find_images
     from ..io.vgg_weights import load_vgg
     from ..registry import style_path
+    from ..training import distributed
     from ..training.runs import run_dir
     from ..training.settings import TrainSettings
     from ..training.style import train_style as run
@@ -144,7 +144,7 @@ def train_style(
             err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
         # shown once every check has passed: a mistake found before (--from, --resume, the
         # style image) stays a one-line error, with no empty bar above it
-        progress = Progress(*columns, console=err, disable=not main)
+        progress = Progress(*columns, console=err.console, disable=not main)
         task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
 
         def on_ready(step: int) -> None:
@@ -182,10 +182,15 @@ def train_style(
 
 @app.command()
 def apply(
-    inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.")],
-    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Images or folders of images.", show_default=False)] = None,
+    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")
+                     ] = "starry",
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Output file (one input only).")] = None,
+    example: Annotated[bool, typer.Option(
+        help="Stylize the bundled example photo (a cat that ships with scikit-image).")
+                       ] = False,
     out_dir: Annotated[Optional[Path], typer.Option(
         help="Folder for the outputs (default: next to each input).")] = None,
     max_size: Annotated[Optional[int], typer.Option(min=16, help="Downscale inputs first.")
@@ -210,13 +215,20 @@ def apply(
         envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
 ) -> None:
     """Stylize images with a trained style: one compiled forward pass per batch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ..apply import apply_files, plan_outputs
     from ..refine import refiner_for
     from ..registry import style_path
     from ..stylize import Stylizer
+    from ..training import distributed
 
     with user_errors():
-        jobs = plan_outputs(inputs, style, output, out_dir, overwrite)
+        if example and inputs:
+            raise UsageError("--example stylizes the bundled photo; give no images with it")
+        jobs = plan_outputs([examples.content_photo()] if example else inputs or [], style,
+                            output or (Path(f"example-{style}.png") if example else None),
+                            out_dir, overwrite)
         if distributed.size() > 1:  # under mlx.launch: every process takes its share
             jobs = distributed.shard(jobs)
         path = style_path(style, net)
@@ -225,7 +237,7 @@ def apply(
                                       preserve_color=preserve_color, max_tile=tile,
                                       margin=margin, refiner=refiner)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err) as progress:
+                      TimeElapsedColumn(), console=err.console) as progress:
             task = progress.add_task(f"applying {style}", total=len(jobs))
             for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
                 progress.update(task, completed=done)
@@ -245,6 +257,8 @@ def sheet(
     net: NetChoice = "auto",
 ) -> None:
     """The photo in every registered style (or --only some), labelled, on one sheet."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ..io.images import check_output, load_image, save_image
     from ..registry import style_path, styles
     from ..sheet import make_sheet
@@ -260,7 +274,7 @@ def sheet(
             raise UsageError("no usable styles are registered; train one with engine train-style")
         paths = {name: style_path(name, net) for name in names}  # unknown fail before work
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err) as progress:
+                      TimeElapsedColumn(), console=err.console) as progress:
             task = progress.add_task("stylizing", total=len(names))
             image = make_sheet(
                 picture.rgb, ((n, Stylizer.from_file(p)) for n, p in paths.items()), columns,
@@ -275,6 +289,7 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
     """List the registered styles: name, plugin, network size, training, preview."""
     import json
 
+    from rich.console import Console
     from rich.table import Table
 
     from ..registry import styles

@@ -6,14 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..errors import UsageError
 from .common import MarginOption, NetChoice, StrengthOption, app, err, parse_names, user_errors
@@ -40,6 +32,15 @@ def video(
     margin: MarginOption = None,
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from ..io.video import check_video_output, default_batch, probe, stylize_video
     from ..registry import style_path
     from ..stylize import Stylizer
@@ -51,7 +52,7 @@ def video(
                                       preserve_color=preserve_color, margin=margin)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[fps]}"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err) as progress:
+                      TimeRemainingColumn(), console=err.console) as progress:
             task = progress.add_task(f"{source.name} in {style}", total=info.frames or None,
                                      fps="")
 

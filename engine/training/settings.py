@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import mlx.core as mx
-import mlx.optimizers as optim
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..losses import content_loss, style_loss, total_variation
-from ..nets.transformer import ARCHS, NetConfig
-from ..nets.vgg import VGG16
+from ..nets.config import ARCHS, VGG16, NetConfig
+
+if TYPE_CHECKING:
+    import mlx.core as mx
 
 
 @dataclass
@@ -106,6 +105,9 @@ class TrainSettings:
 
         `horizon` (a timed run's): {"steps": the planned total, an array} in place of `steps`,
         read inside the compiled step, so the plan may change without compiling it again."""
+        import mlx.core as mx  # (here: the command line reads these settings at start-up)
+        import mlx.optimizers as optim
+
         if horizon is not None and self.lr_decay > 0:
             low = self.learning_rate / 100
 
@@ -136,23 +138,6 @@ MAX_SIDE = 4096  # the largest crop or style image size a run may ask for
 MAX_BATCH_PIXELS = 8 * 2**20  # pixels of one step's batch (the recipes use 0.5-1 MP)
 
 
-def training_loss(vgg: Callable[..., dict[str, mx.array]], grams: dict[str, mx.array],
-                  settings: TrainSettings, x: mx.array, y: mx.array
-                  ) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
-    """The objective a style trains on, for photos x and the network's outputs y:
-    (total, (content, style, tv)), each term already weighted."""
-    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
-    features = vgg(y, layers)
-    target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
-    c = content_loss(features[settings.content_layer], target) * settings.content_weight
-    s = style_loss(features, grams) * settings.style_weight
-    t = total_variation(y) * settings.tv_weight
-    return c + s + t, (c, s, t)
-
-
-# What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
-# learning rate may change), or its style file would record settings it was only half trained on.
-# (the network first: another --net changes its width too, and --net is what to name)
 OBJECTIVE = ("arch", "size", "style_size", "content_weight", "style_weight", "tv_weight",
              "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin")
 

@@ -43,6 +43,7 @@ from ..io.style_files import (
     write_atomic,
 )
 from ..io.weightfile import expect_shapes, int_field, json_field, load_arrays, read_header
+from ..losses import content_loss, style_loss, total_variation
 from ..nets.ops import crop, reflect_margin, run_framed
 from ..nets.transformer import NETWORK_NAMES, TransformerNet
 from ..nets.vgg import VGG
@@ -50,7 +51,7 @@ from ..optimize import style_target
 from . import distributed
 from .data import ShardedContent
 from .runs import BackgroundWriter, all_finite, check_new_name, diverged, plot_losses, run_dir
-from .settings import OBJECTIVE, STAGE_KEYS, TrainSettings, training_loss
+from .settings import OBJECTIVE, STAGE_KEYS, TrainSettings
 
 _clock = time.perf_counter  # (tests of timed runs replace it)
 
@@ -71,6 +72,25 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     interrupted: bool = False
     first_step_seconds: float = 0.0  # the first step's wall time: mostly its compilation
+
+
+def training_loss(vgg: Callable[..., dict[str, mx.array]], grams: dict[str, mx.array],
+                  settings: TrainSettings, x: mx.array, y: mx.array
+                  ) -> tuple[mx.array, tuple[mx.array, mx.array, mx.array]]:
+    """The objective a style trains on, for photos x and the network's outputs y:
+    (total, (content, style, tv)), each term already weighted."""
+    layers = tuple(dict.fromkeys([settings.content_layer, *settings.style_layers]))
+    features = vgg(y, layers)
+    target = mx.stop_gradient(vgg(x, [settings.content_layer])[settings.content_layer])
+    c = content_loss(features[settings.content_layer], target) * settings.content_weight
+    s = style_loss(features, grams) * settings.style_weight
+    t = total_variation(y) * settings.tv_weight
+    return c + s + t, (c, s, t)
+
+
+# What a run's loss and network are made of: a resumed run must keep them (steps, batch and the
+# learning rate may change), or its style file would record settings it was only half trained on.
+# (the network first: another --net changes its width too, and --net is what to name)
 
 
 def framed_forward(net: TransformerNet, x: mx.array, margin: int) -> mx.array:

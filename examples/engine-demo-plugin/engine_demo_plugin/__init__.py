@@ -2,7 +2,6 @@
 
 from importlib.resources import files
 
-import mlx.core as mx
 import typer
 
 from engine.generators import Generator
@@ -18,8 +17,10 @@ def register_styles(register):
              aliases=("hokusai-demo",))
 
 
-def checkerboard(count: int, seed: int, size: int) -> mx.array:
+def checkerboard(count: int, seed: int, size: int):
     """Checkerboards with a random cell size and two random colours per image."""
+    import mlx.core as mx  # here, not at import: the plugin loads with every command
+
     key_cells, key_colours = mx.random.split(mx.random.key(seed))
     cells = mx.random.randint(2, 12, (count, 1, 1, 1), key=key_cells)
     y = mx.arange(size)[None, :, None, None]
