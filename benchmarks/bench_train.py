@@ -32,10 +32,10 @@ from engine.training.style import make_train_step
 
 
 def bench_mlx(vgg, settings, steps, batch, loop="sync"):
-    """ms per step. loop "sync": each step evaluated before the next is built (the training
-    loop before the thirteenth session); "async": each step queued with mx.async_eval, the
-    loss of the step before read after it (the training loop since), so the host builds and
-    launches step t+1 while the GPU runs step t. host_ms: the time to build and queue a step."""
+    """ms per step. loop "sync": each step evaluated before the next is built; "async": each
+    step queued with mx.async_eval, the loss of the step before read after it (as the training
+    loop runs them), so the host builds and launches step t+1 while the GPU runs step t.
+    host_ms: the time to build and queue a step."""
     grams = style_target(vgg, [mx.random.uniform(shape=(1, 256, 256, 3))], np.ones(1),
                          settings.style_layers, 256, 1.0)
     net = TransformerNet(settings.config)

@@ -1,7 +1,7 @@
 """The whole training loop, not the bare step: ms per step of `train_style` on real photos
 (crops made on the background thread, progress, checkpoints, previews), against the bare
 compiled step of bench_train.py. Run it with another engine tree first on PYTHONPATH to compare
-loops (benchmarks/README.md, fourteenth session).
+loops (benchmarks/README.md).
 
     python benchmarks/bench_train_loop.py --style STYLE.jpg --content DIR [--steps 1000]
         [--batch 8] [--size 256] [--precision bfloat16] [--checkpoint-every 250]

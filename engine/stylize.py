@@ -40,7 +40,7 @@ class Stylizer:
     A shape's first call runs op by op and its second compiles: one photo does not wait for a
     compilation it would never use again. On a fresh H100 (empty kernel cache) the first
     512x512 pass took 55 s compiled against 14 s op by op; from the second call on, the
-    compiled pass is 1.1-2x faster (benchmarks/README.md, twelfth session).
+    compiled pass is 1.1-2x faster (benchmarks/README.md).
     """
 
     def __init__(self, net: TransformerNet, info: StyleInfo | None = None,
