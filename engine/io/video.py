@@ -281,89 +281,133 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
     if batch < 1:
         raise UsageError("--batch must be at least 1")
     container = _open(source)
-    info = _info(container)
-    width, height = output_size(info.width, info.height, max_size)
-    stop, errors = threading.Event(), []
-    decoded: queue.Queue = queue.Queue(maxsize=4)
-    finished: queue.Queue = queue.Queue(maxsize=4)
     cleanup = contextlib.ExitStack()  # on every way out: the source closed, the temporary gone
     cleanup.callback(container.close)
+    pipeline = None
     try:
-        temporary = str(cleanup.enter_context(temporary_beside(target, target.suffix)))
-        output = av.open(temporary, "w")
-        video_in = container.streams.video[0]
-        video_in.thread_type = "AUTO"
-        video_out = output.add_stream(codec, rate=info.rate)
-        video_out.width, video_out.height = width, height
-        video_out.pix_fmt = "yuv420p"
-        video_out.time_base = video_in.time_base
-        video_out.options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {}
-        video_out.thread_type = "AUTO"
-        audio = {}
-        for stream in container.streams.audio:
+        temporary = cleanup.enter_context(temporary_beside(target, target.suffix))
+        pipeline = _Pipeline(source, container, av.open(str(temporary), "w"), batch, max_size)
+        pipeline.add_streams(codec, {"crf": str(crf), "preset": preset}
+                             if codec == "libx264" else {})
+        done = pipeline.run(stylizer, Stabilizer() if stabilize else None, on_progress)
+        container.close()
+        publish(temporary, target)
+    except OSError as error:  # the encoder's writes (PyAV's are OSErrors too): a full disk
+        raise OutputError(f"{target}: could not write ({describe(error)})") from None
+    except av.error.FFmpegError as error:
+        raise VideoError(f"{target}: encoding failed ({error})") from None
+    finally:
+        if pipeline is not None:
+            pipeline.halt()  # its threads out of FFmpeg before the files close under them
+        cleanup.close()
+    return VideoResult(pipeline.info, pipeline.width, pipeline.height, done,
+                       pipeline.damaged[0] if pipeline.damaged else None)
+
+
+class _Pipeline:
+    """One video through three stages joined by bounded queues: decoding (a thread), stylizing
+    (the calling thread, which owns the device) and encoding (a thread). A stage that fails
+    puts its error in `errors`, and the others give up at once."""
+
+    def __init__(self, source: Path, container, output, batch: int, max_size: int | None):
+        self.source, self.container, self.output, self.batch = source, container, output, batch
+        self.info = _info(container)
+        self.width, self.height = output_size(self.info.width, self.info.height, max_size)
+        self.stop, self.errors = threading.Event(), []
+        self.decoded: queue.Queue = queue.Queue(maxsize=4)
+        self.finished: queue.Queue = queue.Queue(maxsize=4)
+        self.decoded_frames, self.damaged = 0, []
+        self.audio: dict = {}  # input audio stream index -> output stream
+        self.threads: list[threading.Thread] = []
+
+    def halt(self) -> None:
+        """Stop every stage and wait for its thread (each checks `stop` every 0.1 s)."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def add_streams(self, codec: str, options: dict[str, str]) -> None:
+        import av
+
+        self.video_in = self.container.streams.video[0]
+        self.video_in.thread_type = "AUTO"
+        out = self.output.add_stream(codec, rate=self.info.rate)
+        out.width, out.height, out.pix_fmt = self.width, self.height, "yuv420p"
+        out.time_base, out.options, out.thread_type = self.video_in.time_base, options, "AUTO"
+        self.video_out = out
+        for stream in self.container.streams.audio:
             try:
-                audio[stream.index] = output.add_stream_from_template(stream)
+                self.audio[stream.index] = self.output.add_stream_from_template(stream)
             except (ValueError, av.error.FFmpegError):
                 pass  # an audio codec this container cannot hold is dropped
 
-        decoded_count, damaged = [0], []
+    def _put(self, q: queue.Queue, item) -> bool:
+        return _put(q, item, self.stop, self.errors)
 
-        def decode():
-            frames, stamps = [], []
-            streams = [video_in, *(s for s in container.streams.audio if s.index in audio)]
-            try:
-                for packet in container.demux(*streams):
-                    if packet.stream.index in audio:
-                        if packet.dts is not None and not _put(decoded, ("audio", packet), stop,
-                                                               errors):
-                            return
-                        continue
-                    try:
-                        pictures = packet.decode()
-                    except av.error.FFmpegError as error:  # a damaged packet: the rest goes on
-                        damaged.append(str(error))
-                        continue
-                    for frame in pictures:
-                        if (frame.width, frame.height) != (width, height):
-                            frame = frame.reformat(width, height)
-                        frames.append(frame.to_ndarray(format="rgb24"))
-                        stamps.append((frame.pts, frame.time_base))
-                        decoded_count[0] += 1
-                        if len(frames) == batch:
-                            if not _put(decoded, ("video", frames, stamps), stop, errors):
-                                return
-                            frames, stamps = [], []
-            except av.error.FFmpegError as error:  # the container itself
-                damaged.append(str(error))
-            if damaged and not decoded_count[0]:
-                raise VideoError(f"{source}: decoding failed ({damaged[0]}); the file may be "
-                                 "truncated or damaged")
-            if frames:
-                _put(decoded, ("video", frames, stamps), stop, errors)
-            _put(decoded, _END, stop, errors)
+    def decode(self) -> None:
+        import av
 
-        def encode():
-            next_pts = 0
-            while (item := _get(finished, [], stop)) is not _END:
-                if item[0] == "audio":
-                    packet = item[1]
-                    packet.stream = audio[packet.stream.index]
-                    output.mux(packet)
+        frames, stamps = [], []
+        streams = [self.video_in, *(s for s in self.container.streams.audio
+                                    if s.index in self.audio)]
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.stream.index in self.audio:
+                    if packet.dts is not None and not self._put(self.decoded, ("audio", packet)):
+                        return
                     continue
-                for pixels, (pts, time_base) in zip(item[1], item[2]):
-                    frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-                    if pts is None or pts < next_pts:  # keep timestamps strictly increasing
-                        pts = next_pts
-                    frame.pts, frame.time_base = pts, time_base or video_in.time_base
-                    next_pts = pts + 1
-                    output.mux(video_out.encode(frame))
-            output.mux(video_out.encode())
+                try:
+                    pictures = packet.decode()
+                except av.error.FFmpegError as error:  # a damaged packet: the rest goes on
+                    self.damaged.append(str(error))
+                    continue
+                for frame in pictures:
+                    if (frame.width, frame.height) != (self.width, self.height):
+                        frame = frame.reformat(self.width, self.height)
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    stamps.append((frame.pts, frame.time_base))
+                    self.decoded_frames += 1
+                    if len(frames) == self.batch:
+                        if not self._put(self.decoded, ("video", frames, stamps)):
+                            return
+                        frames, stamps = [], []
+        except av.error.FFmpegError as error:  # the container itself
+            self.damaged.append(str(error))
+        if self.damaged and not self.decoded_frames:
+            raise VideoError(f"{self.source}: decoding failed ({self.damaged[0]}); the file may "
+                             "be truncated or damaged")
+        if frames:
+            self._put(self.decoded, ("video", frames, stamps))
+        self._put(self.decoded, _END)
 
-        readers = [_pump(decode, (), errors)]
-        writer = _pump(encode, (), errors)
-        stabilizer = Stabilizer() if stabilize else None
+    def encode(self) -> None:
+        import av
+
+        next_pts = 0
+        while (item := _get(self.finished, [], self.stop)) is not _END:
+            if item[0] == "audio":
+                packet = item[1]
+                packet.stream = self.audio[packet.stream.index]
+                self.output.mux(packet)
+                continue
+            for pixels, (pts, time_base) in zip(item[1], item[2]):
+                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+                if pts is None or pts < next_pts:  # keep timestamps strictly increasing
+                    pts = next_pts
+                frame.pts, frame.time_base = pts, time_base or self.video_in.time_base
+                next_pts = pts + 1
+                self.output.mux(self.video_out.encode(frame))
+        if not self.stop.is_set():  # (a run that stopped writes nothing more)
+            self.output.mux(self.video_out.encode())
+
+    def run(self, stylizer: Stylizer, stabilizer: Stabilizer | None,
+            on_progress: Callable[[VideoProgress], None] | None) -> int:
+        """Stylize every decoded batch on this thread; the number of frames written."""
+        reader = _pump(self.decode, (), self.errors)
+        writer = _pump(self.encode, (), self.errors)
+        self.threads = [reader, writer]
         done, started = 0, time.perf_counter()
-        while (item := _get(decoded, errors, stop)) is not _END:
+        while (item := _get(self.decoded, self.errors, self.stop)) is not _END:
             if item[0] == "video":
                 frames = item[1]
                 outputs = stylizer.uint8(np.stack(frames))
@@ -372,29 +416,19 @@ def stylize_video(source: Path, target: Path, stylizer: Stylizer, batch: int = 8
                 item = ("video", list(outputs), item[2])
                 done += len(frames)
                 if on_progress:
-                    on_progress(VideoProgress(done, max(info.frames, done),
+                    on_progress(VideoProgress(done, max(self.info.frames, done),
                                               done / (time.perf_counter() - started)))
-            if not _put(finished, item, stop, errors):
+            if not self._put(self.finished, item):
                 break
-        _put(finished, _END, stop, errors)
+        self._put(self.finished, _END)
         writer.join()
-        for thread in readers:
-            thread.join(timeout=1)
-        if errors:
-            raise errors[0]
+        reader.join(timeout=1)
+        if self.errors:
+            raise self.errors[0]
         if done == 0:
-            raise VideoError(f"{source}: no frames could be decoded")
-        output.close()
-        container.close()
-        publish(Path(temporary), target)
-    except OSError as error:  # the encoder's writes (PyAV's are OSErrors too): a full disk
-        raise OutputError(f"{target}: could not write ({describe(error)})") from None
-    except av.error.FFmpegError as error:
-        raise VideoError(f"{target}: encoding failed ({error})") from None
-    finally:
-        stop.set()
-        cleanup.close()
-    return VideoResult(info, width, height, done, damaged[0] if damaged else None)
+            raise VideoError(f"{self.source}: no frames could be decoded")
+        self.output.close()
+        return done
 
 
 class CameraError(EngineError):
