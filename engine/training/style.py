@@ -240,12 +240,12 @@ def train_style(*args, compile_step: bool = True, **options) -> TrainResult:
 
 
 def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
-                settings: TrainSettings, resume: bool = False, preview: Path | None = None,
-                on_step: Callable[[TrainStep], None] | None = None,
-                out_dir: Path | None = None, data_shards: int = 1,
-                start_from: Path | None = None,
-                on_ready: Callable[[int], None] | None = None,
-                overwrite: bool = False) -> TrainResult:
+                 settings: TrainSettings, resume: bool = False, preview: Path | None = None,
+                 on_step: Callable[[TrainStep], None] | None = None,
+                 out_dir: Path | None = None, data_shards: int = 1,
+                 start_from: Path | None = None,
+                 on_ready: Callable[[int], None] | None = None,
+                 overwrite: bool = False) -> TrainResult:
     """Train a style network; write <name>.safetensors (+ preview .png) into the style folder.
 
     `start_from`, a trained style file (a shipped one, say) of the same painting and objective,
@@ -264,6 +264,31 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     or weights are not finite ends the run before anything is written from it.
     """
     started = _clock()  # a timed run's budget counts from here
+    overrides = _check_run(name, settings, resume, overwrite, out_dir)
+    style_sha, grams = _style_targets(vgg, style_path, settings)
+    if settings.seconds > 0 and distributed.size() > 1:
+        raise UsageError("--minutes plans the run from one process's step rate; give --steps "
+                         "under mlx.launch")
+    data, per_shard = _content(content, settings, data_shards)
+    preview_image = load_image(preview, 512).rgb if preview else mx.array(
+        data.first_image[None].astype(np.float32) / 255.0)
+    mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
+    net = TransformerNet(settings.config)
+    if resume and start_from is not None:
+        raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
+    if start_from is not None:
+        settings = _go_on_from(net, Path(start_from), settings, style_path, style_sha)
+    if resume:
+        settings = _check_resume(name, settings, style_path, style_sha)
+    run = _StyleRun(vgg, net, grams, settings, name, style_path, style_sha, out_dir, overrides,
+                    preview_image, resume)
+    return run.train(data, per_shard, started, on_step, on_ready)
+
+
+def _check_run(name: str, settings: TrainSettings, resume: bool, overwrite: bool,
+               out_dir: Path | None) -> bool:
+    """The settings, the machine and the name allow the run; whether it overrides a plugin's
+    style of its name."""
     settings.check()
     if settings.precision != "float32" and on_cpu():
         raise UsageError(f"--precision {settings.precision} is for GPUs (MLX's CPU computes it "
@@ -272,90 +297,260 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     if out_dir is None:
         from ..registry import styles
 
-        overrides = check_new_name(name, "style", style_dir() / f"{name}.safetensors",
-                                   _checkpoint_path(name), resume, overwrite, styles())
-    else:
-        overrides = check_new_name(name, "style", out_dir / f"{name}.safetensors",
-                                   _checkpoint_path(name), resume, overwrite)
+        return check_new_name(name, "style", style_dir() / f"{name}.safetensors",
+                              _checkpoint_path(name), resume, overwrite, styles())
+    return check_new_name(name, "style", out_dir / f"{name}.safetensors",
+                          _checkpoint_path(name), resume, overwrite)
+
+
+def _style_targets(vgg: VGG, style_path: Path, settings: TrainSettings
+                   ) -> tuple[str, dict[str, mx.array]]:
+    """The painting's sha256 and its Gram matrices on the style layers."""
     style = load_image(style_path)
     if min(style.size) < 64:
         raise ImageError(f"{style_path}: the style image is {style.size[0]}x{style.size[1]}; "
                          "use one at least 64 px on each side")
-    style_sha = _sha256_file(style_path)
     grams = style_target(vgg, [style.rgb], np.ones(1), settings.style_layers,
                          settings.style_size, 1.0)
-    processes, main = distributed.size(), distributed.is_main()
-    timed = settings.seconds > 0
-    if timed and processes > 1:
-        raise UsageError("--minutes plans the run from one process's step rate; give --steps "
-                         "under mlx.launch")
-    if processes > 1:
-        data = ShardedContent(content, settings.size, processes, [distributed.rank()])
-        per_shard = settings.batch
-    else:
-        if settings.batch % data_shards:
-            raise UsageError(f"the batch of {settings.batch} does not split into {data_shards} "
-                             "shards")
-        data = ShardedContent(content, settings.size, data_shards)
-        per_shard = settings.batch // data_shards
-    preview_image = load_image(preview, 512).rgb if preview else mx.array(
-        data.first_image[None].astype(np.float32) / 255.0)
+    return _sha256_file(style_path), grams
 
-    mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
-    net = TransformerNet(settings.config)
-    if resume and start_from is not None:
-        raise UsageError("use either --resume (this run's checkpoint) or --from (a style file)")
-    if start_from is not None:
-        start, info = load_style(Path(start_from))
-        _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
-                             {**info.training, **asdict(info.config)}, style_path, style_sha,
-                             settings, may_differ=("size", "dilations", "margin"))
-        had = list(info.config.dilations)
-        if list(settings.dilations[:len(had)]) != had:
-            raise UsageError(f"{start_from} has dilated blocks {_listed(had)}: --dilations must "
-                             f"begin with them (blocks may be added, not taken away)")
-        if settings.steps <= info.steps:
-            raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
-                             f"from 0, so give more than {info.steps}")
-        net.update(start.parameters())
-        stage = {key: info.training.get(key) for key in STAGE_KEYS}
-        settings = replace(settings, earlier=(*info.training.get("earlier", ()),
-                                              {**stage, "steps": info.steps}))
+
+def _content(content: Sequence[Path], settings: TrainSettings, data_shards: int
+             ) -> tuple[ShardedContent, int]:
+    """This process's content photos and the crops each of its shards gives a step."""
+    processes = distributed.size()
+    if processes > 1:
+        return (ShardedContent(content, settings.size, processes, [distributed.rank()]),
+                settings.batch)
+    if settings.batch % data_shards:
+        raise UsageError(f"the batch of {settings.batch} does not split into {data_shards} "
+                         "shards")
+    return ShardedContent(content, settings.size, data_shards), settings.batch // data_shards
+
+
+def _go_on_from(net: TransformerNet, start_from: Path, settings: TrainSettings,
+                style_path: Path, style_sha: str) -> TrainSettings:
+    """--from: the trained style's weights into `net`; the settings with its stage recorded."""
+    start, info = load_style(start_from)
+    _check_same_training(f"the style {str(start_from)!r}", info.style_sha256,
+                         {**info.training, **asdict(info.config)}, style_path, style_sha,
+                         settings, may_differ=("size", "dilations", "margin"))
+    had = list(info.config.dilations)
+    if list(settings.dilations[:len(had)]) != had:
+        raise UsageError(f"{start_from} has dilated blocks {_listed(had)}: --dilations must "
+                         f"begin with them (blocks may be added, not taken away)")
+    if settings.steps <= info.steps:
+        raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
+                         f"from 0, so give more than {info.steps}")
+    net.update(start.parameters())
+    stage = {key: info.training.get(key) for key in STAGE_KEYS}
+    return replace(settings, earlier=(*info.training.get("earlier", ()),
+                                      {**stage, "steps": info.steps}))
+
+
+def _check_resume(name: str, settings: TrainSettings, style_path: Path, style_sha: str
+                  ) -> TrainSettings:
+    """--resume: the checkpoint is readable and of this painting and objective; the settings
+    with the stages it went on from."""
     checkpoint = _checkpoint_path(name)
-    if resume:
-        if not checkpoint.is_file():
-            raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
-        try:
-            header = read_header(checkpoint, "engine-checkpoint", "checkpoint")
-            saved = header.metadata
-            saved_settings = json_field(header, "settings", dict)
-            earlier = saved_settings.get("earlier", [])
-            if not isinstance(earlier, list) or not all(isinstance(e, dict) and type(
-                    e.get("steps")) is int for e in earlier):
-                raise ValueError("its settings' 'earlier' stages are malformed")
-            int_field(header, "step")
-            json_field(header, "losses", list, [])
-        except ValueError as error:
-            raise WeightsError(f"{checkpoint}: cannot resume from this checkpoint ({error}); "
-                               "start again without --resume") from None
-        except WeightsError as error:
-            raise WeightsError(f"{error}; start again without --resume") from None
-        _check_same_training(f"the checkpoint of {name!r}", saved.get("style_sha256"),
-                             saved_settings, style_path, style_sha, settings)
-        if not settings.earlier:  # a --from run resumed: its history stays in the metadata
-            settings = replace(settings, earlier=tuple(saved_settings.get("earlier", ())))
-    # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam state:
-    # its count starts at 0, so the schedule is shifted to the global step where the run began,
-    # and the moments get bias correction. Without it a fresh state moves every weight by up to
-    # ~6x the learning rate for hundreds of steps (MLX's default has none): on a trained style
-    # the held-out loss rose, then stalled, where with it it fell (benchmarks/adam_from_steps.py).
-    began = settings.earlier[-1]["steps"] if settings.earlier else 0
-    # a timed run's planned total steps, as the compiled step reads it (first: --steps)
-    horizon = {"steps": mx.array(float(settings.steps))} if timed else None
-    optimizer = optim.Adam(learning_rate=settings.schedule(began, horizon),
-                           bias_correction=bool(settings.earlier))
-    run = run_dir(name)
-    for folder in (run, out_dir or style_dir()):
+    if not checkpoint.is_file():
+        raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
+    try:
+        header = read_header(checkpoint, "engine-checkpoint", "checkpoint")
+        saved_settings = json_field(header, "settings", dict)
+        earlier = saved_settings.get("earlier", [])
+        if not isinstance(earlier, list) or not all(isinstance(e, dict) and type(
+                e.get("steps")) is int for e in earlier):
+            raise ValueError("its settings' 'earlier' stages are malformed")
+        int_field(header, "step")
+        json_field(header, "losses", list, [])
+    except ValueError as error:
+        raise WeightsError(f"{checkpoint}: cannot resume from this checkpoint ({error}); "
+                           "start again without --resume") from None
+    except WeightsError as error:
+        raise WeightsError(f"{error}; start again without --resume") from None
+    _check_same_training(f"the checkpoint of {name!r}", header.metadata.get("style_sha256"),
+                         saved_settings, style_path, style_sha, settings)
+    if not settings.earlier:  # a --from run resumed: its history stays in the metadata
+        settings = replace(settings, earlier=tuple(earlier))
+    return settings
+
+
+class _StyleRun:
+    """One training run of a style network: its optimizer, files and progress, and the loop.
+
+    Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's loss is read, so
+    the GPU does not wait while the host reads a loss, updates the progress bar, converts the
+    next batch and launches the next step. A timed run plans its length from the step rate so
+    far (steps after the first, whose time is compilation), again and again, until the
+    learning-rate decay is near: then the decay's length, a fraction of the total, stays."""
+
+    def __init__(self, vgg: VGG, net: TransformerNet, grams: dict[str, mx.array],
+                 settings: TrainSettings, name: str, style_path: Path, style_sha: str,
+                 out_dir: Path | None, overrides: bool, preview_image: mx.array, resume: bool):
+        self.net, self.grams, self.settings, self.style_sha = net, grams, settings, style_sha
+        self.overrides, self.preview_image = overrides, preview_image
+        self.processes, self.main = distributed.size(), distributed.is_main()
+        self.timed = settings.seconds > 0
+        # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam
+        # state: its count starts at 0, so the schedule is shifted to the global step where the
+        # run began, and the moments get bias correction. Without it a fresh state moves every
+        # weight by up to ~6x the learning rate for hundreds of steps (MLX's default has none):
+        # on a trained style the held-out loss rose, then stalled, where with it it fell
+        # (benchmarks/adam_from_steps.py).
+        began = settings.earlier[-1]["steps"] if settings.earlier else 0
+        # a timed run's planned total steps, as the compiled step reads it (first: --steps)
+        self.horizon = {"steps": mx.array(float(settings.steps))} if self.timed else None
+        self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
+                                    bias_correction=bool(settings.earlier))
+        self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
+        self.style_file = (out_dir or style_dir()) / f"{name}.safetensors"
+        _run_folders(self.run, out_dir or style_dir())
+        self.step, self.losses = began, []  # --from's end; a checkpoint's step on resume
+        if resume:
+            self.step, self.losses = load_checkpoint(self.checkpoint, net, self.optimizer)
+        mx.eval(net.parameters())
+        self.train_step, self.state = make_train_step(vgg, net, self.optimizer, grams, settings,
+                                                      *([self.horizon] if self.timed else []))
+        self.training = {**asdict(settings), "style_image": Path(style_path).name,
+                         "name": name, "processes": self.processes,
+                         "global_batch": settings.batch * self.processes}
+        self.writer = BackgroundWriter()
+        self.saved = self.step if resume else None  # the last step whose weights are on disk
+        # the rate counts from the end of the first step: that one compiles the step's kernels
+        # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down all run long
+        self.timer: tuple[int, float] | None = None
+        self.queued: list[tuple[int, mx.array, tuple]] = []  # steps run, losses not read yet
+        self.reported = self.step  # the last step whose loss is in `losses`
+        self.planned = settings.steps  # the run's total steps, as planned now
+        self.planning, self.planned_at = self.timed, 0.0
+        self.on_step: Callable[[TrainStep], None] | None = None
+
+    def train(self, data: ShardedContent, per_shard: int, started: float,
+              on_step: Callable[[TrainStep], None] | None,
+              on_ready: Callable[[int], None] | None) -> TrainResult:
+        settings, self.on_step = self.settings, on_step
+        self.deadline = started + settings.seconds
+        self.reserve = min(2.0, 0.02 * settings.seconds)  # the final save, the steps in flight
+        if on_ready:
+            on_ready(self.step)  # every check is done; the first step (and its compilation) next
+        ready = _clock()
+        interrupted = False
+        try:  # the writer's thread is joined however the run ends
+            try:
+                self._loop(data.batches(settings.seed, per_shard, self.step, settings.steps))
+            except KeyboardInterrupt:
+                interrupted = True
+                # the steps already run are kept (save_progress evaluates them), with their losses
+                self.losses.extend(float(loss) for done_step, loss, _ in self.queued
+                                   if done_step > self.reported)
+            if not np.isfinite(self.losses[-1] if self.losses else 0.0):
+                raise diverged(self.step, self.saved, self.checkpoint)
+            self.planned = min(self.planned, self.step)  # a timed run's record: steps it had
+            self.save_progress(self.step)
+            self.writer.wait()
+        finally:
+            self.writer.close()
+        return TrainResult(self.style_file, self.step, self.losses, interrupted,
+                           self.timer[1] - ready if self.timer else 0.0)
+
+    def _loop(self, batches) -> None:
+        settings = self.settings
+        for batch in batches:
+            loss, terms = self.train_step(mx.array(batch))
+            # the update is in the network's state once the step returns: counted now, so an
+            # interrupt while it computes saves it with its step (and --resume goes on after it)
+            self.step += 1
+            step = self.step
+            mx.async_eval(loss, terms, self.state)
+            self.queued.append((step, loss, terms))
+            saving = step % settings.checkpoint_every == 0 and step < self.planned
+            showing = self.main and settings.preview_every and step % settings.preview_every == 0
+            while len(self.queued) > 1 or (self.queued and (saving or showing)):
+                self.report()  # before a save, every loss up to this step: the history matches
+            if saving or showing:
+                self.save_progress(step, checkpointing=saving, shown=self.run /
+                                   f"preview-{step:06d}.png" if showing else None)
+            if self.timed:
+                now = _clock()
+                if self.planning:
+                    self.plan(now)
+                if step >= self.planned or now >= self.deadline - self.reserve:
+                    break
+        while self.queued:
+            self.report()
+
+    def report(self) -> None:
+        """Read the oldest queued step's loss (waiting for that step) and show it."""
+        done_step, loss, terms = self.queued[0]
+        value = float(loss)
+        if not math.isfinite(value):
+            raise diverged(done_step, self.saved, self.checkpoint)
+        self.losses.append(value)
+        self.reported = done_step
+        self.queued.pop(0)
+        now = _clock()
+        self.timer = self.timer or (done_step, now)
+        if self.on_step:
+            done = (done_step - self.timer[0]) * self.settings.batch * self.processes
+            rate = done / (now - self.timer[1]) if done else 0.0
+            self.on_step(TrainStep(done_step, self.planned, value, dict(zip(
+                ("content", "style", "tv"), map(float, terms))), rate))
+
+    def plan(self, now: float) -> None:
+        """A timed run: the total steps that fit the time left at the rate so far."""
+        timer, reported = self.timer, self.reported
+        if timer is None or reported - timer[0] < 5 or now - self.planned_at < 0.5:
+            return
+        rate = (reported - timer[0]) / (now - timer[1])
+        fits = reported + int(rate * (self.deadline - self.reserve - now))
+        self.planned = max(self.step + 1, min(self.settings.steps, fits))
+        self.planned_at = now
+        self.horizon["steps"] = mx.array(float(self.planned))
+        decay = round(self.planned * self.settings.lr_decay)
+        self.planning = self.step < 0.9 * (self.planned - decay)
+
+    def preview(self) -> mx.array:
+        """The preview photo as `engine apply` will stylize it (the same margin)."""
+        net = self.net
+        stylized = run_framed(net, self.preview_image, net.config.least_side,
+                              self.settings.margin)
+        return mx.clip(stylized, 0.0, 1.0)
+
+    def save_progress(self, steps_done: int, checkpointing: bool = True,
+                      shown: Path | None = None) -> None:
+        """Checkpoint, style file with its preview and loss plot, and/or the preview as `shown`
+        (one preview for both): snapshots taken now, the files written by the writer's thread."""
+        net, settings = self.net, self.settings
+        if not all_finite(net.parameters()):
+            raise diverged(steps_done, self.saved, self.checkpoint)
+        if not self.main:  # one writer: rank 0
+            return
+        if checkpointing:
+            self.saved = steps_done
+        pixels = np.array(self.preview())
+        if checkpointing:
+            state = checkpoint_snapshot(net, self.optimizer)
+            style = host_arrays(style_arrays(net, self.grams))
+            training = {**self.training, "steps": self.planned} if self.timed else self.training
+            metadata = style_metadata(net, training, steps_done, self.style_sha, self.overrides)
+            history = list(self.losses)
+        checkpoint, style_file, run = self.checkpoint, self.style_file, self.run
+
+        def write() -> None:
+            if checkpointing:
+                save_checkpoint(checkpoint, state, steps_done, settings, self.style_sha, history)
+                write_atomic(style_file, style, metadata)
+                save_image(style_file.with_suffix(".png"), pixels)
+                plot_losses(history, run / "loss.png")
+            if shown is not None:
+                save_image(shown, pixels)
+        self.writer.submit(write)
+
+
+def _run_folders(*folders: Path) -> None:
+    """The run's folders exist and take files, before any step."""
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             check_writable_folder(folder, "run")
@@ -363,140 +558,3 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
             reason = describe(error) if isinstance(error, OSError) else error
             raise OutputError(f"{folder}: cannot write the run's files there ({reason}); set "
                               "ENGINE_HOME to a writable folder") from None
-    step, losses = began, []  # 0, or where --from's style ended; a checkpoint's step on resume
-    if resume:
-        step, losses = load_checkpoint(checkpoint, net, optimizer)
-    mx.eval(net.parameters())
-
-    train_step, state = make_train_step(vgg, net, optimizer, grams, settings,
-                                        *([horizon] if timed else []))
-
-    target_dir = out_dir or style_dir()
-    style_file = target_dir / f"{name}.safetensors"
-    training = {**asdict(settings), "style_image": Path(style_path).name, "name": name,
-                "processes": processes, "global_batch": settings.batch * processes}
-
-    def preview() -> mx.array:
-        """The preview photo as `engine apply` will stylize it (the same margin)."""
-        stylized = run_framed(net, preview_image, net.config.least_side, settings.margin)
-        return mx.clip(stylized, 0.0, 1.0)
-
-    writer = BackgroundWriter()
-
-    def save_progress(steps_done: int, checkpointing: bool = True,
-                      shown: Path | None = None) -> None:
-        """Checkpoint, style file with its preview and loss plot, and/or the preview as `shown`
-        (one preview for both): snapshots taken now, the files written by `writer`."""
-        nonlocal saved
-        if not all_finite(net.parameters()):
-            raise diverged(steps_done, saved, checkpoint)
-        if not main:  # one writer: rank 0
-            return
-        if checkpointing:
-            saved = steps_done
-        pixels = np.array(preview())
-        if checkpointing:
-            state = checkpoint_snapshot(net, optimizer)
-            style = host_arrays(style_arrays(net, grams))
-            metadata = style_metadata(net, {**training, "steps": planned} if timed else training,
-                                      steps_done, style_sha, overrides)
-            history = list(losses)
-
-        def write() -> None:
-            if checkpointing:
-                save_checkpoint(checkpoint, state, steps_done, settings, style_sha, history)
-                write_atomic(style_file, style, metadata)
-                save_image(style_file.with_suffix(".png"), pixels)
-                plot_losses(history, run / "loss.png")
-            if shown is not None:
-                save_image(shown, pixels)
-        writer.submit(write)
-
-    interrupted = False
-    saved = step if resume else None  # the last step whose weights are on disk
-    # the rate counts from the end of the first step: that one compiles the step's kernels
-    # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down for the whole run
-    timer: tuple[int, float] | None = None
-
-    queued: list[tuple[int, mx.array, tuple]] = []  # steps run, their losses not read yet
-    reported = step  # the last step whose loss is in `losses`
-
-    def report() -> None:
-        """Read the oldest queued step's loss (waiting for that step) and show it."""
-        nonlocal timer, reported
-        done_step, loss, terms = queued[0]
-        value = float(loss)
-        if not math.isfinite(value):
-            raise diverged(done_step, saved, checkpoint)
-        losses.append(value)
-        reported = done_step
-        queued.pop(0)
-        now = _clock()
-        timer = timer or (done_step, now)
-        if on_step:
-            done = (done_step - timer[0]) * settings.batch * processes
-            rate = done / (now - timer[1]) if done else 0.0
-            on_step(TrainStep(done_step, planned, value,
-                              dict(zip(("content", "style", "tv"), map(float, terms))), rate))
-
-    # A timed run plans its length from the step rate so far (steps after the first, whose time
-    # is compilation), again and again, until the learning-rate decay is near: then the decay's
-    # length, a fraction of the total, stays as it is.
-    planned = settings.steps  # the run's total steps, as planned now
-    planning, planned_at = timed, 0.0
-    deadline = started + settings.seconds
-    reserve = min(2.0, 0.02 * settings.seconds)  # for the final save and the steps in flight
-
-    def plan(now: float) -> None:
-        nonlocal planned, planning, planned_at
-        if timer is None or reported - timer[0] < 5 or now - planned_at < 0.5:
-            return
-        rate = (reported - timer[0]) / (now - timer[1])
-        fits = reported + int(rate * (deadline - reserve - now))
-        planned, planned_at = max(step + 1, min(settings.steps, fits)), now
-        horizon["steps"] = mx.array(float(planned))
-        planning = step < 0.9 * (planned - round(planned * settings.lr_decay))
-
-    # Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's loss is read, so
-    # the GPU does not wait while the host reads a loss, updates the progress bar, converts the
-    # next batch and launches the next step.
-    if on_ready:
-        on_ready(step)  # every check is done; the first step (and its compilation) comes next
-    ready = _clock()
-    try:  # the writer's thread is joined however the run ends
-        try:
-            for batch in data.batches(settings.seed, per_shard, step, settings.steps):
-                loss, terms = train_step(mx.array(batch))
-                # the update is in the network's state once the step returns: counted now, so an
-                # interrupt while it computes saves it with its step (and --resume goes on after it)
-                step += 1
-                mx.async_eval(loss, terms, state)
-                queued.append((step, loss, terms))
-                saving = step % settings.checkpoint_every == 0 and step < planned
-                showing = main and settings.preview_every and step % settings.preview_every == 0
-                while len(queued) > 1 or (queued and (saving or showing)):
-                    report()  # before a save, every loss up to this step: the history matches it
-                if saving or showing:
-                    save_progress(step, checkpointing=saving,
-                                  shown=run / f"preview-{step:06d}.png" if showing else None)
-                if timed:
-                    now = _clock()
-                    if planning:
-                        plan(now)
-                    if step >= planned or now >= deadline - reserve:
-                        break
-            while queued:
-                report()
-        except KeyboardInterrupt:
-            interrupted = True
-            # the steps already run are kept (save_progress below evaluates them), with their losses
-            losses.extend(float(loss) for done_step, loss, _ in queued if done_step > reported)
-        if not np.isfinite(losses[-1] if losses else 0.0):
-            raise diverged(step, saved, checkpoint)
-        planned = min(planned, step)  # a timed run's record: the steps it had time for
-        save_progress(step)
-        writer.wait()
-    finally:
-        writer.close()
-    return TrainResult(style_file, step, losses, interrupted,
-                       timer[1] - ready if timer else 0.0)
