@@ -129,7 +129,8 @@ def train_style(
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
             lr_decay=lr_decay, style_layers=tuple(parse_names(style_layers)),
-            width=preset.width if width is None else width, res_blocks=preset.res_blocks, arch=preset.arch,
+            width=preset.width if width is None else width, res_blocks=preset.res_blocks,
+            arch=preset.arch,
             dilations=parse_dilations(dilations), margin=margin, precision=precision, seed=seed,
             checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()

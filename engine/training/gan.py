@@ -22,15 +22,14 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..errors import OutputError, UsageError, WeightsError
-from ..io.atomic import check_writable_folder, describe
+from ..errors import UsageError, WeightsError
 from ..io.generator_files import generator_dir, save_generator
 from ..io.images import save_image
 from ..io.style_files import check_name, engine_home, save_atomic
 from ..io.weightfile import expect_shapes, load_arrays, read_header
 from ..nets.gan import Discriminator, GanConfig, GeneratorNet, latents
 from .data import ImageSet
-from .runs import all_finite, check_new_name, diverged
+from .runs import all_finite, check_new_name, diverged, run_folders
 
 MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
 
@@ -156,115 +155,135 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     settings.check()
     check_name(name, "generator")
     target = (out_dir or generator_dir()) / f"{name}.safetensors"
-    run = _run_dir(name)
-    checkpoint = run / "checkpoint.safetensors"
+    checkpoint = _run_dir(name) / "checkpoint.safetensors"
     overrides = check_new_name(name, "generator", target, checkpoint, resume, overwrite,
                                generators() if out_dir is None else None)
-    for place in (run, target.parent):
-        try:
-            place.mkdir(parents=True, exist_ok=True)
-            check_writable_folder(place, "run")
-        except (OSError, OutputError) as error:
-            reason = describe(error) if isinstance(error, OSError) else error
-            raise OutputError(f"{place}: cannot write the run's files there ({reason}); set "
-                              "ENGINE_HOME to a writable folder") from None
+    run_folders(_run_dir(name), target.parent)
     data = data or ImageSet(folder, settings.size)
     if len(data) < settings.batch:
         settings.batch = len(data) - len(data) % 2
-    steps_per_epoch = len(data) // settings.batch
-
-    mx.random.seed(settings.seed)
-    generator = GeneratorNet(settings.config)
-    discriminator = Discriminator(settings.config)
-    g_opt = optim.Adam(settings.learning_rate, betas=[settings.beta1, 0.999])
-    d_opt = optim.Adam(settings.learning_rate, betas=[settings.beta1, 0.999])
-    fixed = latents(settings.seed + 1, 64, settings.latent)
-    rng = np.random.default_rng(settings.seed)
-    epoch, history = 0, []
-    skip = 0  # a run interrupted mid-epoch: the batches of that epoch it did
+    run = _GanRun(settings, name, target, overrides, {
+        **asdict(settings), "images": len(data), "folder": Path(folder).name, "name": name})
     if resume:
+        run.resume()
+    return run.train(data, on_step)
+
+
+class _GanRun:
+    """One training run of a generator: both networks, their optimizers, the data order's
+    random state, the files, and the loop over epochs."""
+
+    def __init__(self, settings: GanSettings, name: str, target: Path, overrides: bool,
+                 training: dict):
+        self.settings, self.name, self.target = settings, name, target
+        self.overrides, self.training = overrides, training
+        self.run = _run_dir(name)
+        self.checkpoint = self.run / "checkpoint.safetensors"
+        mx.random.seed(settings.seed)
+        self.generator = GeneratorNet(settings.config)
+        self.discriminator = Discriminator(settings.config)
+        self.g_opt = optim.Adam(settings.learning_rate, betas=[settings.beta1, 0.999])
+        self.d_opt = optim.Adam(settings.learning_rate, betas=[settings.beta1, 0.999])
+        self.fixed = latents(settings.seed + 1, 64, settings.latent)
+        self.rng = np.random.default_rng(settings.seed)
+        self.epoch, self.history = 0, []
+        self.skip = 0  # a run interrupted mid-epoch: the batches of that epoch it did
+        self.saved = None  # the last epoch whose weights are on disk
+
+    def resume(self) -> None:
+        """The networks, optimizers, data order and history from the run's checkpoint."""
+        checkpoint, settings = self.checkpoint, self.settings
         if not checkpoint.is_file():
-            raise UsageError(f"nothing to resume: no checkpoint for {name!r} at {checkpoint}")
+            raise UsageError(f"nothing to resume: no checkpoint for {self.name!r} at "
+                             f"{checkpoint}")
         try:
             header = read_header(checkpoint, "engine-gan-checkpoint", "checkpoint")
             metadata = header.metadata
             if GanConfig.from_json(metadata.get("config", "null")) != settings.config:
                 raise ValueError("it was trained with another --size, latent or width")
-            nets = {**_arrays("generator", generator.parameters()),
-                    **_arrays("discriminator", discriminator.parameters())}
+            nets = {**_arrays("generator", self.generator.parameters()),
+                    **_arrays("discriminator", self.discriminator.parameters())}
             expect_shapes(header, {k: v.shape for k, v in nets.items()}, "generator",
                           ignore_prefix=("g_opt.", "d_opt."))
             arrays = load_arrays(header, "checkpoint")
-            generator.update(tree_unflatten(_pick(arrays, "generator")))
-            discriminator.update(tree_unflatten(_pick(arrays, "discriminator")))
-            g_opt.state = tree_unflatten(_pick(arrays, "g_opt"))
-            d_opt.state = tree_unflatten(_pick(arrays, "d_opt"))
-            rng.bit_generator.state = json.loads(metadata["rng"])
-            epoch = int(metadata["epoch"])
-            history = [tuple(h) for h in json.loads(metadata["history"])]
+            self.generator.update(tree_unflatten(_pick(arrays, "generator")))
+            self.discriminator.update(tree_unflatten(_pick(arrays, "discriminator")))
+            self.g_opt.state = tree_unflatten(_pick(arrays, "g_opt"))
+            self.d_opt.state = tree_unflatten(_pick(arrays, "d_opt"))
+            self.rng.bit_generator.state = json.loads(metadata["rng"])
+            self.epoch = int(metadata["epoch"])
+            self.history = [tuple(h) for h in json.loads(metadata["history"])]
             # the same batches from where it stopped, unless --batch changed (then the
             # interrupted epoch starts over; what its first batches taught stays)
             if int(metadata.get("in_epoch", 0)) and int(metadata["batch"]) == settings.batch:
-                skip = int(metadata["in_epoch"])
+                self.skip = int(metadata["in_epoch"])
         except (KeyError, ValueError, TypeError, RuntimeError, WeightsError) as error:
             raise WeightsError(f"{checkpoint}: cannot resume ({error}); "
                                "start again without --resume") from None
-    for opt in (g_opt, d_opt):  # the optimizer state holds a rate: --learning-rate may change
-        opt.learning_rate = settings.learning_rate
-    mx.eval(generator.state, discriminator.state)
-    generator.train()
-    discriminator.train()
-    step_fn, state = make_gan_step(generator, discriminator, g_opt, d_opt, settings)
-    training = {**asdict(settings), "images": len(data), "folder": Path(folder).name,
-                "name": name}
+        self.saved = self.epoch
 
-    def save_progress(epochs_done: int, in_epoch: int = 0, epoch_rng: dict | None = None
+    def train(self, data: ImageSet, on_step: Callable[[GanStep], None] | None) -> GanResult:
+        settings, generator = self.settings, self.generator
+        for opt in (self.g_opt, self.d_opt):  # the state holds a rate: --learning-rate may change
+            opt.learning_rate = settings.learning_rate
+        mx.eval(generator.state, self.discriminator.state)
+        generator.train()
+        self.discriminator.train()
+        step_fn, state = make_gan_step(generator, self.discriminator, self.g_opt, self.d_opt,
+                                       settings)
+        steps_per_epoch = len(data) // settings.batch
+        interrupted, history = False, self.history
+        started, done, in_epoch, epoch_rng = time.perf_counter(), 0, 0, None
+        try:
+            while self.epoch < settings.epochs:
+                epoch = self.epoch
+                epoch_rng = copy.deepcopy(self.rng.bit_generator.state)
+                for index, real in enumerate(data.epoch(self.rng, settings.batch)):
+                    if index < self.skip:  # done before the interruption (replayed shuffle)
+                        continue
+                    z = step_latents(settings.seed, epoch, index, len(real), settings.latent)
+                    d_loss, g_loss = step_fn(mx.array(real), z)
+                    in_epoch = index + 1
+                    mx.eval(d_loss, g_loss, state)
+                    done += 1
+                    history.append((float(d_loss), float(g_loss)))
+                    if on_step:
+                        rate = done * settings.batch / (time.perf_counter() - started)
+                        on_step(GanStep(epoch + 1, epoch * steps_per_epoch + index + 1,
+                                        settings.epochs * steps_per_epoch, *history[-1], rate))
+                self.epoch, self.skip, in_epoch, epoch_rng = epoch + 1, 0, 0, None
+                self._after_epoch()
+        except KeyboardInterrupt:
+            interrupted = True
+            self.save_progress(self.epoch, in_epoch, epoch_rng)
+        return GanResult(self.target, self.epoch, len(history), interrupted, history)
+
+    def _after_epoch(self) -> None:
+        epoch, settings = self.epoch, self.settings
+        if not all(map(math.isfinite, self.history[-1])):
+            raise diverged(epoch, self.saved, self.checkpoint)
+        if epoch % settings.sample_every == 0 or epoch == settings.epochs:
+            save_image(self.run / f"samples-epoch-{epoch:04d}.png",
+                       sample_grid(self.generator, self.fixed))
+            self.save_progress(epoch)
+
+    def save_progress(self, epochs_done: int, in_epoch: int = 0, epoch_rng: dict | None = None
                       ) -> None:
         """`in_epoch` batches done of the epoch after `epochs_done`, which began with the data
         order's random state `epoch_rng` (None: between epochs, the state now)."""
-        nonlocal saved
+        generator, discriminator, settings = self.generator, self.discriminator, self.settings
         if not all_finite(generator.parameters(), discriminator.parameters()):
-            raise diverged(epochs_done, saved, checkpoint)
-        saved = epochs_done
+            raise diverged(epochs_done, self.saved, self.checkpoint)
+        self.saved = epochs_done
         arrays = {**_arrays("generator", generator.parameters()),
                   **_arrays("discriminator", discriminator.parameters()),
-                  **_arrays("g_opt", g_opt.state), **_arrays("d_opt", d_opt.state)}
-        save_atomic(checkpoint, arrays, {
+                  **_arrays("g_opt", self.g_opt.state), **_arrays("d_opt", self.d_opt.state)}
+        save_atomic(self.checkpoint, arrays, {
             "format": "engine-gan-checkpoint", "config": settings.config.to_json(),
             "epoch": str(epochs_done), "in_epoch": str(in_epoch), "batch": str(settings.batch),
-            "rng": json.dumps(epoch_rng or rng.bit_generator.state),
-            "history": json.dumps(history)})
+            "rng": json.dumps(epoch_rng or self.rng.bit_generator.state),
+            "history": json.dumps(self.history)})
         generator.eval()
-        save_generator(target, generator, training, epochs_done, overrides)
+        save_generator(self.target, generator, self.training, epochs_done, self.overrides)
         generator.train()
-        save_image(target.with_suffix(".png"), sample_grid(generator, fixed[:16]))
-
-    interrupted = False
-    saved = epoch if resume else None  # the last epoch whose weights are on disk
-    started, done, in_epoch, epoch_rng = time.perf_counter(), 0, 0, None
-    try:
-        while epoch < settings.epochs:
-            epoch_rng = copy.deepcopy(rng.bit_generator.state)
-            for index, real in enumerate(data.epoch(rng, settings.batch)):
-                if index < skip:  # done before the interruption (the shuffle replays them)
-                    continue
-                z = step_latents(settings.seed, epoch, index, len(real), settings.latent)
-                d_loss, g_loss = step_fn(mx.array(real), z)
-                in_epoch = index + 1
-                mx.eval(d_loss, g_loss, state)
-                done += 1
-                history.append((float(d_loss), float(g_loss)))
-                if on_step:
-                    rate = done * settings.batch / (time.perf_counter() - started)
-                    on_step(GanStep(epoch + 1, epoch * steps_per_epoch + index + 1,
-                                    settings.epochs * steps_per_epoch, *history[-1], rate))
-            epoch, skip, in_epoch, epoch_rng = epoch + 1, 0, 0, None
-            if not all(map(math.isfinite, history[-1])):
-                raise diverged(epoch, saved, checkpoint)
-            if epoch % settings.sample_every == 0 or epoch == settings.epochs:
-                save_image(run / f"samples-epoch-{epoch:04d}.png", sample_grid(generator, fixed))
-                save_progress(epoch)
-    except KeyboardInterrupt:
-        interrupted = True
-        save_progress(epoch, in_epoch, epoch_rng)
-    return GanResult(target, epoch, len(history), interrupted, history)
+        save_image(self.target.with_suffix(".png"), sample_grid(generator, self.fixed[:16]))

@@ -12,8 +12,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 from PIL import Image
 
-from ..errors import EngineError, UsageError
-from ..io.atomic import atomic_write
+from ..errors import EngineError, OutputError, UsageError
+from ..io.atomic import atomic_write, check_writable_folder, describe
 from ..io.style_files import engine_home
 
 
@@ -105,3 +105,15 @@ def plot_losses(losses: list[float], path: Path) -> None:
     draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
     with atomic_write(path) as stream:
         image.save(stream, format="PNG")
+
+
+def run_folders(*folders: Path) -> None:
+    """The run's folders exist and take files, before any step."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            check_writable_folder(folder, "run")
+        except (OSError, OutputError) as error:
+            reason = describe(error) if isinstance(error, OSError) else error
+            raise OutputError(f"{folder}: cannot write the run's files there ({reason}); set "
+                              "ENGINE_HOME to a writable folder") from None

@@ -29,8 +29,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..backend import on_cpu
-from ..errors import ImageError, OutputError, UsageError, WeightsError
-from ..io.atomic import check_writable_folder, describe
+from ..errors import ImageError, UsageError, WeightsError
 from ..io.images import load_image, save_image
 from ..io.style_files import (
     HostArrays,
@@ -50,7 +49,15 @@ from ..nets.vgg import VGG
 from ..optimize import style_target
 from . import distributed
 from .data import ShardedContent
-from .runs import BackgroundWriter, all_finite, check_new_name, diverged, plot_losses, run_dir
+from .runs import (
+    BackgroundWriter,
+    all_finite,
+    check_new_name,
+    diverged,
+    plot_losses,
+    run_dir,
+    run_folders,
+)
 from .settings import OBJECTIVE, STAGE_KEYS, TrainSettings
 
 _clock = time.perf_counter  # (tests of timed runs replace it)
@@ -405,7 +412,7 @@ class _StyleRun:
                                     bias_correction=bool(settings.earlier))
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = (out_dir or style_dir()) / f"{name}.safetensors"
-        _run_folders(self.run, out_dir or style_dir())
+        run_folders(self.run, out_dir or style_dir())
         self.step, self.losses = began, []  # --from's end; a checkpoint's step on resume
         if resume:
             self.step, self.losses = load_checkpoint(self.checkpoint, net, self.optimizer)
@@ -546,15 +553,3 @@ class _StyleRun:
             if shown is not None:
                 save_image(shown, pixels)
         self.writer.submit(write)
-
-
-def _run_folders(*folders: Path) -> None:
-    """The run's folders exist and take files, before any step."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            check_writable_folder(folder, "run")
-        except (OSError, OutputError) as error:
-            reason = describe(error) if isinstance(error, OSError) else error
-            raise OutputError(f"{folder}: cannot write the run's files there ({reason}); set "
-                              "ENGINE_HOME to a writable folder") from None
