@@ -21,7 +21,7 @@ from engine.io.vgg_weights import (
 )
 from engine.nets.vgg import VGG16, VGGSpec, max_pool2_views, tiny_spec
 
-from . import reference
+from .. import reference
 
 
 def _params(model):

@@ -10,7 +10,7 @@ from engine.errors import ImageError, OutputError
 from engine.io import images as image_io
 from engine.io.images import check_output, load_image, save_image
 
-from .conftest import write_image
+from ..conftest import write_image
 
 
 def test_rgb_loads_as_nhwc_float_in_unit_range(tmp_path):

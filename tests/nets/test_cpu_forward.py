@@ -20,7 +20,7 @@ from engine.registry import style_path
 from engine.stylize import Stylizer
 from tests.conftest import varied_net
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in a fresh interpreter: stylize a fixed image with the shipped fast starry network and
 # time a 512^3 matrix product; prints the BLAS state, the result and the timing as JSON.

@@ -21,7 +21,7 @@ from engine.training import style as train_module
 from engine.training.settings import TrainSettings
 from engine.training.style import train_style
 
-from .conftest import write_image
+from ..conftest import write_image
 
 runner = CliRunner()
 TINY = dict(batch=2, size=32, style_size=48, width=4, res_blocks=1, checkpoint_every=4,

@@ -14,7 +14,7 @@ from engine.io.style_files import load_style
 from engine.io.video import flicker, probe, run_webcam, stylize_frames, stylize_video
 from engine.stylize import Stylizer
 
-VTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
+VTEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "vtest.avi"
 
 
 def make_clip(path: Path, frames=12, size=(48, 32), rate=Fraction(25), audio=False,

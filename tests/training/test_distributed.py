@@ -22,10 +22,10 @@ from engine.training.runs import run_dir
 from engine.training.settings import TrainSettings
 from engine.training.style import train_style
 
-from .conftest import write_image
-from .test_train import content_dir, style_image  # noqa: F401 - fixtures
+from ..conftest import write_image
+from .test_style import content_dir, style_image  # noqa: F401 - fixtures
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # the CLI's defaults where the test does not set them, so both runs train the same network
 SETTINGS = dict(size=32, style_size=48, width=4, res_blocks=5, checkpoint_every=250,
                 preview_every=250)
