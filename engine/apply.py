@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .errors import OutputError, UsageError
+from .errors import ImageError, OutputError, UsageError
 from .io.atomic import check_writable_folder
 from .io.images import check_output, find_images, is_engine_output, load_image, save_image
 from .stylize import Stylizer
@@ -26,6 +26,8 @@ def plan_outputs(inputs: Sequence[Path], style: str, output: Path | None, out_di
     for item in inputs:
         if Path(item).is_dir():
             sources.extend(p for p in find_images(item) if not is_engine_output(p))
+        elif not Path(item).exists():
+            raise ImageError(f"{item}: no such file; check the path")
         else:
             sources.append(Path(item))
     sources = list(dict.fromkeys(sources))  # a file given twice is stylized once

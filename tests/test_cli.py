@@ -158,3 +158,18 @@ def test_kernel_cache_in_the_users_cache_folder_unless_the_user_says(tmp_path):
     assert cache.parent.parent == tmp_path / "engine" and cache.parent.name.startswith("mlx-0.")
     chosen = _after_import_engine("MLX_PTX_CACHE_DIR", MLX_PTX_CACHE_DIR=str(tmp_path / "k"))
     assert chosen == str(tmp_path / "k")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train-style", "x.png", "--seed", "-1"], "error: Invalid value for '--seed'"),
+    (["apply", "--max-size", "abc"], "error: Invalid value for '--max-size'"),
+    (["nosuch"], "error: No such command 'nosuch'"),
+])
+def test_the_installed_command_gives_parser_errors_in_one_line(args, needle):
+    """As a real process (after pip install): a mistyped value is one line with the command's
+    --help named, exit code 2, like the engine's own errors."""
+    exe = shutil.which("engine") or pytest.fail("the engine console script is not installed")
+    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(needle) and "--help`" in lines[0], done.stderr

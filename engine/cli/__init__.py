@@ -11,8 +11,8 @@ import sys
 import typer
 
 from ..plugins import DISABLE_ENV
-from . import generators, plugins, styles, video  # noqa: F401 - their commands register
-from .common import app, terminate
+from . import styles, video, generators, plugins  # noqa: F401,I001 - commands register, in order
+from .common import app, err, terminate
 
 
 def get_app() -> typer.Typer:
@@ -26,9 +26,27 @@ def get_app() -> typer.Typer:
 
 
 def main() -> None:
+    """The `engine` command. A mistyped option or value is one line, as the engine's own
+    errors are: `error: Invalid value for '--seed': ...; see `engine train-style --help``."""
+    # the command-line parser's own errors (click's, inside Typer), found through a public name
+    parser_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     if "--no-plugins" in sys.argv[1:2]:
         os.environ[DISABLE_ENV] = "1"
     signal.signal(signal.SIGTERM, terminate)
-    get_app()()
+    command = typer.main.get_command(get_app())
+    try:
+        code = command.main(prog_name="engine", standalone_mode=False)
+    except parser_error as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # `engine` alone: the help
+            error.show()
+            sys.exit(error.exit_code)
+        context = getattr(error, "ctx", None)
+        hint = f"; see `{context.command_path} --help`" if context is not None else ""
+        message = error.format_message().rstrip(".")
+        err.print(f"error: {message}{hint}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
