@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,17 +44,12 @@ class StyleInfo:
     steps: int = 0
     style_sha256: str = ""
     engine_version: str = ""
+    parameters: int = 0  # the network's weights, counted from the file's header
 
     @property
     def preview(self) -> Path | None:
         candidate = self.path.with_suffix(".png")
         return candidate if candidate.is_file() else None
-
-    @property
-    def parameters(self) -> int:
-        """Number of weights of the network its configuration describes."""
-        return sum(v.size for _, v in tree_flatten(TransformerNet(self.config).parameters()))
-
 
 # safetensors' names for numpy's dtypes (kind and size); bfloat16, which numpy lacks, is carried
 # as its 16-bit patterns and named BF16
@@ -189,8 +185,10 @@ def _read(path: Path) -> tuple[Header, StyleInfo]:
     except ValueError as error:
         raise WeightsError(f"{path}: unreadable style metadata ({error}); replace the file "
                            "with a good copy") from None
+    weights = sum(math.prod(shape) for name, (_, shape) in header.tensors.items()
+                  if not name.startswith(TARGETS))
     info = StyleInfo(Path(path), config, training, steps, header.metadata.get("style_sha256", ""),
-                     header.metadata.get("engine_version", ""))
+                     header.metadata.get("engine_version", ""), weights)
     return header, info
 
 
