@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from engine.cli.common import SeedOption, err, parse_floats, user_errors
+from engine.cli.common import SeedOption, err, parse_floats, progress_bar, user_errors
 from engine.errors import UsageError
 from engine.hookspecs import hookimpl
 from engine.io import examples
@@ -88,11 +88,8 @@ def optimize(
 
 
 def _with_progress(work, iterations: int):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("{task.fields[terms]}"))
-    with Progress(*columns, console=err.console, transient=False) as progress:
+    with progress_bar(fields=("{task.fields[rate]}",), after=("{task.fields[terms]}",),
+                      transient=False) as progress:
         task = progress.add_task("optimizing", total=iterations, rate="", terms="")
         started = {"level": 0, "time": time.perf_counter()}
 

@@ -144,3 +144,21 @@ def print_rows(rows: list[dict], columns: list[str], json_output: bool) -> None:
     Console().print(table)
 
 
+def progress_bar(title: str = "{task.description}", fields: tuple[str, ...] = (),
+                 after: tuple[str, ...] = (), remaining: bool = False, **options):
+    """The commands' progress bar, on stderr: the bold title, the bar, done/total, the text
+    `fields` (rich formats of the task's fields), the time elapsed (and left), then `after`.
+    rich loads here, when a command runs, not at start-up."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(),
+               *map(TextColumn, fields), TimeElapsedColumn(),
+               *([TimeRemainingColumn()] if remaining else []), *map(TextColumn, after)]
+    return Progress(*columns, console=err.console, **options)

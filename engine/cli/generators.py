@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import NetChoice, OverwriteRun, SeedOption, app, err, print_rows, user_errors
+from .common import (
+    NetChoice,
+    OverwriteRun,
+    SeedOption,
+    app,
+    err,
+    print_rows,
+    progress_bar,
+    user_errors,
+)
 
 
 @app.command("generators")
@@ -83,15 +92,12 @@ def generate(
 
 def _optimized(images, painting: Path, iterations: int, vgg_weights: Optional[Path]):
     """The generated images repainted by the optimizer, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..io.images import load_image
     from ..io.vgg_weights import load_vgg
     from ..optimize import OptimizeSettings, optimize_each
 
     vgg, style = load_vgg(path=vgg_weights), load_image(painting)
-    with Progress(TextColumn("[bold]optimizing"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err.console) as progress:
+    with progress_bar("optimizing") as progress:
         task = progress.add_task("optimize", total=images.shape[0])
         return optimize_each(vgg, images, style.rgb, OptimizeSettings(iterations=iterations),
                              on_image=lambda done: progress.update(task, completed=done))
@@ -113,15 +119,6 @@ def train_generator(
     overwrite: OverwriteRun = False,
 ) -> None:
     """Train a DCGAN on a folder of images; it then registers as a generator named NAME."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ..training.data import ImageSet
     from ..training.gan import GanSettings
     from ..training.gan import train_generator as run
@@ -131,11 +128,9 @@ def train_generator(
                                batch=batch, learning_rate=learning_rate, seed=seed)
         settings.check()
         data = ImageSet(folder, size)
-        columns = (TextColumn("[bold]training {task.fields[name]}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("epoch {task.fields[epoch]}"),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[terms]}"))
-        with Progress(*columns, console=err.console) as progress:
+        with progress_bar("training {task.fields[name]}",
+                          ("epoch {task.fields[epoch]}", "{task.fields[rate]}"),
+                          ("{task.fields[terms]}",), remaining=True) as progress:
             task = progress.add_task("train", total=None, name=name, epoch="", rate="",
                                      terms="")
 

@@ -21,6 +21,7 @@ from .common import (
     err,
     parse_dilations,
     parse_names,
+    progress_bar,
     user_errors,
 )
 
@@ -97,15 +98,6 @@ def train_style(
         "the step time, better for a short run on a fresh machine.")] = True,
 ) -> None:
     """Train a feed-forward style network once; then `engine apply --style NAME` is instant."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ..io.images import find_images
     from ..io.vgg_weights import load_vgg
     from ..registry import style_path
@@ -137,15 +129,13 @@ def train_style(
         origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()
         vgg = load_vgg(path=vgg_weights)
-        columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[terms]}"))
         main = distributed.is_main()  # under mlx.launch, rank 0 alone shows progress
         if main and distributed.size() > 1:
             err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
         # shown once every check has passed: a mistake found before (--from, --resume, the
         # style image) stays a one-line error, with no empty bar above it
-        progress = Progress(*columns, console=err.console, disable=not main)
+        progress = progress_bar("training", ("{task.fields[rate]}",), ("{task.fields[terms]}",),
+                                remaining=True, disable=not main)
         task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
 
         def on_ready(step: int) -> None:
@@ -216,8 +206,6 @@ def apply(
         envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
 ) -> None:
     """Stylize images with a trained style: one compiled forward pass per batch."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..apply import apply_files, plan_outputs
     from ..refine import refiner_for
     from ..registry import style_path
@@ -237,8 +225,7 @@ def apply(
         stylizer = Stylizer.from_file(path, strength=strength,
                                       preserve_color=preserve_color, max_tile=tile,
                                       margin=margin, refiner=refiner)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err.console) as progress:
+        with progress_bar() as progress:
             task = progress.add_task(f"applying {style}", total=len(jobs))
             for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
                 progress.update(task, completed=done)
@@ -258,8 +245,6 @@ def sheet(
     net: NetChoice = "auto",
 ) -> None:
     """The photo in every registered style (or --only some), labelled, on one sheet."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..io.images import check_output, load_image, save_image
     from ..registry import style_path, styles
     from ..sheet import make_sheet
@@ -274,8 +259,7 @@ def sheet(
         if not names:
             raise UsageError("no usable styles are registered; train one with engine train-style")
         paths = {name: style_path(name, net) for name in names}  # unknown fail before work
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err.console) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("stylizing", total=len(names))
             image = make_sheet(
                 picture.rgb, ((n, Stylizer.from_file(p)) for n, p in paths.items()), columns,

@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import MarginOption, NetChoice, StrengthOption, app, err, parse_names, user_errors
+from .common import (
+    MarginOption,
+    NetChoice,
+    StrengthOption,
+    app,
+    err,
+    parse_names,
+    progress_bar,
+    user_errors,
+)
 
 
 @app.command()
@@ -32,15 +41,6 @@ def video(
     margin: MarginOption = None,
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from ..io.video import check_video_output, default_batch, probe, stylize_video
     from ..registry import style_path
     from ..stylize import Stylizer
@@ -50,9 +50,7 @@ def video(
         info = probe(source)
         stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
                                       preserve_color=preserve_color, margin=margin)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[fps]}"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err.console) as progress:
+        with progress_bar(fields=("{task.fields[fps]}",), remaining=True) as progress:
             task = progress.add_task(f"{source.name} in {style}", total=info.frames or None,
                                      fps="")
 
