@@ -100,14 +100,20 @@ def read_only(tmp_path, monkeypatch):
 @pytest.fixture
 def clip(tmp_path) -> Path:
     """A 24-frame 64x48 H.264 clip."""
+    return write_clip(tmp_path / "clip.mp4", 24, 64, 48)
+
+
+def write_clip(path: Path, frames: int, width: int, height: int, noise: bool = False) -> Path:
+    """An H.264 clip at 24 frames/s: flat frames, or frames of noise (each packet large)."""
     import av
 
-    path = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
     with av.open(str(path), "w") as output:
         stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index in range(24):
-            pixels = np.full((48, 64, 3), index * 10, dtype=np.uint8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = (rng.integers(0, 256, (height, width, 3), dtype=np.uint8) if noise
+                      else np.full((height, width, 3), index * 10, dtype=np.uint8))
             output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         output.mux(stream.encode())
     return path
@@ -199,15 +205,7 @@ def test_a_signal_during_video_then_a_re_run(tmp_path, signum):
     re-run writes it whole."""
     import av
 
-    long_clip = tmp_path / "long.mp4"  # ~10 s of stylizing on a 2-core CPU
-    rng = np.random.default_rng(0)
-    with av.open(str(long_clip), "w") as output:
-        stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for _ in range(240):
-            pixels = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        output.mux(stream.encode())
+    long_clip = write_clip(tmp_path / "long.mp4", 240, 320, 240, noise=True)  # ~10 s of work
     out = tmp_path / "out" / "styled.mp4"
     out.parent.mkdir()
     command = [sys.executable, "-m", "engine", "video", str(long_clip), "--style", "starry",
@@ -239,15 +237,8 @@ def test_a_signal_during_video_then_a_re_run(tmp_path, signum):
 def test_a_truncated_video_is_reported_with_its_frame_count(tmp_path, clip):
     import av
 
-    noisy = tmp_path / "noisy.mp4"  # frames of noise: each packet large, so a cut lands late
-    rng = np.random.default_rng(0)
-    with av.open(str(noisy), "w") as output:
-        stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(24):
-            pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        output.mux(stream.encode())
+    # frames of noise: each packet large, so a cut lands late
+    noisy = write_clip(tmp_path / "noisy.mp4", 24, 64, 48, noise=True)
     # a fast-start copy (index first) cut at two thirds: the container still declares 24 frames
     cut = tmp_path / "cut.mp4"
     faststart = tmp_path / "fast.mp4"
