@@ -14,10 +14,8 @@ reference-optimizer iterations with and without MKL. Prints one JSON line per me
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import engine  # noqa: E402,F401 - first: loads MKL before mlx.core
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from engine.nets.transformer import NETWORKS  # noqa: E402
 from engine.registry import style_path  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
+from harness import timed  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 
@@ -42,13 +41,7 @@ def photo(size: int) -> np.ndarray:
 
 
 def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed(run, repeats)["median_s"]
 
 
 def bench_engine(image: np.ndarray, net: str, repeats: int) -> float:

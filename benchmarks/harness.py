@@ -50,15 +50,7 @@ def _device() -> str:
 
 def timed(run: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
     """Seconds of `run()`: the median and the best of `repeats` after `warmup` calls."""
-    for _ in range(warmup):
-        run()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(seconds), 4), "best_s": round(min(seconds), 4),
-            "repeats": repeats}
+    return alternating({"run": run}, repeats, warmup)["run"]
 
 
 def alternating(runs: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1
@@ -74,7 +66,7 @@ def alternating(runs: dict[str, Callable[[], object]], repeats: int = 7, warmup:
             start = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - start)
-    return {name: {"median_s": round(statistics.median(s), 4), "best_s": round(min(s), 4),
+    return {name: {"median_s": round(statistics.median(s), 6), "best_s": round(min(s), 6),
                    "repeats": repeats} for name, s in seconds.items()}
 
 
