@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -39,17 +39,17 @@ def plan_outputs(inputs: Sequence[Path], style: str, output: Path | None, out_di
             raise UsageError(f"-o names one file but there are {len(sources)} inputs; "
                              "use --out-dir")
         return [(sources[0], check_output(output, tuple(sources), overwrite))]
-    if out_dir is not None:
-        check_writable_folder(out_dir)
     label = Path(style).stem
     targets = [(out_dir if out_dir is not None else source.parent) / f"{source.stem}-{label}.png"
                for source in sources]
-    shared = {t for t in targets if targets.count(t) > 1}
+    for folder in dict.fromkeys(target.parent for target in targets):  # each folder once
+        check_writable_folder(folder)
+    counts = Counter(targets)
     jobs = []
     for source, target in zip(sources, targets):
-        if target in shared:
+        if counts[target] > 1:
             target = target.with_name(f"{source.stem}-{source.suffix[1:].lower()}-{label}.png")
-        jobs.append((source, check_output(target, tuple(sources), overwrite)))
+        jobs.append((source, check_output(target, tuple(sources), overwrite, probe_folder=False)))
     if len({t for _, t in jobs}) < len(jobs):  # (a-jpg.png beside a.jpg, say: refuse)
         raise OutputError("two inputs would be written to one output name; give --out-dir "
                           "per folder or rename one of them")

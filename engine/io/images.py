@@ -151,16 +151,18 @@ def resize(rgb: mx.array, width: int, height: int) -> mx.array:
     return mx.array(resize_planes(np.array(rgb[0]), width, height))[None]
 
 
-def check_output(path: str | os.PathLike, inputs: tuple[Path, ...] = (), overwrite: bool = False
-                 ) -> Path:
-    """Fail early, before any work, if `path` cannot be written safely."""
+def check_output(path: str | os.PathLike, inputs: tuple[Path, ...] = (), overwrite: bool = False,
+                 probe_folder: bool = True) -> Path:
+    """Fail early, before any work, if `path` cannot be written safely. `probe_folder=False`:
+    the caller has tried its folder already (once for many outputs)."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_FORMATS:
         raise OutputError(f"{path}: cannot write {path.suffix or 'files without an extension'!r}"
                           "; use .png, .jpg, .webp, .tif or .bmp")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name")
-    check_writable_folder(path.parent)
+    if probe_folder:
+        check_writable_folder(path.parent)
     if not overwrite:
         for source in inputs:
             if source is not None and path.exists() and path.resolve() == Path(source).resolve():
