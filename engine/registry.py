@@ -215,11 +215,12 @@ def generators() -> Catalog:
 NETS = ("auto", "full", "fast")
 
 
-def style_path(name: str, net: str = "auto") -> Path:
+def style_path(name: str, net: str = "auto", catalog: Catalog | None = None) -> Path:
     """The weights file of a registered style, or of a .safetensors path given directly.
 
     A style may come in two networks: `full` (Johnson et al.) and `fast` (the CPU network).
     `auto` takes the fast one on the CPU, where it is ~7x quicker, and the full one on a GPU.
+    `catalog`: the styles already collected (several names looked up: the hooks run once).
     """
     from .backend import on_cpu
 
@@ -228,7 +229,7 @@ def style_path(name: str, net: str = "auto") -> Path:
     candidate = Path(name)
     if candidate.suffix == ".safetensors" and candidate.is_file():
         return candidate
-    style = styles().get(name).item
+    style = (catalog or styles()).get(name).item
     fast = getattr(style, "fast_path", None)
     if fast is not None and (net == "fast" or (net == "auto" and on_cpu())):
         return Path(fast)

@@ -258,7 +258,7 @@ def sheet(
             name for name, entry in catalog.entries.items() if not entry.problem]
         if not names:
             raise UsageError("no usable styles are registered; train one with engine train-style")
-        paths = {name: style_path(name, net) for name in names}  # unknown fail before work
+        paths = {name: style_path(name, net, catalog) for name in names}  # unknown: before work
         with progress_bar() as progress:
             task = progress.add_task("stylizing", total=len(names))
             image = make_sheet(
