@@ -87,6 +87,10 @@ FAST = NetConfig(48, 5, "shuffle")  # the CPU network: no full-resolution activa
 NETWORKS = {"full": FULL, "fast": FAST}  # the names --net takes
 
 
+# The VGG layers whose channel statistics describe a painting to the any-painting network
+STATS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
 NETWORK_NAMES = {config.arch: name for name, config in NETWORKS.items()}  # arch -> --net name
 
 

@@ -127,24 +127,59 @@ class ShardedContent:
         return self.sets[self.held[0]].images[0]
 
     def batches(self, seed: int, per_shard: int, start: int, stop: int):
-        """Yield the batches of steps start..stop-1, in order, prepared ahead on background
-        threads: a batch of eight 256 px crops takes ~11 ms of one core on the H100's host, as
-        long as a whole training step there, so one thread alone would hold the GPU back
-        (PIL's resizing and NumPy's conversions release the GIL, so threads run in parallel)."""
+        """Yield the batches of steps start..stop-1, in order (prefetched)."""
 
         def make(step: int) -> np.ndarray:
             return np.concatenate([self.sets[s].sample(seed, s, step, per_shard)
                                    for s in self.held])
 
-        workers = max(1, min(4, (os.cpu_count() or 1) - 1))
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="crops")
-        ahead: deque = deque()
-        try:
-            for step in range(start, stop):
-                ahead.append(pool.submit(make, step))
-                if len(ahead) > workers + 1:
-                    yield ahead.popleft().result()
-            while ahead:
+        return prefetched(make, start, stop)
+
+
+def prefetched(make, start: int, stop: int):
+    """Yield make(step) for steps start..stop-1, in order, prepared ahead on background threads:
+    a batch of eight 256 px crops takes ~11 ms of one core on the H100's host, as long as a
+    whole training step there, so one thread alone would hold the GPU back (PIL's resizing and
+    NumPy's conversions release the GIL, so threads run in parallel)."""
+    workers = max(1, min(4, (os.cpu_count() or 1) - 1))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="crops")
+    ahead: deque = deque()
+    try:
+        for step in range(start, stop):
+            ahead.append(pool.submit(make, step))
+            if len(ahead) > workers + 1:
                 yield ahead.popleft().result()
-        finally:  # an interrupted run: the batches not yet made are not made
-            pool.shutdown(wait=False, cancel_futures=True)
+        while ahead:
+            yield ahead.popleft().result()
+    finally:  # an interrupted run: the batches not yet made are not made
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PaintingSet(ContentSet):
+    """Paintings served as crops like photos (scale jitter, flips), with colour jitter: each
+    channel's gain and the saturation vary a little, so that a thousand paintings teach more
+    than a thousand palettes."""
+
+    def crop(self, rng: np.random.Generator) -> np.ndarray:
+        pixels = super().crop(rng)
+        grey = pixels.mean(axis=-1, keepdims=True)
+        pixels = grey + (pixels - grey) * rng.uniform(0.8, 1.2)
+        return np.clip(pixels * rng.uniform(0.9, 1.1, size=3), 0.0, 1.0).astype(np.float32)
+
+
+class PairedData:
+    """A step's photos and paintings as one array: `batch` photo crops, then as many paintings."""
+
+    def __init__(self, photos: ContentSet, paintings: PaintingSet):
+        self.photos, self.paintings = photos, paintings
+
+    @property
+    def first_image(self) -> np.ndarray:
+        return self.photos.images[0]
+
+    def batches(self, seed: int, per_shard: int, start: int, stop: int):
+        def make(step: int) -> np.ndarray:
+            return np.concatenate([self.photos.sample(seed, 0, step, per_shard),
+                                   self.paintings.sample(seed, 1, step, per_shard)])
+
+        return prefetched(make, start, stop)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..nets.config import ARCHS, VGG16, NetConfig
+from ..nets.config import ARCHS, STATS_LAYERS, VGG16, NetConfig
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -129,6 +129,33 @@ class TrainSettings:
         return joined if offset == 0 else lambda step: joined(step + offset)
 
 
+@dataclass
+class UniversalSettings(TrainSettings):
+    """The any-painting network's training: a style setting's fields (the objective, the
+    schedule, the time budget), other defaults, and the predictor's sizes. Each step pairs a
+    batch of photo crops with a batch of painting crops, one painting per photo."""
+
+    steps: int = 40000
+    batch: int = 8
+    style_weight: float = 2e5
+    style_layers: Sequence[str] = STATS_LAYERS
+    lr_decay: float = 0.3
+    width: int = 64
+    arch: str = "shuffle"
+    checkpoint_every: int = 1000
+    preview_every: int = 1000
+    hidden: int = 512
+    code: int = 128
+
+    def check(self) -> None:
+        super().check()
+        if self.arch != "shuffle" or self.dilations or self.margin:
+            raise UsageError("the any-painting network is the fast network, without dilations "
+                             "or margin")
+        if not (1 <= self.hidden <= 4096 and 1 <= self.code <= 1024):
+            raise UsageError("--hidden must be in 1..4096 and --code in 1..1024")
+
+
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -139,7 +166,8 @@ MAX_BATCH_PIXELS = 8 * 2**20  # pixels of one step's batch (the recipes use 0.5-
 
 
 OBJECTIVE = ("arch", "size", "style_size", "content_weight", "style_weight", "tv_weight",
-             "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin")
+             "content_layer", "style_layers", "width", "res_blocks", "dilations", "margin",
+             "hidden", "code")
 
 
 # What TrainSettings.earlier records of each stage a --from run went on from (with its steps).

@@ -218,7 +218,8 @@ def _check_same_training(what: str, saved_sha: str | None, saved: dict, style_pa
         return _listed(value) if isinstance(value, list) else str(value)[:40]
 
     for key in OBJECTIVE:
-        if key not in may_differ and saved.get(key) is not None and now[key] != saved[key]:
+        if (key not in may_differ and key in now and saved.get(key) is not None
+                and now[key] != saved[key]):
             flag = "--net" if key in ("arch", "res_blocks") else "--" + key.replace("_", "-")
             raise UsageError(f"{what} was trained with {flag} {shown(key, saved[key])}, not "
                              f"{shown(key, now[key])}; give the same setting or train a new "
