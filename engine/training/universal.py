@@ -26,7 +26,7 @@ from mlx.utils import tree_map
 from ..backend import on_cpu
 from ..errors import UsageError
 from ..io.images import load_image, save_image
-from ..io.painting_files import save_painting_network
+from ..io.painting_files import encoder_arrays, save_painting_network
 from ..io.style_files import check_name, engine_home
 from ..losses import gram
 from ..nets.config import STATS_LAYERS
@@ -57,8 +57,10 @@ def painting_network_dir() -> Path:
     return engine_home() / "painting-networks"
 
 
-def universal_config(settings: UniversalSettings) -> UniversalConfig:
-    return UniversalConfig(settings.config, settings.hidden, settings.code)
+def universal_config(settings: UniversalSettings, vgg: VGG) -> UniversalConfig:
+    """The network's shape: the settings', reading statistics of this VGG's widths."""
+    return UniversalConfig(settings.config, settings.hidden, settings.code,
+                           tuple(block[0] for block in vgg.spec.blocks[:4]))
 
 
 def make_universal_step(vgg: VGG, model: UniversalNet, optimizer: optim.Optimizer,
@@ -123,7 +125,7 @@ def train_universal(vgg: VGG, name: str, content: Sequence[Path], paintings: Seq
     photos = ContentSet(content, settings.size)
     art = PaintingSet(paintings, settings.size)
     mx.random.seed(settings.seed)
-    model = UniversalNet(universal_config(settings))
+    model = UniversalNet(universal_config(settings, vgg))
     shown = [load_image(paintings[i]).rgb for i in
              np.linspace(0, len(paintings) - 1, PREVIEW_PAINTINGS).astype(int)]
     run = _UniversalRun(vgg, model, settings, name, target, sha, photos, shown, resume)
@@ -142,6 +144,7 @@ class _UniversalRun(_StyleRun):
                  target: Path, sha: str, photos: ContentSet, shown: list[mx.array],
                  resume: bool):
         self.vgg, self.net, self.settings, self.style_sha = vgg, model, settings, sha
+        self.encoder = encoder_arrays(vgg)
         self.processes, self.main = 1, True
         self.timed = settings.seconds > 0
         self.horizon = {"steps": mx.array(float(settings.steps))} if self.timed else None
@@ -195,7 +198,7 @@ class _UniversalRun(_StyleRun):
             training = {**self.training, "steps": self.planned} if self.timed else self.training
             history = list(self.losses)
             # the file's arrays are cast now (MLX stays on this thread)
-            save_painting_network(self.style_file, model, training, steps_done)
+            save_painting_network(self.style_file, model, self.encoder, training, steps_done)
         checkpoint, target, run = self.checkpoint, self.style_file, self.run
 
         def write() -> None:
