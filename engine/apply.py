@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 from .errors import ImageError, OutputError, UsageError
 from .io.atomic import check_writable_folder
@@ -56,9 +57,46 @@ def plan_outputs(inputs: Sequence[Path], style: str, output: Path | None, out_di
     return jobs
 
 
+MIN_MASK_SIDE = 4
+
+
+def load_mask(path: Path) -> mx.array:
+    """A mask image as (1, H, W, 1) weights in [0, 1] (its grey level, or its alpha where it has
+    one); refused when it is all black."""
+    picture = load_image(path)
+    weights = picture.alpha if picture.alpha is not None and float(
+        mx.min(picture.alpha)) < 1.0 else mx.mean(picture.rgb[0], axis=-1)
+    if min(picture.size) < MIN_MASK_SIDE:
+        raise ImageError(f"{path}: the mask is {picture.size[0]}x{picture.size[1]}; use one the "
+                         "size of the photo")
+    if float(mx.max(weights)) <= 1.0 / 255:
+        raise ImageError(f"{path}: the mask is all black (it would stylize nothing); white "
+                         "marks what to stylize")
+    return weights[None, :, :, None]
+
+
+def fit_mask(mask: mx.array, width: int, height: int, target: Path) -> mx.array:
+    """The mask at an image's size: the same size, or the same aspect ratio (resized)."""
+    from .io.images import resize_planes
+
+    mask_height, mask_width = mask.shape[1:3]
+    if (mask_width, mask_height) == (width, height):
+        return mask
+    if abs(mask_width / mask_height - width / height) > 0.01 * width / height:
+        raise ImageError(f"the mask is {mask_width}x{mask_height} but the photo for "
+                         f"{target.name} is {width}x{height}; give a mask of the photo's size "
+                         "or aspect ratio")
+    planes = resize_planes(np.array(mask[0, :, :, 0]), width, height)
+    return mx.clip(mx.array(planes), 0.0, 1.0)[None, :, :, None]
+
+
 def apply_files(stylizer: Stylizer, jobs: Sequence[Job], max_size: int | None = None,
-                batch: int = 8) -> Iterator[Path]:
-    """Stylize and save each job; images of one size share a forward pass. Yields outputs."""
+                batch: int = 8, mask: mx.array | None = None,
+                outside: Stylizer | None = None) -> Iterator[Path]:
+    """Stylize and save each job; images of one size share a forward pass. Yields outputs.
+
+    With a `mask` ((1, H, W, 1) in [0, 1]), the style lands where it is 1 and the photo stays
+    where it is 0, or the `outside` style does."""
     chunk = max(batch * 4, 1)
     for start in range(0, len(jobs), chunk):
         loaded = [(load_image(source, max_size), target) for source, target in
@@ -69,6 +107,12 @@ def apply_files(stylizer: Stylizer, jobs: Sequence[Job], max_size: int | None = 
         for group in by_size.values():
             for first in range(0, len(group), batch):
                 part = group[first:first + batch]
-                out = stylizer(mx.concatenate([picture.rgb for picture, _ in part]))
+                photos = mx.concatenate([picture.rgb for picture, _ in part])
+                out = stylizer(photos)
+                if mask is not None:
+                    width, height = part[0][0].size
+                    weights = fit_mask(mask, width, height, part[0][1])
+                    rest = outside(photos) if outside is not None else photos
+                    out = weights * out + (1.0 - weights) * rest
                 for index, (picture, target) in enumerate(part):
                     yield save_image(target, out[index:index + 1], picture.alpha)

@@ -13,6 +13,12 @@ def register_styles(register):
 
 
 @hookspec
+def register_painting_networks(register):
+    """Register any-painting networks: register(PaintingNet(...), aliases=()). The first one
+    registered under the name "universal" (the engine's own) is the default."""
+
+
+@hookspec
 def register_generators(register):
     """Register image generators: register(generator, aliases=())."""
 

@@ -17,6 +17,7 @@ DISABLE_ENV = "ENGINE_NO_PLUGINS"  # "1": third-party plugins are not loaded (fo
 DEFAULT_PLUGINS = (
     "engine_plugins.user_styles",
     "engine_plugins.shipped_styles",
+    "engine_plugins.painting_networks",
     "engine_plugins.noise_generators",
     "engine_plugins.trained_generators",
     "engine_plugins.reference_optimizer",

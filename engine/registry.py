@@ -23,6 +23,18 @@ class Style:
     fast_path: Path | None = None  # the same style as the fast CPU network ("shuffle"), if any
     overrides: bool = False
     from_user: bool = False  # a file of the user's own folder, not a plugin's
+    painting: Path | None = None  # the painting it was trained on, if it ships (for blends)
+
+
+@dataclass
+class PaintingNet:
+    """An any-painting network's weights file (`engine train-universal` writes them)."""
+
+    name: str
+    path: Path
+    description: str = ""
+    overrides: bool = False
+    from_user: bool = False
 
 
 @dataclass
@@ -60,6 +72,10 @@ class Catalog:
         if self.kind == "style" and not isinstance(item, Style):
             record_failure(plugin, f"registered {item!r:.80} as a style; register an "
                            "engine.registry.Style")
+            return
+        if self.kind == "painting network" and not isinstance(item, PaintingNet):
+            record_failure(plugin, f"registered {item!r:.80} as a painting network; register "
+                           "an engine.registry.PaintingNet")
             return
         if self.kind == "generator" and not callable(getattr(item, "generate", None)):
             record_failure(plugin, f"registered {item!r:.80} as a generator; register an "
@@ -206,6 +222,24 @@ def styles() -> Catalog:
         except Exception as error:  # a plugin's odd path object: that entry alone is broken
             entry.problem = f"its weights file cannot be read ({error!r:.200})"
     return catalog
+
+
+def painting_networks() -> Catalog:
+    """Every registered any-painting network; broken ones carry their problem."""
+    from .io.painting_files import read_painting_info
+
+    catalog = _collect("register_painting_networks", "painting network")
+    for entry in catalog.entries.values():
+        try:
+            entry.info = read_painting_info(Path(entry.item.path))
+        except WeightsError as error:
+            entry.problem = str(error)
+        except Exception as error:
+            entry.problem = f"its weights file cannot be read ({error!r:.200})"
+    return catalog
+
+
+DEFAULT_PAINTING_NETWORK = "universal"
 
 
 def generators() -> Catalog:

@@ -47,9 +47,13 @@ class Stylizer:
                  dtype: mx.Dtype | None = None, strength: float = 1.0,
                  preserve_color: bool = False, max_tile: int | None = None, overlap: int = 64,
                  stats_size: int | None = None, margin: int | None = None,
-                 refiner: Refiner | None = None):
+                 refiner: Refiner | None = None, stroke: float = 1.0):
         if not 0.0 <= strength <= 1.0:  # (NaN too)
             raise UsageError(f"--strength {strength} must be a number from 0 to 1")
+        if not MIN_STROKE <= stroke <= MAX_STROKE:
+            raise UsageError(f"--style-size {stroke} must be a number from {MIN_STROKE} to "
+                             f"{MAX_STROKE} (1: the strokes as trained; 2: twice as large)")
+        self.stroke = stroke
         self.net, self.info = net, info
         self.least = net.config.least_side  # pad4's smallest side for this network
         if margin is None:  # the margin the style was trained with
@@ -125,6 +129,23 @@ class Stylizer:
         return max(images.shape[1:3]) <= self.max_tile and not self.preserve_color
 
     def __call__(self, images: mx.array) -> mx.array:
+        if self.stroke == 1.0:
+            return self._call(images)
+        # strokes k times as large: the network on the image at 1/k of its size, the result
+        # brought back to full size, then strength and colour against the full-size photo
+        height, width = images.shape[1:3]
+        small = _resize_all(images, max(16, round(width / self.stroke)),
+                            max(16, round(height / self.stroke)))
+        finish, self.strength, self.preserve_color = (self.strength, self.preserve_color), 1.0, False
+        try:
+            out = self._call(small)
+        finally:
+            self.strength, self.preserve_color = finish
+        out = self._finish(_resize_all(out, width, height), images)
+        mx.eval(out)
+        return out
+
+    def _call(self, images: mx.array) -> mx.array:
         height, width = images.shape[1:3]
         if self.refiner is not None:
             self.refiner.check(images)  # before the network's pass: a size it refuses
@@ -148,7 +169,7 @@ class Stylizer:
     def uint8(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) frames in, stylized uint8 frames out; converted on the device."""
         frames = mx.array(frames)
-        if self._compiled_whole(frames):
+        if self._compiled_whole(frames) and self.stroke == 1.0:
             return np.array(self._whole_uint8(frames))
         return np.array(_to_uint8(self(frames.astype(mx.float32) / 255.0)))
 
@@ -187,6 +208,17 @@ class Stylizer:
                 weights[top:bottom, left:right] += ramp
                 mx.eval(total, weights)
         return (total / mx.maximum(weights, 1e-6))[None]
+
+
+MIN_STROKE, MAX_STROKE = 0.25, 8.0
+
+
+def _resize_all(images: mx.array, width: int, height: int) -> mx.array:
+    """Each image of (B, H, W, 3) resized (Lanczos)."""
+    from .io.images import resize
+
+    return mx.concatenate([resize(images[i:i + 1], width, height)
+                           for i in range(images.shape[0])])
 
 
 def _to_uint8(images: mx.array) -> mx.array:

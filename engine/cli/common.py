@@ -16,6 +16,18 @@ NetChoice = Annotated[str, typer.Option(
     "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
     "on a GPU), full or fast.")]
 
+StyleOption = Annotated[str, typer.Option(
+    "--style", "-s", help="A registered style name, a style file, any painting (an image "
+    "file: the any-painting network), or a blend: starry:0.6,wave:0.4 (a painting file may be "
+    "one of them).")]
+StyleSizeOption = Annotated[float, typer.Option(
+    "--style-size", help="How large the painting's strokes land: 1 as the style was trained, "
+    "2 twice as large (for large photos), 0.5 half (0.25 to 8).")]
+PaintingSizeOption = Annotated[Optional[int], typer.Option(
+    "--painting-size", min=64, max=2048, show_default=False,
+    help="Longest side a painting is read at for its style (default 384): smaller reads "
+    "coarser strokes and shapes.")]
+
 # (checked by the Stylizer, whose message names NaN too)
 StrengthOption = Annotated[float, typer.Option(help="0 keeps the photo, 1 is the full style.")]
 SeedOption = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]

@@ -15,8 +15,11 @@ from .common import (
     MarginOption,
     NetChoice,
     OverwriteRun,
+    PaintingSizeOption,
     SeedOption,
     StrengthOption,
+    StyleOption,
+    StyleSizeOption,
     app,
     err,
     parse_dilations,
@@ -175,8 +178,7 @@ def train_style(
 def apply(
     inputs: Annotated[Optional[list[Path]], typer.Argument(
         help="Images or folders of images.", show_default=False)] = None,
-    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")
-                     ] = "starry",
+    style: StyleOption = "starry",
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Output file (one input only).")] = None,
     example: Annotated[bool, typer.Option(
@@ -188,6 +190,14 @@ def apply(
                         ] = None,
     strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option()] = False,
+    style_size: StyleSizeOption = 1.0,
+    mask: Annotated[Optional[Path], typer.Option(
+        help="Stylize only where this image is white (soft: grey is partly); its size, or its "
+        "aspect ratio, must be the photo's.")] = None,
+    mask_style: Annotated[Optional[str], typer.Option(
+        help="With --mask: this style (any --style form) where the mask is black, instead of "
+        "the photo.")] = None,
+    painting_size: PaintingSizeOption = None,
     batch: Annotated[int, typer.Option(min=1, help="Images of one size per forward pass.")
                      ] = 8,
     tile: Annotated[int | None, typer.Option(
@@ -199,35 +209,39 @@ def apply(
     refine: Annotated[int, typer.Option(
         min=0, help="Then this many L-BFGS iterations per image on the style's own training "
         "loss, from the network's output (e.g. 10): closer to the painting, like `engine "
-        "optimize`, at ~8 ms per iteration at 512 px on an H100 (~4 s on a 2-core CPU). Needs "
-        "VGG16 and a style file with style targets (the shipped ones, and styles trained "
-        "now).")] = 0,
+        "optimize`, at ~8 ms per iteration at 512 px on an H100 (~4 s on a 2-core CPU). A "
+        "painting's targets come from the painting file; a style file needs style targets (the "
+        "shipped ones have them).")] = 0,
     vgg_weights: Annotated[Path | None, typer.Option(
         envvar="ENGINE_VGG_WEIGHTS", help="VGG16 weights for --refine.")] = None,
 ) -> None:
-    """Stylize images with a trained style: one compiled forward pass per batch."""
-    from ..apply import apply_files, plan_outputs
-    from ..refine import refiner_for
-    from ..registry import style_path
-    from ..stylize import Stylizer
+    """Stylize images with a style or any painting: one compiled forward pass per batch."""
+    from ..apply import apply_files, load_mask, plan_outputs
+    from ..style_source import label_of, stylizer_for
     from ..training import distributed
 
     with user_errors():
         if example and inputs:
             raise UsageError("--example stylizes the bundled photo; give no images with it")
-        jobs = plan_outputs([examples.content_photo()] if example else inputs or [], style,
-                            output or (Path(f"example-{style}.png") if example else None),
+        if mask_style and not mask:
+            raise UsageError("--mask-style is the style outside the --mask; give --mask too")
+        label = label_of(style)
+        jobs = plan_outputs([examples.content_photo()] if example else inputs or [], label,
+                            output or (Path(f"example-{label}.png") if example else None),
                             out_dir, overwrite)
         if distributed.size() > 1:  # under mlx.launch: every process takes its share
             jobs = distributed.shard(jobs)
-        path = style_path(style, net)
-        refiner = refiner_for(style, path, refine, vgg_weights) if refine else None
-        stylizer = Stylizer.from_file(path, strength=strength,
-                                      preserve_color=preserve_color, max_tile=tile,
-                                      margin=margin, refiner=refiner)
+        options = dict(strength=strength, preserve_color=preserve_color, max_tile=tile,
+                       margin=margin, stroke=style_size)
+        masking = load_mask(mask) if mask else None
+        stylizer, _ = stylizer_for(style, net, refine, vgg_weights,
+                                   painting_size=painting_size, **options)
+        outside = stylizer_for(mask_style, net, refine, vgg_weights, painting_size=painting_size,
+                               **options)[0] if mask_style else None
         with progress_bar() as progress:
-            task = progress.add_task(f"applying {style}", total=len(jobs))
-            for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch), 1):
+            task = progress.add_task(f"applying {label}", total=len(jobs))
+            for done, written in enumerate(apply_files(stylizer, jobs, max_size, batch,
+                                                       masking, outside), 1):
                 progress.update(task, completed=done)
         who = f"process {distributed.rank()}: " if distributed.size() > 1 else ""
         err.print(f"{who}wrote {len(jobs)} image(s)" + (f", e.g. {jobs[0][1]}" if jobs else ""))

@@ -57,6 +57,11 @@ def diverged(step: int, saved: int | None, checkpoint: Path) -> EngineError:
                        f"{kept}; lower --learning-rate or --style-weight")
 
 
+def painting_network_dir() -> Path:
+    """Where `engine train-universal` writes its networks (the registry finds them there)."""
+    return engine_home() / "painting-networks"
+
+
 def run_dir(name: str) -> Path:
     return engine_home() / "runs" / name
 

@@ -27,7 +27,7 @@ from ..backend import on_cpu
 from ..errors import UsageError
 from ..io.images import load_image, save_image
 from ..io.painting_files import encoder_arrays, save_painting_network
-from ..io.style_files import check_name, engine_home
+from ..io.style_files import check_name
 from ..losses import gram
 from ..nets.config import STATS_LAYERS
 from ..nets.ops import run_framed
@@ -35,7 +35,14 @@ from ..nets.transformer import TransformerNet
 from ..nets.universal import UniversalConfig, UniversalNet, conditional_forward
 from ..nets.vgg import VGG
 from .data import ContentSet, PairedData, PaintingSet
-from .runs import BackgroundWriter, check_new_name, plot_losses, run_dir, run_folders
+from .runs import (
+    BackgroundWriter,
+    check_new_name,
+    painting_network_dir,
+    plot_losses,
+    run_dir,
+    run_folders,
+)
 from .settings import UniversalSettings
 from .style import (
     TrainResult,
@@ -50,11 +57,6 @@ from .style import (
 )
 
 PREVIEW_PAINTINGS = 4
-
-
-def painting_network_dir() -> Path:
-    """Where `engine train-universal` writes its networks (the registry finds them there)."""
-    return engine_home() / "painting-networks"
 
 
 def universal_config(settings: UniversalSettings, vgg: VGG) -> UniversalConfig:

@@ -1,0 +1,178 @@
+"""What `--style` names, turned into a style network: a registered style, a style file, any
+painting (an image file, through the any-painting network), or a blend of them
+(`starry:0.6,wave:0.4`, mixed as style codes of the any-painting network)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import UsageError
+from .io.images import IMAGE_SUFFIXES, load_image
+from .io.style_files import StyleInfo, load_style, read_info
+from .nets.transformer import TransformerNet
+
+MAX_PARTS = 16  # styles in one blend
+
+
+@dataclass
+class StyleSource:
+    """A style network ready to run, with what --refine needs (its objective's targets)."""
+
+    label: str  # for output file names
+    net: TransformerNet
+    info: StyleInfo
+    path: Path | None = None  # a style file's path (refine reads its targets there)
+    targets: dict[str, mx.array] | None = None  # computed from paintings
+    encoder: object | None = None  # the VGG those targets are on (a painting network's)
+    extra: dict = field(default_factory=dict)
+
+
+def is_painting(text: str) -> bool:
+    """Whether --style names an image file (a painting to use as the style)."""
+    return Path(text).suffix.lower() in IMAGE_SUFFIXES
+
+
+def parse_blend(text: str) -> list[tuple[str, float]]:
+    """'a:0.6,b:0.4' -> [(a, 0.6), (b, 0.4)]; 'a' -> [(a, 1.0)]. Weights are finite, 0 or
+    more, and do not sum to zero."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not part for part in parts):
+        raise UsageError(f"--style {text!r} has an empty part; give NAME or NAME:WEIGHT,...")
+    if len(parts) > MAX_PARTS:
+        raise UsageError(f"--style blends at most {MAX_PARTS} styles, not {len(parts)}")
+    blend = []
+    for part in parts:
+        name, colon, weight = part.rpartition(":")
+        if not colon or Path(part).exists() or "/" in weight or "\\" in weight:
+            blend.append((part, 1.0))
+            continue
+        try:
+            value = float(weight)
+        except ValueError:
+            raise UsageError(f"--style {text!r}: the weight {weight!r} of {name!r} is not a "
+                             "number; write NAME:WEIGHT, e.g. starry:0.6,wave:0.4") from None
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--style {text!r}: the weight of {name!r} must be a finite number, "
+                             f"0 or more, not {weight}")
+        blend.append((name.strip(), value))
+    if sum(weight for _, weight in blend) <= 0:
+        raise UsageError(f"--style {text!r}: the weights sum to zero; give at least one above 0")
+    return blend
+
+
+def label_of(text: str) -> str:
+    """A short name for output files: the style's name, a painting's stem, or the names of a
+    blend joined by '+'."""
+    return "+".join(Path(name).stem for name, _ in parse_blend(text))
+
+
+@lru_cache(maxsize=4)
+def painting_network(name: str | None = None):
+    """A registered any-painting network, loaded once per process (the default: 'universal')."""
+    from .painting import PaintingNetwork
+    from .registry import DEFAULT_PAINTING_NETWORK, painting_networks
+
+    entry = painting_networks().get(name or DEFAULT_PAINTING_NETWORK)
+    return PaintingNetwork.load(Path(entry.item.path)), entry.name
+
+
+def load_painting(path: Path) -> mx.array:
+    """A painting file as (1, H, W, 3) RGB, transparency over white; checked readable."""
+    picture = load_image(path)
+    rgb = picture.rgb
+    if picture.alpha is not None:
+        alpha = picture.alpha[None, :, :, None]
+        rgb = rgb * alpha + (1.0 - alpha)
+    return rgb
+
+
+def open_style(text: str, net: str = "auto", catalog=None, painting_net: str | None = None,
+               painting_size: int | None = None) -> StyleSource:
+    """The style network --style names (see the module)."""
+    from .registry import style_path
+
+    blend = parse_blend(text)
+    if len(blend) == 1 and not is_painting(blend[0][0]) and ":" not in text:
+        path = style_path(blend[0][0], net, catalog)
+        style, info = load_style(path)
+        return StyleSource(Path(blend[0][0]).stem, style, info, path=path)
+    network, network_name = painting_network(painting_net)
+    size = painting_size or _default_size()
+    codes, targets, weights, names = [], [], [], []
+    for name, weight in blend:
+        code, grams = _code_of(name, network, net, catalog, size)
+        codes.append(code)
+        targets.append(grams)
+        weights.append(weight)
+        names.append(Path(name).name)
+    from .painting import blend as mix
+
+    code = mix(codes, weights) if len(codes) > 1 else codes[0]
+    total = sum(weights)
+    grams = {layer: sum(g[layer] * (w / total) for g, w in zip(targets, weights))
+             for layer in targets[0]}
+    style = network.style_net(code)
+    training = {**network.info.training, "style_image": ", ".join(names),
+                "painting_network": network_name, "margin": 0}
+    info = StyleInfo(Path(names[0]), style.config, training, network.info.steps)
+    return StyleSource(label_of(text), style, info, targets=grams, encoder=network.encoder,
+                       extra={"code": code, "weights": weights})
+
+
+def _default_size() -> int:
+    from .painting import CODE_SIZE
+
+    return CODE_SIZE
+
+
+def _code_of(name: str, network, net: str, catalog, size: int):
+    """A blend part's style code and Gram targets: from a painting file, from a style added
+    with `engine styles add` (its code is in its file), or from the painting a shipped style
+    was trained on."""
+    if is_painting(name):
+        if not Path(name).is_file():
+            raise UsageError(f"{name}: no such painting file; check the path")
+        painting = load_painting(Path(name))
+        return network.code(painting, size), network.targets(painting, size)
+    from .registry import style_path, styles
+
+    catalog = catalog or styles()
+    path = style_path(name, net, catalog)
+    info = read_info(path)
+    code = info.training.get("painting_code")
+    if isinstance(code, list) and len(code) == network.info.config.code and all(
+            isinstance(v, (int, float)) for v in code):
+        from .io.style_files import load_targets
+
+        return mx.array(np.array(code, dtype=np.float32))[None], load_targets(path)
+    painting = getattr(catalog.get(name).item, "painting", None)
+    if painting is None or not Path(painting).is_file():
+        raise UsageError(f"the style {name!r} cannot be blended: the any-painting network has "
+                         "no painting of it; blend painting files, shipped styles or styles "
+                         "made with `engine styles add`")
+    image = load_painting(Path(painting))
+    return network.code(image, size), network.targets(image, size)
+
+
+def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Path | None = None,
+                 catalog=None, painting_net: str | None = None,
+                 painting_size: int | None = None, **options):
+    """A Stylizer for what --style names, with its --refine objective."""
+    from .refine import Refiner, refiner_for
+    from .stylize import Stylizer
+
+    source = open_style(text, net, catalog, painting_net, painting_size)
+    refiner = None
+    if refine:
+        if source.path is not None:
+            refiner = refiner_for(text, source.path, refine, vgg_weights)
+        else:
+            refiner = Refiner(source.encoder, source.targets, source.info.training, refine)
+    return Stylizer(source.net, source.info, refiner=refiner, **options), source
+
