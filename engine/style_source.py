@@ -176,3 +176,42 @@ def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Pat
             refiner = Refiner(source.encoder, source.targets, source.info.training, refine)
     return Stylizer(source.net, source.info, refiner=refiner, **options), source
 
+def add_painting_style(painting: Path, name: str, overwrite: bool = False,
+                       painting_net: str | None = None, painting_size: int | None = None
+                       ) -> Path:
+    """`engine styles add`: the painting's style network (its code computed once) written as an
+    ordinary style file in the user's style folder, with its Gram targets (for --refine), its
+    code (for blends) and a preview; returns the file."""
+    import hashlib
+
+    from .io import examples
+    from .io.images import save_image
+    from .io.style_files import check_name, style_arrays, style_dir, style_metadata, write_atomic
+    from .io.style_files import host_arrays
+    from .registry import styles
+    from .stylize import Stylizer
+    from .training.runs import check_new_name, run_dir
+
+    check_name(name, "style")
+    target = style_dir() / f"{name}.safetensors"
+    overrides = check_new_name(name, "style", target, run_dir(name) / "checkpoint.safetensors",
+                               False, overwrite, styles())
+    if not Path(painting).is_file():
+        raise UsageError(f"{painting}: no such painting file; check the path")
+    source = open_style(str(painting), painting_net=painting_net, painting_size=painting_size)
+    code = source.extra["code"]
+    training = {**source.info.training, "style_image": Path(painting).name,
+                "style_size": painting_size or _default_size(),
+                "painting_code": [round(float(v), 6) for v in np.array(code[0])],
+                "made_by": "engine styles add"}
+    sha = hashlib.sha256(Path(painting).read_bytes()).hexdigest()
+    arrays = host_arrays(style_arrays(source.net, source.targets))
+    metadata = style_metadata(source.net, training, source.info.steps, sha, overrides)
+    from .training.runs import run_folders
+
+    run_folders(target.parent)
+    photo = load_image(examples.content_photo(), 256).rgb
+    preview = Stylizer(source.net, source.info)(photo)
+    save_image(target.with_suffix(".png"), preview)
+    write_atomic(target, arrays, metadata)
+    return target

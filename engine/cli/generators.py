@@ -56,7 +56,8 @@ def generate(
     from ..generators import grid, guarded
     from ..io.atomic import check_writable_folder
     from ..io.images import save_image
-    from ..registry import generators, style_path
+    from ..registry import generators
+    from ..style_source import stylizer_for
     from ..stylize import Stylizer
 
     with user_errors():
@@ -66,7 +67,7 @@ def generate(
             raise UsageError("pick one of --style and --optimize-style")
         check_writable_folder(out_dir)
         maker = guarded(generators().get(generator))
-        stylizer = Stylizer.from_file(style_path(style, net)) if style else None
+        stylizer = stylizer_for(style, net)[0] if style else None
         if interpolate:
             try:
                 seed_a, seed_b = (int(part) for part in interpolate.split(","))

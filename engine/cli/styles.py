@@ -254,7 +254,8 @@ def sheet(
                       ] = Path("sheet.png"),
     max_size: Annotated[int, typer.Option(min=64, help="Longest side of each cell.")] = 384,
     columns: Annotated[Optional[int], typer.Option(min=1)] = None,
-    only: Annotated[Optional[str], typer.Option(help="Comma-separated style names.")] = None,
+    only: Annotated[Optional[str], typer.Option(
+        help="Comma-separated style names or painting files.")] = None,
     overwrite: Annotated[bool, typer.Option()] = False,
     net: NetChoice = "auto",
 ) -> None:
@@ -262,7 +263,7 @@ def sheet(
     from ..io.images import check_output, load_image, save_image
     from ..registry import style_path, styles
     from ..sheet import make_sheet
-    from ..stylize import Stylizer
+    from ..style_source import is_painting, stylizer_for
 
     with user_errors():
         target = check_output(output, (photo,), overwrite)
@@ -272,20 +273,51 @@ def sheet(
             name for name, entry in catalog.entries.items() if not entry.problem]
         if not names:
             raise UsageError("no usable styles are registered; train one with engine train-style")
-        paths = {name: style_path(name, net, catalog) for name in names}  # unknown: before work
+        for name in names:  # an unknown name or a missing painting: before any work
+            if not is_painting(name):
+                style_path(name, net, catalog)
+            elif not Path(name).is_file():
+                raise UsageError(f"{name}: no such painting file; check the path")
         with progress_bar() as progress:
             task = progress.add_task("stylizing", total=len(names))
             image = make_sheet(
-                picture.rgb, ((n, Stylizer.from_file(p)) for n, p in paths.items()), columns,
+                picture.rgb, ((Path(n).stem, stylizer_for(n, net, catalog=catalog)[0])
+                              for n in names), columns,
                 on_style=lambda name: progress.advance(task))
         save_image(target, image)
         err.print(f"wrote {target}: {photo.name} in {len(names)} styles")
 
 
 
-@app.command("styles")
-def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+styles_app = typer.Typer(help="List the registered styles; `engine styles add` makes a "
+                         "painting a named style.")
+app.add_typer(styles_app, name="styles")
+
+
+@styles_app.command("add")
+def add_style(
+    painting: Annotated[Path, typer.Argument(help="The painting (any image file).")],
+    name: Annotated[Optional[str], typer.Option(help="Style name (default: the file's stem).")
+                    ] = None,
+    painting_size: PaintingSizeOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace your style of this name.")] = False,
+) -> None:
+    """Register a painting as a named style (through the any-painting network, in a second):
+    then `--style NAME` works everywhere a style goes."""
+    from ..style_source import add_painting_style
+
+    with user_errors():
+        name = name or painting.stem
+        path = add_painting_style(painting, name, overwrite, painting_size=painting_size)
+        err.print(f"added style {name!r} -> {path} (preview {path.with_suffix('.png')})")
+
+
+@styles_app.callback(invoke_without_command=True)
+def list_styles(ctx: typer.Context,
+                json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the registered styles: name, plugin, network size, training, preview."""
+    if ctx.invoked_subcommand is not None:
+        return
     import json
 
     from rich.console import Console
@@ -327,6 +359,10 @@ def list_styles(json_output: Annotated[bool, typer.Option("--json")] = False) ->
                         f"{t.get('style_image', '?')} @ {t.get('style_size', '?')}, "
                         f"sw {t.get('style_weight', '?')}"
                         + (f", margin {t['margin']}" if t.get("margin") else ""))
+            if t.get("painting_network"):
+                training = (f"painting {t.get('style_image', '?')} @ "
+                            f"{t.get('style_size', '?')}, any-painting network "
+                            f"{t['painting_network']!r}")
             name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
             training += f"; {row['note']}" if row["note"] else ""
             network = (f"{NETWORK_NAMES[row['network']]} width "

@@ -11,7 +11,10 @@ from ..errors import UsageError
 from .common import (
     MarginOption,
     NetChoice,
+    PaintingSizeOption,
     StrengthOption,
+    StyleOption,
+    StyleSizeOption,
     app,
     err,
     parse_names,
@@ -23,7 +26,7 @@ from .common import (
 @app.command()
 def video(
     source: Annotated[Path, typer.Argument(help="The video file to stylize.")],
-    style: Annotated[str, typer.Option("--style", "-s", help="A registered style name.")],
+    style: StyleOption,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mkv).")],
     batch: Annotated[Optional[int], typer.Option(
         min=1, help="Frames per forward pass (default: 8 on a GPU, 1 on the CPU, where larger "
@@ -34,6 +37,8 @@ def video(
         help="Less flicker: blend in the previous frame along the optical flow.")] = False,
     strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option()] = False,
+    style_size: StyleSizeOption = 1.0,
+    painting_size: PaintingSizeOption = None,
     crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality (lower is better).")
                    ] = 18,
     overwrite: Annotated[bool, typer.Option()] = False,
@@ -42,14 +47,13 @@ def video(
 ) -> None:
     """Stylize a video file: frame rate, frame count, size and audio kept; H.264 out."""
     from ..io.video import check_video_output, default_batch, probe, stylize_video
-    from ..registry import style_path
-    from ..stylize import Stylizer
+    from ..style_source import stylizer_for
 
     with user_errors():
         check_video_output(output)
         info = probe(source)
-        stylizer = Stylizer.from_file(style_path(style, net), strength=strength,
-                                      preserve_color=preserve_color, margin=margin)
+        stylizer, _ = stylizer_for(style, net, strength=strength, preserve_color=preserve_color,
+                                   margin=margin, stroke=style_size, painting_size=painting_size)
         with progress_bar(fields=("{task.fields[fps]}",), remaining=True) as progress:
             task = progress.add_task(f"{source.name} in {style}", total=info.frames or None,
                                      fps="")
@@ -84,11 +88,16 @@ def webcam(
     """Stylize a camera live: preview window with FPS; n/p switch style, q quits."""
     from ..io.video import CameraError, Window, check_video_output, open_camera, run_webcam
     from ..registry import style_path
-    from ..stylize import Stylizer
+    from ..style_source import is_painting, stylizer_for
 
     with user_errors():
         chosen = parse_names(style)
-        paths = {name: style_path(name, net) for name in chosen}
+        for name in chosen:  # each checked before the camera opens
+            if is_painting(name):
+                if not Path(name).is_file():
+                    raise UsageError(f"{name}: no such painting file; check the path")
+            else:
+                style_path(name, net)
         if record is not None:
             check_video_output(record)
         if not window and record is None:
@@ -97,8 +106,8 @@ def webcam(
         capture = open_camera(camera)
         try:
             rate = capture.get(5) or 30.0  # cv2.CAP_PROP_FPS
-            count = run_webcam(capture, {n: (lambda p=p: Stylizer.from_file(p))
-                                         for n, p in paths.items()},
+            count = run_webcam(capture, {n: (lambda n=n: stylizer_for(n, net)[0])
+                                         for n in chosen},
                                shown, record, max_size, stabilize, frames, rate)
         finally:
             capture.release()
