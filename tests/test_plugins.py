@@ -21,6 +21,7 @@ from engine.errors import UsageError, WeightsError
 from engine.generators import Generator
 from engine.hookspecs import hookimpl
 from engine.registry import Style
+from tests.conftest import write_image
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +57,31 @@ def test_register_generators():
     _plugin("p2", register_generators=lambda register: register(Generator("flat", make)))
     generator = registry.generators().get("flat").item
     np.testing.assert_allclose(np.array(generator.generate(2, 3, 8)), 0.3, atol=1e-6)
+
+
+def test_register_painting_networks(tmp_path, tiny_vgg, painting):
+    from engine.io.painting_files import encoder_arrays, save_painting_network
+    from engine.nets.config import NetConfig
+    from engine.nets.universal import UniversalConfig, UniversalNet
+    from engine.registry import PaintingNet
+    from engine.style_source import open_style
+
+    model = UniversalNet(UniversalConfig(NetConfig(8, 1, "shuffle"), 16, 6, (4, 8, 8, 8)))
+    path = tmp_path / "mini.safetensors"
+    save_painting_network(path, model, encoder_arrays(tiny_vgg), {}, 3)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a network")
+    _plugin("p4", register_painting_networks=lambda register: [
+        register(PaintingNet("mini", path)),
+        register(PaintingNet("bad", tmp_path / "bad.safetensors")),
+        register("not a network")])
+    catalog = registry.painting_networks()
+    assert catalog.get("mini").plugin == "p4" and "universal" in catalog.entries
+    with pytest.raises(WeightsError, match="bad"):
+        catalog.get("bad")
+    assert any(f.plugin == "p4" and "PaintingNet" in f.error for f in plugins.failures)
+    big = write_image(tmp_path / "big.png", (80, 72), seed=3)
+    source = open_style(str(big), painting_net="mini")
+    assert source.net.config == NetConfig(8, 1, "shuffle") and source.info.steps == 3
 
 
 def test_register_commands():
