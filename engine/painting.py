@@ -35,18 +35,20 @@ class PaintingNetwork:
     def load(cls, path: Path) -> PaintingNetwork:
         return cls(*load_painting_network(Path(path)))
 
-    def sized(self, painting: mx.array, longest: int = CODE_SIZE) -> mx.array:
+    def sized(self, painting: mx.array, longest: int = CODE_SIZE, check: bool = True
+              ) -> mx.array:
         """The painting (1, H, W, 3) resized to `longest` on its longest side."""
         height, width = painting.shape[1:3]
-        if min(height, width) < MIN_PAINTING_SIDE:
+        if check and min(height, width) < MIN_PAINTING_SIDE:
             raise ImageError(f"the painting is {width}x{height}; use one at least "
                              f"{MIN_PAINTING_SIDE} px on each side")
         factor = longest / max(height, width)
         return resize(painting, max(16, round(width * factor)), max(16, round(height * factor)))
 
-    def code(self, painting: mx.array, longest: int = CODE_SIZE) -> mx.array:
-        """(1, code): the painting's style code."""
-        features = self.encoder(self.sized(painting, longest), STATS_LAYERS)
+    def code(self, painting: mx.array, longest: int = CODE_SIZE, check: bool = True
+             ) -> mx.array:
+        """(1, code): the painting's style code (`check`: refuse a painting too small)."""
+        features = self.encoder(self.sized(painting, longest, check), STATS_LAYERS)
         code = self.model.code(features)
         mx.eval(code)
         return code

@@ -168,6 +168,10 @@ def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Pat
     from .stylize import Stylizer
 
     source = open_style(text, net, catalog, painting_net, painting_size)
+    strength = options.get("strength", 1.0)
+    if "code" in source.extra and 0.0 <= strength < 1.0:
+        options["strength"] = 1.0
+        return PaintingStylizer(source, strength, options), source
     refiner = None
     if refine:
         if source.path is not None:
@@ -175,6 +179,41 @@ def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Pat
         else:
             refiner = Refiner(source.encoder, source.targets, source.info.training, refine)
     return Stylizer(source.net, source.info, refiner=refiner, **options), source
+
+class PaintingStylizer:
+    """A painting's style at a strength below 1, as the any-painting network does it: each
+    photo's own style code mixed into the painting's (strength 0.7: 70% the painting's), and the
+    network of the mixed code applied to that photo. At a matched distance from the photo, this
+    keeps more of the painting's style than mixing pixels with the photo does (docs/paintings.md).
+    One network per photo: no batches and no compiled pass across photos."""
+
+    def __init__(self, source: StyleSource, strength: float, options: dict):
+        from .stylize import Stylizer
+
+        self.source, self.mix, self.options = source, strength, options
+        self.network = painting_network(source.info.training.get("painting_network"))[0]
+        Stylizer(source.net, source.info, **options)  # the options checked now, not per photo
+
+    def __call__(self, images: mx.array) -> mx.array:
+        from .stylize import Stylizer
+
+        outs = []
+        for index in range(images.shape[0]):
+            photo = images[index:index + 1]
+            own = self.network.code(photo, check=False)
+            code = self.mix * self.source.extra["code"] + (1.0 - self.mix) * own
+            stylizer = Stylizer(self.network.style_net(code), self.source.info, **self.options)
+            outs.append(stylizer(photo))
+        return mx.concatenate(outs)
+
+    def uint8(self, frames: np.ndarray) -> np.ndarray:
+        out = self(mx.array(frames).astype(mx.float32) / 255.0)
+        return np.array((out * 255.0 + 0.5).astype(mx.uint8))
+
+    def frames(self, batches):
+        for batch in batches:
+            yield np.array(self(mx.array(batch, dtype=mx.float32)))
+
 
 def add_painting_style(painting: Path, name: str, overwrite: bool = False,
                        painting_net: str | None = None, painting_size: int | None = None

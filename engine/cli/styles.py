@@ -93,6 +93,10 @@ def train_style(
                        "painting: its weights and step count, without its checkpoint.")] = None,
     preview: Annotated[Optional[Path], typer.Option(help="A photo to stylize as training goes.")
                        ] = None,
+    warm_start: Annotated[bool, typer.Option(
+        help="Start from the any-painting network's network for this painting (its layout: the "
+        "fast network, width 64) instead of random weights: a usable style from the first "
+        "step, trained further on the painting alone.")] = False,
     vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
     compile_step: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="One compiled training step (fastest per step). On a GPU "
@@ -127,7 +131,8 @@ def train_style(
             width=preset.width if width is None else width, res_blocks=preset.res_blocks,
             arch=preset.arch,
             dilations=parse_dilations(dilations), margin=margin, precision=precision, seed=seed,
-            checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
+            checkpoint_every=checkpoint_every, preview_every=checkpoint_every,
+            warm_start="universal" if warm_start else "")
         settings.check()
         origin = style_path(start_from, net) if start_from else None
         photos = find_images(content) if content else examples.photos()

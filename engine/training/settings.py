@@ -47,6 +47,8 @@ class TrainSettings:
     # the stages a --from run went on from, oldest first: {steps (where each ended), size, batch,
     # learning_rate, lr_decay}; --from may change the crop size (to fine-tune at a larger one)
     earlier: Sequence[dict] = ()
+    # the any-painting network the run starts from (its network for this painting), if any
+    warm_start: str = ""
 
     def check(self) -> None:
         if self.content_layer not in ("relu2_2", "relu3_3"):

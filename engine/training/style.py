@@ -280,6 +280,12 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     data, per_shard = _content(content, settings, data_shards)
     preview_image = load_image(preview, 512).rgb if preview else mx.array(
         data.first_image[None].astype(np.float32) / 255.0)
+    if settings.warm_start:  # the any-painting network's layout
+        from ..style_source import painting_network
+
+        shape = painting_network(settings.warm_start)[0].model.config.net
+        settings = replace(settings, arch=shape.arch, width=shape.width,
+                           res_blocks=shape.res_blocks, dilations=())
     mx.random.seed(settings.seed)  # before the network: its initial weights come from the seed
     net = TransformerNet(settings.config)
     if resume and start_from is not None:
@@ -288,9 +294,21 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
         settings = _go_on_from(net, Path(start_from), settings, style_path, style_sha)
     if resume:
         settings = _check_resume(name, settings, style_path, style_sha)
+    elif settings.warm_start:
+        if start_from is not None:
+            raise UsageError("use either --warm-start (the any-painting network) or --from")
+        _warm_start(net, settings, style_path)
     run = _StyleRun(vgg, net, grams, settings, name, style_path, style_sha, out_dir, overrides,
                     preview_image, resume)
     return run.train(data, per_shard, started, on_step, on_ready)
+
+
+def _warm_start(net: TransformerNet, settings: TrainSettings, style_path: Path) -> None:
+    """The any-painting network's network for this painting, as the run's first weights."""
+    from ..style_source import load_painting, painting_network
+
+    network, _ = painting_network(settings.warm_start)
+    net.update(network.style_net(network.code(load_painting(style_path))).parameters())
 
 
 def _check_run(name: str, settings: TrainSettings, resume: bool, overwrite: bool,
@@ -410,7 +428,7 @@ class _StyleRun:
         # a timed run's planned total steps, as the compiled step reads it (first: --steps)
         self.horizon = {"steps": mx.array(float(settings.steps))} if self.timed else None
         self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
-                                    bias_correction=bool(settings.earlier))
+                                    bias_correction=bool(settings.earlier or settings.warm_start))
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = (out_dir or style_dir()) / f"{name}.safetensors"
         run_folders(self.run, out_dir or style_dir())
