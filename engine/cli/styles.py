@@ -39,6 +39,7 @@ NO_CEILING = 10**9  # train-style --minutes without --steps: steps until the tim
 
 @app.command("train-style")
 def train_style(
+    ctx: typer.Context,
     style_image: Annotated[Path, typer.Argument(help="The painting to learn.")],
     name: Annotated[Optional[str], typer.Option(help="Style name (default: the file's stem).")
                     ] = None,
@@ -93,6 +94,10 @@ def train_style(
                        "painting: its weights and step count, without its checkpoint.")] = None,
     preview: Annotated[Optional[Path], typer.Option(help="A photo to stylize as training goes.")
                        ] = None,
+    recipe: Annotated[str, typer.Option(
+        help="auto: the options you leave out take this machine's recipe (GPU: the five-minute "
+        "recipe, bfloat16, batch 8, 5 minutes; CPU: --warm-start from the any-painting network, "
+        "192 px crops, batch 2, 10 minutes); none: the plain defaults shown here.")] = "auto",
     warm_start: Annotated[bool, typer.Option(
         help="Start from the any-painting network's network for this painting (its layout: the "
         "fast network, width 64) instead of random weights: a usable style from the first "
@@ -114,6 +119,14 @@ def train_style(
     from ..training.style import train_style as run
 
     with user_errors():
+        if recipe not in ("auto", "none"):
+            raise UsageError(f"unknown --recipe {recipe!r}; use auto or none")
+        if recipe == "auto":
+            chosen = _machine_defaults(ctx)
+            batch, size, style_size = chosen["batch"], chosen["size"], chosen["style_size"]
+            style_layers, style_weight = chosen["style_layers"], chosen["style_weight"]
+            lr_decay, precision = chosen["lr_decay"], chosen["precision"]
+            minutes, warm_start = chosen["minutes"], chosen["warm_start"]
         if net not in NETWORKS:
             raise UsageError(f"unknown --net {net!r}; use full or fast")
         preset = NETWORKS[net]
@@ -177,6 +190,22 @@ def train_style(
         if result.interrupted:
             raise typer.Exit(130)
 
+
+
+def _machine_defaults(ctx: typer.Context) -> dict:
+    """The command's options, those left out taken from the machine's recipe."""
+    from ..backend import on_cpu
+    from ..training.settings import LAYOUT_OPTIONS, machine_recipe
+
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    given = {name for name, source in sources.items()
+             if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+    recipe = machine_recipe(on_cpu())
+    if given & set(LAYOUT_OPTIONS):
+        recipe.pop("warm_start", None)
+    if given & {"steps", "minutes"}:
+        recipe.pop("minutes")
+    return {**ctx.params, **{k: v for k, v in recipe.items() if k not in given}}
 
 
 @app.command()

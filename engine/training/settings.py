@@ -158,6 +158,24 @@ class UniversalSettings(TrainSettings):
             raise UsageError("--hidden must be in 1..4096 and --code in 1..1024")
 
 
+def machine_recipe(cpu: bool) -> dict:
+    """What `engine train-style` takes for the options a user leaves out (`--recipe auto`), by
+    machine. GPU: the five-minute recipe (benchmarks/README.md). CPU: start from the
+    any-painting network's network for the painting and train it further on smaller crops
+    (benchmarks/cpu_style_quality.py); a layout option (--net, --width, --dilations, --margin)
+    or --from given by the user leaves the warm start out."""
+    if cpu:
+        return {"warm_start": True, "size": 192, "batch": 2, "style_size": 384,
+                "style_layers": "relu1_1,relu2_1,relu3_1,relu4_1", "style_weight": 2e5,
+                "lr_decay": 0.3, "minutes": 10.0}
+    return {"precision": "bfloat16", "batch": 8, "style_weight": 3e5,
+            "style_layers": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1", "lr_decay": 0.3,
+            "minutes": 5.0}
+
+
+LAYOUT_OPTIONS = ("net", "width", "dilations", "margin", "start_from")
+
+
 PRECISIONS = ("float32", "bfloat16")
 
 
