@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from .backend import on_cpu
 from .errors import ImageError
 from .io.images import resize
 from .io.painting_files import PaintingNetworkInfo, load_painting_network
@@ -15,7 +16,7 @@ from .losses import gram
 from .nets.config import STATS_LAYERS
 from .nets.transformer import TransformerNet
 from .nets.universal import UniversalNet
-from .nets.vgg import VGG
+from .nets.vgg import VGG, features_cpu
 
 CODE_SIZE = 384  # the painting's longest side when its code is taken (the training crops' scale)
 
@@ -48,7 +49,9 @@ class PaintingNetwork:
     def code(self, painting: mx.array, longest: int = CODE_SIZE, check: bool = True
              ) -> mx.array:
         """(1, code): the painting's style code (`check`: refuse a painting too small)."""
-        features = self.encoder(self.sized(painting, longest, check), STATS_LAYERS)
+        sized = self.sized(painting, longest, check)
+        features = (features_cpu(self.encoder, sized, STATS_LAYERS) if on_cpu()
+                    else self.encoder(sized, STATS_LAYERS))
         code = self.model.code(features)
         mx.eval(code)
         return code
@@ -56,7 +59,9 @@ class PaintingNetwork:
     def targets(self, painting: mx.array, longest: int = CODE_SIZE) -> dict[str, mx.array]:
         """The painting's Gram matrices on the network's style layers (for --refine)."""
         layers = self.info.training.get("style_layers") or list(STATS_LAYERS)
-        features = self.encoder(self.sized(painting, longest), layers)
+        sized = self.sized(painting, longest)
+        features = (features_cpu(self.encoder, sized, layers) if on_cpu()
+                    else self.encoder(sized, layers))
         grams = {layer: gram(features[layer]) for layer in layers}
         mx.eval(grams)
         return grams

@@ -28,9 +28,17 @@ class StyleSource:
     net: TransformerNet
     info: StyleInfo
     path: Path | None = None  # a style file's path (refine reads its targets there)
-    targets: dict[str, mx.array] | None = None  # computed from paintings
+    make_targets: object | None = None  # () -> Gram targets, computed from the paintings
     encoder: object | None = None  # the VGG those targets are on (a painting network's)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def targets(self) -> dict[str, mx.array] | None:
+        """The paintings' Gram targets (for --refine and `styles add`), computed on first use:
+        a VGG pass per painting that a plain apply does not need."""
+        if self.make_targets is not None and "targets" not in self.extra:
+            self.extra["targets"] = self.make_targets()
+        return self.extra.get("targets")
 
 
 def is_painting(text: str) -> bool:
@@ -115,13 +123,17 @@ def open_style(text: str, net: str = "auto", catalog=None, painting_net: str | N
 
     code = mix(codes, weights) if len(codes) > 1 else codes[0]
     total = sum(weights)
-    grams = {layer: sum(g[layer] * (w / total) for g, w in zip(targets, weights))
-             for layer in targets[0]}
+
+    def grams() -> dict[str, mx.array]:
+        each = [make() for make in targets]
+        return {layer: sum(g[layer] * (w / total) for g, w in zip(each, weights))
+                for layer in each[0]}
+
     style = network.style_net(code)
     training = {**network.info.training, "style_image": ", ".join(names),
                 "painting_network": network_name, "margin": 0}
     info = StyleInfo(Path(names[0]), style.config, training, network.info.steps)
-    return StyleSource(label_of(text), style, info, targets=grams, encoder=network.encoder,
+    return StyleSource(label_of(text), style, info, make_targets=grams, encoder=network.encoder,
                        extra={"code": code, "weights": weights})
 
 
@@ -139,7 +151,7 @@ def _code_of(name: str, network, net: str, catalog, size: int):
         if not Path(name).is_file():
             raise UsageError(f"{name}: no such painting file; check the path")
         painting = load_painting(Path(name))
-        return network.code(painting, size), network.targets(painting, size)
+        return network.code(painting, size), lambda: network.targets(painting, size)
     from .registry import style_path, styles
 
     catalog = catalog or styles()
@@ -150,14 +162,14 @@ def _code_of(name: str, network, net: str, catalog, size: int):
             isinstance(v, (int, float)) for v in code):
         from .io.style_files import load_targets
 
-        return mx.array(np.array(code, dtype=np.float32))[None], load_targets(path)
+        return mx.array(np.array(code, dtype=np.float32))[None], lambda: load_targets(path)
     painting = getattr(catalog.get(name).item, "painting", None)
     if painting is None or not Path(painting).is_file():
         raise UsageError(f"the style {name!r} cannot be blended: the any-painting network has "
                          "no painting of it; blend painting files, shipped styles or styles "
                          "made with `engine styles add`")
     image = load_painting(Path(painting))
-    return network.code(image, size), network.targets(image, size)
+    return network.code(image, size), lambda: network.targets(image, size)
 
 
 def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Path | None = None,

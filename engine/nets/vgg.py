@@ -82,3 +82,28 @@ def tiny_spec(blocks: Sequence[Sequence[int]] = ((4, 4), (8, 8), (8, 8, 8), (8, 
                                                   (8, 8, 8))) -> VGGSpec:
     """A VGG of the same shape with few channels, for tests (random weights, nothing fetched)."""
     return VGGSpec(name="vgg-tiny", blocks=tuple(tuple(b) for b in blocks))
+
+
+def features_cpu(vgg: VGG, x: mx.array, taps: Iterable[str]) -> dict[str, mx.array]:
+    """vgg(x, taps) for one image on the CPU, inference only: each convolution as shifted
+    matrix products over the zero-padded image (transformer.conv2d_cpu), 1.5-1.8x faster there
+    than mx.conv2d's im2col (VGG16 to relu4_1 at 384x300: 1.5 -> 0.8-1.0 s on 2 cores)."""
+    from .transformer import conv2d_cpu
+
+    wanted, features = set(taps), {}
+    x = (x - vgg._mean.astype(x.dtype)) / vgg._std.astype(x.dtype)
+    index = 0
+    for b, block in enumerate(vgg.spec.blocks):
+        if b > 0:
+            x = max_pool2(x)
+        for i in range(len(block)):
+            conv = vgg.convs[index]
+            index += 1
+            padded = mx.pad(x, [(0, 0), (1, 2), (1, 1), (0, 0)])  # + conv2d_cpu's spare row
+            x = nn.relu(conv2d_cpu(padded, conv.weight, spare_row=True) + conv.bias)
+            name = f"relu{b + 1}_{i + 1}"
+            if name in wanted:
+                features[name] = x
+                if len(features) == len(wanted):
+                    return features
+    return features

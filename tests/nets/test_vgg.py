@@ -217,3 +217,14 @@ def test_gpu_max_pooling_matches_max_pool2d():
     ours = mx.grad(lambda x: (max_pool2_views(x) * weights).sum())(x)
     theirs = mx.grad(lambda x: (nn.MaxPool2d(2, 2)(x) * weights).sum())(x)
     np.testing.assert_allclose(np.array(ours), np.array(theirs))
+
+
+def test_cpu_features_are_vggs(tiny_vgg):
+    from engine.nets.vgg import features_cpu
+
+    x = mx.random.uniform(shape=(1, 30, 38, 3))
+    taps = ["relu1_1", "relu2_2", "relu4_1"]
+    plain, fast = tiny_vgg(x, taps), features_cpu(tiny_vgg, x, taps)
+    for tap in taps:
+        assert fast[tap].shape == plain[tap].shape
+        assert np.allclose(np.array(fast[tap]), np.array(plain[tap]), atol=1e-4)
