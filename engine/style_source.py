@@ -174,14 +174,16 @@ def _code_of(name: str, network, net: str, catalog, size: int):
 
 def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Path | None = None,
                  catalog=None, painting_net: str | None = None,
-                 painting_size: int | None = None, **options):
-    """A Stylizer for what --style names, with its --refine objective."""
+                 painting_size: int | None = None, per_photo_strength: bool = True, **options):
+    """A Stylizer for what --style names, with its --refine objective. A painting's
+    --strength below 1 mixes each photo's own code in (`per_photo_strength`); video passes
+    False: a code per frame would flicker, so its strength mixes pixels."""
     from .refine import Refiner, refiner_for
     from .stylize import Stylizer
 
     source = open_style(text, net, catalog, painting_net, painting_size)
     strength = options.get("strength", 1.0)
-    if "code" in source.extra and 0.0 <= strength < 1.0:
+    if per_photo_strength and "code" in source.extra and 0.0 <= strength < 1.0:
         options["strength"] = 1.0
         return PaintingStylizer(source, strength, options), source
     refiner = None

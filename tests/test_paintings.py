@@ -168,3 +168,20 @@ def test_refine_from_a_painting(tmp_path, scene):
     result = apply(scene, "-s", wave, "--refine", "2", "-o", refined)
     assert result.exit_code == 0, result.output
     assert np.abs(pixels(refined) - pixels(plain)).mean() > 0.5
+
+
+def test_video_and_generate_take_a_painting(tmp_path):
+    from tests.test_faults import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 6, 64, 48, noise=True)
+    wave = examples.painting("wave")
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(app, ["video", str(clip), "--style", str(wave), "--strength", "0.7",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.stat().st_size > 0
+    (tmp_path / "gen").mkdir()
+    made = runner.invoke(app, ["generate", "-g", "plasma", "-n", "2", "--size", "64",
+                               "--style", str(wave), "-o", str(tmp_path / "gen")])
+    assert made.exit_code == 0, made.output
+    assert len(list((tmp_path / "gen").glob("*.png"))) >= 2
