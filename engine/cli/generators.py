@@ -57,7 +57,7 @@ def generate(
     from ..io.atomic import check_writable_folder
     from ..io.images import save_image
     from ..registry import generators
-    from ..style_source import stylizer_for
+    from ..style_source import label_of, stylizer_for
     from ..stylize import Stylizer
 
     with user_errors():
@@ -81,7 +81,7 @@ def generate(
             label = f"{generator}-{seed}"
         if stylizer:
             images = stylizer(images)
-            label += f"-{style}"
+            label += f"-{label_of(style)}"
         elif optimize_style:
             images = _optimized(images, optimize_style, iterations, vgg_weights)
             label += f"-{optimize_style.stem}"
