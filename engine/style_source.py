@@ -174,10 +174,10 @@ def _code_of(name: str, network, net: str, catalog, size: int):
 
 def stylizer_for(text: str, net: str = "auto", refine: int = 0, vgg_weights: Path | None = None,
                  catalog=None, painting_net: str | None = None,
-                 painting_size: int | None = None, per_photo_strength: bool = True, **options):
-    """A Stylizer for what --style names, with its --refine objective. A painting's
-    --strength below 1 mixes each photo's own code in (`per_photo_strength`); video passes
-    False: a code per frame would flicker, so its strength mixes pixels."""
+                 painting_size: int | None = None, per_photo_strength: bool = False, **options):
+    """A Stylizer for what --style names, with its --refine objective. With
+    `per_photo_strength`, a painting's strength below 1 mixes each photo's own style code into
+    the painting's instead of mixing pixels (PaintingStylizer)."""
     from .refine import Refiner, refiner_for
     from .stylize import Stylizer
 

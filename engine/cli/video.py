@@ -53,8 +53,7 @@ def video(
         check_video_output(output)
         info = probe(source)
         stylizer, _ = stylizer_for(style, net, strength=strength, preserve_color=preserve_color,
-                                   margin=margin, stroke=style_size, painting_size=painting_size,
-                                   per_photo_strength=False)
+                                   margin=margin, stroke=style_size, painting_size=painting_size)
         with progress_bar(fields=("{task.fields[fps]}",), remaining=True) as progress:
             task = progress.add_task(f"{source.name} in {style}", total=info.frames or None,
                                      fps="")
