@@ -95,7 +95,7 @@ def test_two_processes_train_the_weights_of_one_with_the_doubled_batch(
         tiny_vgg, tiny_vgg_file, content_dir, style_image, tmp_path):  # noqa: F811
     run = launch("train-style", str(style_image), "--name", "dp", "--content", str(content_dir),
                  "--steps", "4", "--batch", "1", "--size", "32", "--style-size", "48",
-                 "--width", "4", "--vgg-weights", str(tiny_vgg_file))
+                 "--width", "4", "--vgg-weights", str(tiny_vgg_file), "--recipe", "none")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     output = run.stdout + run.stderr
     assert "data-parallel over 2 processes" in output

@@ -728,3 +728,25 @@ def test_instance_norm_gradient_in_bfloat16():
         assert mine.dtype == mx.bfloat16
         error = np.abs(np.array(mine.astype(mx.float32)) - np.array(theirs)).max()
         assert error < 0.02 * np.abs(np.array(theirs)).max() + 1e-3
+
+
+def test_train_style_takes_the_machines_recipe_for_what_is_left_out(content_dir, style_image,
+                                                                     tiny_vgg_file):
+    """On the CPU: a warm start from the any-painting network, its layout, the CPU recipe; a
+    layout option given leaves the warm start out; --recipe none keeps the plain defaults."""
+    base = ["train-style", str(style_image), "--content", str(content_dir), "--steps", "1",
+            "--vgg-weights", str(tiny_vgg_file)]
+    for name, extra in (("auto", []), ("sized", ["--width", "8", "--net", "fast"]),
+                        ("plain", ["--recipe", "none", "--size", "32", "--width", "4"])):
+        result = runner.invoke(app, [*base, "--name", name, *extra])
+        assert result.exit_code == 0, result.output
+    auto = read_info(style_dir() / "auto.safetensors")
+    assert (auto.config.arch, auto.config.width) == ("shuffle", 64)
+    assert auto.training["warm_start"] == "universal" and auto.training["size"] == 192
+    assert auto.training["style_layers"] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    sized = read_info(style_dir() / "sized.safetensors")
+    assert sized.config.width == 8 and sized.training["warm_start"] == ""
+    assert sized.training["size"] == 192  # the rest of the recipe still applies
+    plain = read_info(style_dir() / "plain.safetensors")
+    assert plain.training["style_layers"] == list(TrainSettings().style_layers)
+    assert plain.training["warm_start"] == "" and plain.config.arch == "johnson"
