@@ -197,7 +197,11 @@ class VideoProgress:
 _END = object()
 
 
-def _pump(target: Callable, args: tuple, errors: list) -> threading.Thread:
+def _pump(target: Callable, args: tuple, errors: list,
+          threads: list | None = None) -> threading.Thread:
+    """Run target(*args) on a thread; its error goes to `errors`. The thread is added to
+    `threads` before it starts: a Ctrl-C or SIGTERM raised in the caller at any moment finds
+    every started thread there to stop and join before the files close under it."""
     def run():
         try:
             target(*args)
@@ -205,6 +209,8 @@ def _pump(target: Callable, args: tuple, errors: list) -> threading.Thread:
             errors.append(error)
 
     thread = threading.Thread(target=run, daemon=True)
+    if threads is not None:
+        threads.append(thread)
     thread.start()
     return thread
 
@@ -324,7 +330,8 @@ class _Pipeline:
         """Stop every stage and wait for its thread (each checks `stop` every 0.1 s)."""
         self.stop.set()
         for thread in self.threads:
-            thread.join(timeout=10)
+            if thread.ident is not None:  # (started)
+                thread.join(timeout=10)
 
     def add_streams(self, codec: str, options: dict[str, str]) -> None:
         import av
@@ -403,9 +410,8 @@ class _Pipeline:
     def run(self, stylizer: Stylizer, stabilizer: Stabilizer | None,
             on_progress: Callable[[VideoProgress], None] | None) -> int:
         """Stylize every decoded batch on this thread; the number of frames written."""
-        reader = _pump(self.decode, (), self.errors)
-        writer = _pump(self.encode, (), self.errors)
-        self.threads = [reader, writer]
+        reader = _pump(self.decode, (), self.errors, self.threads)
+        writer = _pump(self.encode, (), self.errors, self.threads)
         done, started = 0, time.perf_counter()
         while (item := _get(self.decoded, self.errors, self.stop)) is not _END:
             if item[0] == "video":
