@@ -239,8 +239,14 @@ def add_painting_style(painting: Path, name: str, overwrite: bool = False,
 
     from .io import examples
     from .io.images import save_image
-    from .io.style_files import check_name, style_arrays, style_dir, style_metadata, write_atomic
-    from .io.style_files import host_arrays
+    from .io.style_files import (
+        check_name,
+        host_arrays,
+        style_arrays,
+        style_dir,
+        style_metadata,
+        write_atomic,
+    )
     from .registry import styles
     from .stylize import Stylizer
     from .training.runs import check_new_name, run_dir

@@ -42,10 +42,10 @@ def train_universal(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
     overwrite: OverwriteRun = False,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         help="Where to write the network (default: your engine folder's painting-networks/).")
                    ] = None,
-    vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
+    vgg_weights: Annotated[Path | None, typer.Option(envvar="ENGINE_VGG_WEIGHTS")] = None,
 ) -> None:
     """Train the any-painting network: one network that stylizes with any painting."""
     from ..io.images import find_images

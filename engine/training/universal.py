@@ -34,7 +34,7 @@ from ..nets.ops import run_framed
 from ..nets.transformer import TransformerNet
 from ..nets.universal import UniversalConfig, UniversalNet, conditional_forward
 from ..nets.vgg import VGG
-from .data import ContentSet, PairedData, PaintingSet
+from .data import ContentSet, PaintingSet, PairedData
 from .runs import (
     BackgroundWriter,
     check_new_name,
