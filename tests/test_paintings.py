@@ -185,3 +185,27 @@ def test_video_and_generate_take_a_painting(tmp_path):
                                "--style", str(wave), "-o", str(tmp_path / "gen")])
     assert made.exit_code == 0, made.output
     assert len(list((tmp_path / "gen").glob("*.png"))) >= 2
+
+
+def test_a_paintings_code_is_cached_by_its_contents(tmp_path, scene, monkeypatch):
+    from engine.io.vgg_weights import cache_dir
+    from engine.painting import PaintingNetwork
+
+    painting = tmp_path / "p.jpg"
+    painting.write_bytes(examples.painting("wave").read_bytes())
+    first, second = tmp_path / "1.png", tmp_path / "2.png"
+    assert apply(scene, "-s", painting, "-o", first).exit_code == 0
+    cached = list((cache_dir() / "painting-codes").glob("*.npy"))
+    assert len(cached) == 1
+
+    def no_vgg(*args, **kwargs):
+        raise AssertionError("the cached code was not used")
+
+    monkeypatch.setattr(PaintingNetwork, "code", no_vgg)
+    result = apply(scene, "-s", painting, "-o", second)
+    assert result.exit_code == 0, result.output
+    assert np.abs(pixels(first) - pixels(second)).max() <= 1
+    monkeypatch.undo()
+    cached[0].write_bytes(b"damaged")  # a damaged cache entry is computed again
+    assert apply(scene, "-s", painting, "-o", tmp_path / "3.png").exit_code == 0
+    assert np.abs(pixels(first) - pixels(tmp_path / "3.png")).max() <= 1
