@@ -160,8 +160,11 @@ def train_style(
         task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
 
         def on_ready(step: int) -> None:
-            progress.update(task, completed=step, terms="compiling the step (minutes on a fresh "
-                            "GPU; --no-compile starts at once)" if compile_step else "")
+            start = ("from the any-painting network's network for this painting; "
+                     if settings.warm_start and not resume else "")
+            progress.update(task, completed=step, terms=start + (
+                "compiling the step (minutes on a fresh GPU; --no-compile starts at once)"
+                if compile_step else ""))
             progress.start()
 
         def on_step(step) -> None:
