@@ -49,22 +49,23 @@ class PaintingNetwork:
     def code(self, painting: mx.array, longest: int = CODE_SIZE, check: bool = True
              ) -> mx.array:
         """(1, code): the painting's style code (`check`: refuse a painting too small)."""
-        sized = self.sized(painting, longest, check)
-        features = (features_cpu(self.encoder, sized, STATS_LAYERS) if on_cpu()
-                    else self.encoder(sized, STATS_LAYERS))
-        code = self.model.code(features)
+        code = self.model.code(self._features(self.sized(painting, longest, check), STATS_LAYERS))
         mx.eval(code)
         return code
 
     def targets(self, painting: mx.array, longest: int = CODE_SIZE) -> dict[str, mx.array]:
         """The painting's Gram matrices on the network's style layers (for --refine)."""
         layers = self.info.training.get("style_layers") or list(STATS_LAYERS)
-        sized = self.sized(painting, longest)
-        features = (features_cpu(self.encoder, sized, layers) if on_cpu()
-                    else self.encoder(sized, layers))
+        features = self._features(self.sized(painting, longest), layers)
         grams = {layer: gram(features[layer]) for layer in layers}
         mx.eval(grams)
         return grams
+
+    def _features(self, image: mx.array, layers) -> dict[str, mx.array]:
+        """The encoder's features (on the CPU through its faster convolutions)."""
+        if on_cpu():
+            return features_cpu(self.encoder, image, layers)
+        return self.encoder(image, layers)
 
     def style_net(self, code: mx.array) -> TransformerNet:
         """The ordinary style network of a code (1, code)."""
