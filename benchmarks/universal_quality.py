@@ -35,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import emit  # noqa: E402
 
+import quality_report  # noqa: E402
+
 from engine.io import examples  # noqa: E402
 from engine.io.vgg_weights import load_vgg  # noqa: E402
-from engine.losses import content_loss, gram, style_loss  # noqa: E402
-from engine.optimize import OptimizeSettings, optimize  # noqa: E402
+from engine.losses import content_loss, style_loss  # noqa: E402
+from engine.optimize import OptimizeSettings, optimize, style_target  # noqa: E402
 from engine.style_source import load_painting, stylizer_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,22 +52,12 @@ SIZE = 256
 
 
 def square(path: Path, size: int = SIZE) -> mx.array:
-    image = Image.open(path).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size),
-                                                                    Image.Resampling.LANCZOS)
-    return mx.array(np.asarray(image, dtype=np.float32)[None] / 255.0)
+    return quality_report.square(path, size)
 
 
 def painting_grams(vgg, painting: mx.array) -> dict[str, mx.array]:
-    from engine.io.images import resize
-
-    height, width = painting.shape[1:3]
-    factor = SIZE / max(height, width)
-    sized = resize(painting, round(width * factor), round(height * factor))
-    features = vgg(sized, OPT_STYLE)
-    return {layer: gram(features[layer]) for layer in OPT_STYLE}
+    """The painting's Gram matrices at SIZE on its longest side, on OPT_STYLE."""
+    return style_target(vgg, [painting], np.ones(1), OPT_STYLE, SIZE, 1.0)
 
 
 def scores(vgg, image: mx.array, photo: mx.array, grams: dict) -> dict[str, float]:
