@@ -441,6 +441,10 @@ class _StyleRun:
         self.training = {**asdict(settings), "style_image": Path(style_path).name,
                          "name": name, "processes": self.processes,
                          "global_batch": settings.batch * self.processes}
+        self._loop_state(resume)
+
+    def _loop_state(self, resume: bool) -> None:
+        """What the loop keeps, once the run's step and settings are known."""
         self.writer = BackgroundWriter()
         self.saved = self.step if resume else None  # the last step whose weights are on disk
         # the rate counts from the end of the first step: that one compiles the step's kernels
@@ -448,7 +452,7 @@ class _StyleRun:
         self.timer: tuple[int, float] | None = None
         self.queued: list[tuple[int, mx.array, tuple]] = []  # steps run, losses not read yet
         self.reported = self.step  # the last step whose loss is in `losses`
-        self.planned = settings.steps  # the run's total steps, as planned now
+        self.planned = self.settings.steps  # the run's total steps, as planned now
         self.planning, self.planned_at = self.timed, 0.0
         self.on_step: Callable[[TrainStep], None] | None = None
 

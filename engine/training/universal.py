@@ -25,7 +25,7 @@ from mlx.utils import tree_map
 
 from ..backend import on_cpu
 from ..errors import UsageError
-from ..io.images import load_image, save_image
+from ..io.images import load_image, resize, save_image
 from ..io.painting_files import encoder_arrays, save_painting_network
 from ..io.style_files import check_name
 from ..losses import gram
@@ -36,7 +36,6 @@ from ..nets.universal import UniversalConfig, UniversalNet, conditional_forward
 from ..nets.vgg import VGG
 from .data import ContentSet, PaintingSet, PairedData
 from .runs import (
-    BackgroundWriter,
     check_new_name,
     painting_network_dir,
     plot_losses,
@@ -161,15 +160,12 @@ class _UniversalRun(_StyleRun):
         self.train_step, self.state = make_universal_step(vgg, model, self.optimizer, settings,
                                                           self.horizon)
         self.training = {**asdict(settings), "name": name, "paintings_sha256": sha}
-        self.writer = BackgroundWriter()
-        self.saved = self.step if resume else None
-        self.timer, self.queued, self.reported = None, [], self.step
-        self.planned, self.planning, self.planned_at = settings.steps, self.timed, 0.0
-        self.on_step = None
+        self._loop_state(resume)
         photo = photos.images[0]
         side = 256 / max(photo.shape[:2])
-        self.preview_photo = mx.array(np.asarray(
-            _resized(photo, side), dtype=np.float32)[None] / 255.0)
+        self.preview_photo = resize(mx.array(photo[None].astype(np.float32) / 255.0),
+                                    max(4, round(photo.shape[1] * side)),
+                                    max(4, round(photo.shape[0] * side)))
         features = vgg(mx.concatenate([_square(p, 256) for p in shown]), STATS_LAYERS)
         self.shown_features = features
         self.shown = shown
@@ -213,17 +209,7 @@ class _UniversalRun(_StyleRun):
         self.writer.submit(write)
 
 
-def _resized(image: np.ndarray, factor: float) -> np.ndarray:
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    size = (max(4, round(width * factor)), max(4, round(height * factor)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-
-
 def _square(image: mx.array, side: int) -> mx.array:
-    from ..io.images import resize
-
     return resize(image, side, side)
 
 
