@@ -251,8 +251,9 @@ class PaintingStylizer:
         return mx.concatenate(outs)
 
     def uint8(self, frames: np.ndarray) -> np.ndarray:
-        out = self(mx.array(frames).astype(mx.float32) / 255.0)
-        return np.array((out * 255.0 + 0.5).astype(mx.uint8))
+        from .stylize import _to_uint8
+
+        return np.array(_to_uint8(self(mx.array(frames).astype(mx.float32) / 255.0)))
 
     def frames(self, batches):
         for batch in batches:

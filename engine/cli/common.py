@@ -174,3 +174,32 @@ def progress_bar(title: str = "{task.description}", fields: tuple[str, ...] = ()
                *map(TextColumn, fields), TimeElapsedColumn(),
                *([TimeRemainingColumn()] if remaining else []), *map(TextColumn, after)]
     return Progress(*columns, console=err.console, **options)
+
+
+NO_CEILING = 10**9  # a training command's --minutes without --steps: steps until the time is up
+
+
+class TrainingProgress:
+    """The training commands' bar: steps (of the planned total), steps/s, the loss terms."""
+
+    def __init__(self, total: int | None, batch: int, disable: bool = False):
+        self.bar = progress_bar("training", ("{task.fields[rate]}",), ("{task.fields[terms]}",),
+                                remaining=True, disable=disable)
+        self.task = self.bar.add_task("train", total=total, rate="", terms="")
+        self.batch = batch  # images a step, over every process
+
+    def ready(self, step: int, note: str) -> None:
+        """Every check passed: show the bar at the step the run starts from, with `note`."""
+        self.bar.update(self.task, completed=step, terms=note)
+        self.bar.start()
+
+    def step(self, step) -> None:
+        """A TrainStep done."""
+        terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
+        steps_per_second = step.images_per_second / self.batch
+        self.bar.update(self.task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
+                        total=step.steps if step.steps < NO_CEILING else None,
+                        rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
+
+    def stop(self) -> None:
+        self.bar.stop()

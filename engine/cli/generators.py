@@ -58,7 +58,6 @@ def generate(
     from ..io.images import save_image
     from ..registry import generators
     from ..style_source import label_of, stylizer_for
-    from ..stylize import Stylizer
 
     with user_errors():
         if not 1 <= count <= 1024:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import UsageError
 from ..training.settings import UniversalSettings
-from .common import OverwriteRun, SeedOption, app, err, progress_bar, user_errors
+from .common import (
+    NO_CEILING,
+    OverwriteRun,
+    SeedOption,
+    TrainingProgress,
+    app,
+    err,
+    user_errors,
+)
 
 DEFAULTS = UniversalSettings()
 
@@ -57,7 +65,7 @@ def train_universal(
         if minutes is not None and not 0 < minutes < 1e6:
             raise UsageError("--minutes must be more than 0 (and finite)")
         settings = UniversalSettings(
-            steps=steps or (10**9 if minutes else DEFAULTS.steps),
+            steps=steps or (NO_CEILING if minutes else DEFAULTS.steps),
             seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
             style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight,
             learning_rate=learning_rate, lr_decay=lr_decay, width=width, precision=precision,
@@ -66,25 +74,12 @@ def train_universal(
         photos = [p for folder in content for p in _images(folder, find_images)]
         art = [p for folder in paintings for p in _images(folder, find_images)]
         vgg = load_vgg(path=vgg_weights)
-        progress = progress_bar("training", ("{task.fields[rate]}",), ("{task.fields[terms]}",),
-                                remaining=True)
-        task = progress.add_task("train", total=None if minutes else settings.steps, rate="",
-                                 terms="")
-
-        def on_ready(step: int) -> None:
-            progress.update(task, completed=step, terms="compiling the step")
-            progress.start()
-
-        def on_step(step) -> None:
-            terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
-            progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                            total=step.steps if step.steps < 10**9 else None,
-                            rate=f"{step.images_per_second / batch:.1f} it/s"
-                            if step.images_per_second else "")
+        progress = TrainingProgress(None if minutes else settings.steps, batch)
 
         try:
             result = run(vgg, name, photos, art, settings, resume=resume, overwrite=overwrite,
-                         out=out, on_step=on_step, on_ready=on_ready)
+                         out=out, on_step=progress.step,
+                         on_ready=lambda step: progress.ready(step, "compiling the step"))
         finally:
             progress.stop()
         state = "interrupted; resume with --resume" if result.interrupted else "done"

@@ -12,6 +12,7 @@ from ..io import examples
 from ..nets.config import NETWORK_NAMES, NETWORKS
 from ..training.settings import TrainSettings
 from .common import (
+    NO_CEILING,
     MarginOption,
     NetChoice,
     OverwriteRun,
@@ -20,6 +21,7 @@ from .common import (
     StrengthOption,
     StyleOption,
     StyleSizeOption,
+    TrainingProgress,
     app,
     err,
     parse_dilations,
@@ -32,9 +34,6 @@ TRAIN_DEFAULTS = TrainSettings()
 
 
 # ------------------------------------------------------------------ feed-forward styles
-
-
-NO_CEILING = 10**9  # train-style --minutes without --steps: steps until the time is up
 
 
 @app.command("train-style")
@@ -155,28 +154,19 @@ def train_style(
             err.print(f"data-parallel over {distributed.size()} processes, batch {batch} each")
         # shown once every check has passed: a mistake found before (--from, --resume, the
         # style image) stays a one-line error, with no empty bar above it
-        progress = progress_bar("training", ("{task.fields[rate]}",), ("{task.fields[terms]}",),
-                                remaining=True, disable=not main)
-        task = progress.add_task("train", total=None if minutes else steps, rate="", terms="")
+        progress = TrainingProgress(None if minutes else steps, batch * distributed.size(),
+                                    disable=not main)
 
         def on_ready(step: int) -> None:
             start = ("from the any-painting network's network for this painting; "
                      if settings.warm_start and not resume else "")
-            progress.update(task, completed=step, terms=start + (
+            progress.ready(step, start + (
                 "compiling the step (minutes on a fresh GPU; --no-compile starts at once)"
                 if compile_step else ""))
-            progress.start()
-
-        def on_step(step) -> None:
-            terms = " ".join(f"{k} {v:.3g}" for k, v in step.terms.items())
-            steps_per_second = step.images_per_second / (batch * distributed.size())
-            progress.update(task, completed=step.step, terms=f"loss {step.loss:.3g} {terms}",
-                            total=step.steps if step.steps < NO_CEILING else None,
-                            rate=f"{steps_per_second:.1f} it/s" if steps_per_second else "")
 
         try:
             result = run(vgg, style_image, name, photos, settings, resume=resume,
-                         preview=preview, on_step=on_step, start_from=origin,
+                         preview=preview, on_step=progress.step, start_from=origin,
                          on_ready=on_ready, overwrite=overwrite, compile_step=compile_step)
         finally:
             progress.stop()
