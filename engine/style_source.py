@@ -74,6 +74,17 @@ def parse_blend(text: str) -> list[tuple[str, float]]:
     return blend
 
 
+def check_style(name: str, net: str = "auto", catalog=None) -> None:
+    """One style name (no blend) is usable: a painting file that exists, or a registered
+    style or style file (UsageError / WeightsError otherwise), before any work."""
+    from .registry import style_path
+
+    if not is_painting(name):
+        style_path(name, net, catalog)
+    elif not Path(name).is_file():
+        raise UsageError(f"{name}: no such painting file; check the path")
+
+
 def label_of(text: str) -> str:
     """A short name for output files: the style's name, a painting's stem, or the names of a
     blend joined by '+'."""
@@ -148,8 +159,7 @@ def _code_of(name: str, network, net: str, catalog, size: int):
     with `engine styles add` (its code is in its file), or from the painting a shipped style
     was trained on."""
     if is_painting(name):
-        if not Path(name).is_file():
-            raise UsageError(f"{name}: no such painting file; check the path")
+        check_style(name)
         painting = load_painting(Path(name))
         return (_cached_code(Path(name), network, size, painting),
                 lambda: network.targets(painting, size))

@@ -288,9 +288,9 @@ def sheet(
 ) -> None:
     """The photo in every registered style (or --only some), labelled, on one sheet."""
     from ..io.images import check_output, load_image, save_image
-    from ..registry import style_path, styles
+    from ..registry import styles
     from ..sheet import make_sheet
-    from ..style_source import is_painting, stylizer_for
+    from ..style_source import check_style, stylizer_for
 
     with user_errors():
         target = check_output(output, (photo,), overwrite)
@@ -301,10 +301,7 @@ def sheet(
         if not names:
             raise UsageError("no usable styles are registered; train one with engine train-style")
         for name in names:  # an unknown name or a missing painting: before any work
-            if not is_painting(name):
-                style_path(name, net, catalog)
-            elif not Path(name).is_file():
-                raise UsageError(f"{name}: no such painting file; check the path")
+            check_style(name, net, catalog)
         with progress_bar() as progress:
             task = progress.add_task("stylizing", total=len(names))
             image = make_sheet(

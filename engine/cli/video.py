@@ -87,17 +87,12 @@ def webcam(
 ) -> None:
     """Stylize a camera live: preview window with FPS; n/p switch style, q quits."""
     from ..io.video import CameraError, Window, check_video_output, open_camera, run_webcam
-    from ..registry import style_path
-    from ..style_source import is_painting, stylizer_for
+    from ..style_source import check_style, stylizer_for
 
     with user_errors():
         chosen = parse_names(style)
         for name in chosen:  # each checked before the camera opens
-            if is_painting(name):
-                if not Path(name).is_file():
-                    raise UsageError(f"{name}: no such painting file; check the path")
-            else:
-                style_path(name, net)
+            check_style(name, net)
         if record is not None:
             check_video_output(record)
         if not window and record is None:
