@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ..plugins import DISABLE_ENV
-from . import generators, paintings, plugins, styles, video  # noqa: F401,I001 - commands register, in order
+from . import generators, paintings, plugins, serve, styles, video  # noqa: F401,I001 - commands register, in order
 from .common import app, err, terminate
 
 

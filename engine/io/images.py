@@ -53,16 +53,25 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file")
+    return _decode(path, str(path), MAX_PIXELS)
+
+
+def _decode(source, name: str, max_pixels: int) -> Image.Image:
+    """A file or file object decoded by Pillow; more than `max_pixels` is refused from the
+    header, before the pixels are decoded."""
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    path = name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
+            if image.width * image.height > max_pixels:
+                raise Image.DecompressionBombError(name)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
-            f"{path}: too many pixels (over {MAX_PIXELS // 1_000_000} megapixels); "
+            f"{path}: too many pixels (over {max_pixels // 1_000_000} megapixels); "
             "downscale it first"
         ) from None
     except UnidentifiedImageError:
@@ -119,11 +128,27 @@ def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
 def load_image(path: str | os.PathLike, max_size: int | None = None) -> Picture:
     """Read an image file, upright per EXIF, scaled so its longest side is at most max_size."""
     path = Path(path)
-    image = _open(path)
+    return _picture(_open(path), max_size, path)
+
+
+def decode_image(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS
+                 ) -> Image.Image:
+    """An image file's bytes (an upload) decoded and upright, with load_image's checks; more
+    than `max_pixels` is refused from the header, before its pixels are decoded."""
+    import io
+
+    return _upright(_decode(io.BytesIO(data), name, max_pixels))
+
+
+def _upright(image: Image.Image) -> Image.Image:
     try:
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block should not lose the picture
-        pass
+        return image
+
+
+def _picture(image: Image.Image, max_size: int | None, path: Path | None) -> Picture:
+    image = _upright(image)
     rgb, alpha = _to_float_planes(image)
     width, height = fit_size(image.width, image.height, max_size)
     rgb = resize_planes(rgb, width, height)

@@ -173,6 +173,25 @@ def machine_recipe(cpu: bool) -> dict:
             "minutes": 5.0}
 
 
+def recipe_settings(cpu: bool, minutes: float | None = None, steps: int | None = None
+                    ) -> TrainSettings:
+    """The machine's recipe as settings (a training started without options: `engine serve`'s
+    train jobs): `minutes` replaces the recipe's time budget, `steps` is a ceiling."""
+    recipe = machine_recipe(cpu)
+    budget = recipe.pop("minutes")
+    minutes = budget if minutes is None else minutes
+    layers = tuple(recipe.pop("style_layers").split(","))
+    warm = "universal" if recipe.pop("warm_start", False) else ""
+    settings = TrainSettings(**recipe, style_layers=layers, warm_start=warm,
+                             seconds=minutes * 60 if minutes else 0.0,
+                             steps=steps or (UNTIL_TIME_IS_UP if minutes else TrainSettings.steps))
+    settings.check()
+    return settings
+
+
+UNTIL_TIME_IS_UP = 10**9  # the steps of a timed run without a ceiling
+
+
 LAYOUT_OPTIONS = ("net", "width", "dilations", "margin", "start_from")
 
 
