@@ -340,6 +340,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         job = _job(job_id)
         folder = job.run_folder
         found = sorted(folder.glob("preview-*.png")) if folder and folder.is_dir() else []
+        if job.state == "done" and job.kind == "train":  # the style's own preview
+            from ..io.style_files import style_dir
+
+            found += [p for p in [style_dir() / f"{job.detail['style']}.png"] if p.is_file()]
         if not found:
             raise ApiError(404, f"job {job_id} has no preview yet")
         return FileResponse(found[-1], headers={"Cache-Control": "no-store"})

@@ -1,0 +1,307 @@
+"""The HTTP API of `engine serve`, through FastAPI's test client (the app's lifespan included):
+the shipped styles on real photos, bad uploads, batching, the queue's limit, the webcam's
+WebSocket, the token, and video, painting and training jobs."""
+
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from engine.io import examples
+from engine.serve.app import create_app
+from engine.serve.service import ServeSettings
+
+from ..io.test_video import frames_of, make_clip
+
+
+def photo_bytes(size=(160, 120), fmt="PNG") -> bytes:
+    """A real photo (the shipped example), resized."""
+    image = Image.open(examples.content_photo()).convert("RGB").resize(size)
+    stream = io.BytesIO()
+    image.save(stream, format=fmt)
+    return stream.getvalue()
+
+
+def decoded(response) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=np.float32)
+
+
+@pytest.fixture
+def serve():
+    """A started app for the given settings: `with serve(**settings) as client`."""
+    def start(**settings):
+        return TestClient(create_app(ServeSettings(**settings)))
+    return start
+
+
+def test_styles_are_listed_with_their_previews(serve):
+    with serve() as client:
+        rows = client.get("/v1/styles").json()["styles"]
+        names = {row["name"] for row in rows}
+        assert {"starry_night", "wave", "scream"} <= names
+        starry = next(row for row in rows if row["name"] == "starry_night")
+        assert "starry" in starry["aliases"] and starry["preview"] and starry["painting"]
+        preview = client.get(starry["preview"])
+        assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(preview.content)).size[0] > 16
+        assert client.get("/v1/styles/nope/preview").status_code == 404
+        health = client.get("/healthz").json()
+        assert health["status"] == "ok" and health["backend"] == "cpu"
+        schema = client.get("/openapi.json").json()
+        assert {"/v1/stylize", "/v1/styles", "/v1/videos", "/v1/train", "/healthz"} <= set(
+            schema["paths"])
+        assert client.get("/docs").status_code == 200
+
+
+def test_stylize_answers_the_image_in_the_style(serve):
+    data = photo_bytes((200, 150))
+    with serve() as client:
+        wave = client.post("/v1/stylize", files={"image": ("cat.png", data)},
+                           data={"style": "wave"})
+        assert wave.status_code == 200 and wave.headers["content-type"] == "image/png"
+        out = decoded(wave)
+        original = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32)
+        assert out.shape == original.shape
+        assert np.abs(out - original).mean() > 20  # repainted, not the photo
+        scream = decoded(client.post("/v1/stylize", files={"image": ("c.png", data)},
+                                     data={"style": "scream"}))
+        assert np.abs(scream - out).mean() > 10  # another style, another picture
+        light = decoded(client.post("/v1/stylize", files={"image": ("c.png", data)},
+                                    data={"style": "wave", "strength": "0.3"}))
+        assert np.abs(light - original).mean() < np.abs(out - original).mean() / 2
+        small = client.post("/v1/stylize", files={"image": ("c.jpg", photo_bytes(fmt="JPEG"))},
+                            data={"style": "starry:0.5,wave:0.5", "max_size": "64",
+                                  "format": "jpeg"})
+        assert small.status_code == 200 and small.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(small.content)).size == (64, 48)
+        by_accept = client.post("/v1/stylize", files={"image": ("c.png", data)},
+                                headers={"Accept": "image/jpeg"})
+        assert by_accept.headers["content-type"] == "image/jpeg"
+
+
+def test_bad_uploads_are_one_json_line_and_the_server_goes_on(serve):
+    def bomb() -> bytes:  # 1-bit pixels: 36 megapixels in a few kilobytes
+        stream = io.BytesIO()
+        Image.new("1", (6000, 6000)).save(stream, format="PNG")
+        return stream.getvalue()
+
+    good = photo_bytes((64, 48))
+    with serve(max_pixels=20_000_000, max_upload=2**20) as client:
+        cases = [
+            ({"image": ("x.png", b"not an image at all")}, {}, 400, "not an image"),
+            ({"image": ("x.png", good[: len(good) // 2])}, {}, 400, "truncated"),
+            ({"image": ("x.png", b"")}, {}, 400, "empty"),
+            ({"image": ("b.png", bomb())}, {}, 413, "too many pixels"),
+            ({"image": ("big.png", b"\0" * (2**20 + 10))}, {}, 413, "over 1 MB"),
+            ({"other": ("x.png", good)}, {}, 422, "image is missing"),
+            ({"image": ("x.png", good)}, {"style": "no_such"}, 400, "unknown style"),
+            ({"image": ("x.png", good)}, {"style": "/etc/passwd"}, 400, "registered style"),
+            ({"image": ("x.png", good)}, {"style": "weights/wave.safetensors"}, 400,
+             "registered style"),
+            ({"image": ("x.png", good)}, {"style": "wave:x"}, 400, "not a number"),
+            ({"image": ("x.png", good)}, {"style": "wave:0,scream:0"}, 400, "sum to zero"),
+            ({"image": ("x.png", good)}, {"strength": "2"}, 422, "strength"),
+            ({"image": ("x.png", good)}, {"style_size": "100"}, 400, "style_size"),
+            ({"image": ("x.png", good)}, {"format": "gif"}, 400, "format"),
+        ]
+        for files, data, status, words in cases:
+            response = client.post("/v1/stylize", files=files, data=data)
+            assert response.status_code == status, (words, response.text)
+            assert response.headers["content-type"] == "application/json"
+            message = response.json()["error"]
+            assert words in message and "\n" not in message and "Traceback" not in message
+        assert client.post("/v1/stylize", files={"image": ("x.png", good)}).status_code == 200
+
+
+def test_32_concurrent_requests_are_answered_and_share_passes(serve):
+    data = photo_bytes((96, 64))
+    with serve(batch_wait=0.05, max_batch=8) as client:
+        alone = decoded(client.post("/v1/stylize", files={"image": ("a.png", data)},
+                                    data={"style": "wave"}))
+        before = client.get("/healthz").json()
+
+        def one(_):
+            return client.post("/v1/stylize", files={"image": ("a.png", data)},
+                               data={"style": "wave"})
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(one, range(32)))
+        after = client.get("/healthz").json()
+    assert [a.status_code for a in answers] == [200] * 32
+    for answer in answers:  # a batch computes each image as a pass of its own would
+        assert np.abs(decoded(answer) - alone).max() <= 2
+    requests = after["requests"] - before["requests"]
+    batches = after["batches"] - before["batches"]
+    assert requests == 32 and batches < 32 and after["largest_batch"] > 1
+
+
+def test_a_full_queue_answers_503_with_retry_after(serve):
+    data = photo_bytes((64, 48))
+    with serve(max_queue=2, batch_wait=0) as client:
+        service = client.app.state.engine["service"]
+        release = threading.Event()
+        service.batcher.call(release.wait)  # the MLX thread busy: requests wait in the queue
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(client.post, "/v1/stylize",
+                                   files={"image": ("a.png", data)}) for _ in range(2)]
+            deadline = time.time() + 30
+            while service.batcher.waiting < 2 and time.time() < deadline:
+                time.sleep(0.01)
+            refused = client.post("/v1/stylize", files={"image": ("a.png", data)})
+            release.set()
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert "busy" in refused.json()["error"]
+            assert [w.result().status_code for w in waiting] == [200, 200]
+        assert client.post("/v1/stylize", files={"image": ("a.png", data)}).status_code == 200
+
+
+def test_the_webcam_socket_answers_each_frame_and_switches_style(serve):
+    frame = photo_bytes((80, 60), fmt="JPEG")
+    with serve() as client, client.websocket_connect("/v1/webcam") as socket:
+        socket.send_text(json.dumps({"style": "wave"}))
+        assert json.loads(socket.receive_text()) == {"style": "wave"}
+        socket.send_bytes(frame)
+        wave = np.asarray(Image.open(io.BytesIO(socket.receive_bytes())), dtype=np.float32)
+        assert wave.shape == (60, 80, 3)
+        socket.send_text(json.dumps({"style": "no_such"}))
+        assert "unknown style" in json.loads(socket.receive_text())["error"]
+        socket.send_bytes(b"garbage")
+        assert "not an image" in json.loads(socket.receive_text())["error"]
+        socket.send_text(json.dumps({"style": "scream"}))
+        socket.receive_text()
+        socket.send_bytes(frame)
+        scream = np.asarray(Image.open(io.BytesIO(socket.receive_bytes())), dtype=np.float32)
+        assert np.abs(scream - wave).mean() > 10
+
+
+def test_a_token_guards_the_api_the_page_and_the_socket(serve):
+    with serve(token="s3cret") as client:
+        assert client.get("/healthz").status_code == 200  # for load balancers
+        refused = client.get("/v1/styles")
+        assert refused.status_code == 401 and "token" in refused.json()["error"]
+        assert client.get("/v1/styles", headers={"Authorization": "Bearer wrong"}
+                          ).status_code == 401
+        assert client.get("/v1/styles", headers={"Authorization": "Bearer s3cret"}
+                          ).status_code == 200
+        assert client.get("/").status_code == 401
+        assert client.get("/?token=wrong").status_code == 401
+        with pytest.raises(Exception):
+            with client.websocket_connect("/v1/webcam") as socket:
+                socket.receive_text()
+        entered = client.get("/?token=s3cret")  # the printed address: a cookie, then the page
+        assert entered.status_code == 200 and "engine" in entered.text
+        assert client.get("/v1/styles").status_code == 200  # the cookie from now on
+        with client.websocket_connect("/v1/webcam") as socket:
+            socket.send_text(json.dumps({"style": "wave"}))
+            assert json.loads(socket.receive_text()) == {"style": "wave"}
+
+
+def test_cors_is_closed_unless_asked_for(serve):
+    asked = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    with serve() as client:
+        answer = client.options("/v1/stylize", headers=asked)
+        assert "access-control-allow-origin" not in answer.headers
+    with serve(cors=("https://example.org",)) as client:
+        answer = client.options("/v1/stylize", headers=asked)
+        assert answer.headers["access-control-allow-origin"] == "https://example.org"
+
+
+def wait_for(client, job: dict, timeout=180) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job still {job['state']} after {timeout} s")
+
+
+def test_a_video_job_comes_back_stylized_with_its_audio(serve, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=10, size=(64, 48), rate=Fraction(25),
+                     audio=True)
+    with serve() as client:
+        service = client.app.state.engine["service"]
+        started = client.post("/v1/videos", files={"video": ("clip.mp4", clip.read_bytes())},
+                              data={"style": "wave"})
+        assert started.status_code == 202, started.text
+        job = wait_for(client, started.json())
+        assert job["state"] == "done", job
+        assert job["frames"] == 10 and job["audio"] and job["progress"] == 1.0
+        folder = client.app.state.engine["jobs"].get(job["id"]).folder
+        assert not list(folder.glob("upload*"))  # the upload is gone once the job ends
+        result = client.get(job["result"])
+        assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+        out = tmp_path / "out.mp4"
+        out.write_bytes(result.content)
+        with av.open(str(out)) as container:
+            assert len(container.streams.audio) == 1
+        frames = frames_of(out)
+        assert len(frames) == 10
+        assert np.abs(np.float32(frames[0]) - frames_of(clip)[0]).mean() > 10
+        assert service.batcher.stats.requests >= 10  # its frames went through the queue
+        assert client.delete(f"/v1/jobs/{job['id']}").status_code == 200
+        assert not folder.exists()
+        assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+        bad = client.post("/v1/videos", files={"video": ("x.mp4", b"not a video")})
+        assert bad.status_code == 400 and "\n" not in bad.json()["error"]
+        assert client.get("/v1/jobs").json()["jobs"] == []  # the refused upload left nothing
+        root = client.app.state.engine["jobs"].root
+        assert oct(root.stat().st_mode & 0o777) == "0o700"
+    assert not root.exists()  # the job folder goes with the server
+
+
+def test_a_painting_uploaded_becomes_a_listed_usable_style(serve):
+    painting = Image.open(Path(examples.__file__).parents[2] / "weights" / "paintings" /
+                          "wave.jpg").convert("RGB")
+    stream = io.BytesIO()
+    painting.save(stream, format="JPEG")
+    with serve() as client:
+        added = client.post("/v1/styles", files={"painting": ("p.jpg", stream.getvalue())},
+                            data={"name": "my_wave"})
+        assert added.status_code == 201, added.text
+        row = added.json()
+        assert row["name"] == "my_wave" and row["user"] and row["from_painting"]
+        assert client.get(row["preview"]).status_code == 200
+        out = client.post("/v1/stylize", files={"image": ("c.png", photo_bytes())},
+                          data={"style": "my_wave"})
+        assert out.status_code == 200
+        again = client.post("/v1/styles", files={"painting": ("p.jpg", stream.getvalue())},
+                            data={"name": "my_wave"})
+        assert again.status_code == 400 and "exists" in again.json()["error"]
+        for name in ("../x", "a/b", ".hidden", ""):
+            refused = client.post("/v1/styles", files={"painting": ("p.jpg", b"x")},
+                                  data={"name": name})
+            assert refused.status_code in (400, 422), name
+
+
+def test_a_train_job_trains_a_style_that_is_then_listed(serve, tiny_vgg_file):
+    painting = photo_bytes((96, 96))
+    with serve(vgg_weights=tiny_vgg_file) as client:
+        started = client.post("/v1/train", files={"painting": ("p.png", painting)},
+                              data={"name": "served", "steps": "3"})
+        assert started.status_code == 202, started.text
+        assert started.json()["kind"] == "train"
+        job = wait_for(client, started.json(), timeout=300)
+        assert job["state"] == "done", job
+        assert job["step"] == 3 and job["style"] == "served"
+        assert client.get(job["loss_plot"]).status_code == 200
+        assert client.get(job["preview"]).status_code == 200
+        names = {row["name"] for row in client.get("/v1/styles").json()["styles"]}
+        assert "served" in names
+        assert client.post("/v1/stylize", files={"image": ("c.png", photo_bytes())},
+                           data={"style": "served"}).status_code == 200
+        taken = client.post("/v1/train", files={"painting": ("p.png", painting)},
+                            data={"name": "wave"})
+        assert taken.status_code == 400 and "exists" in taken.json()["error"]
+        long = client.post("/v1/train", files={"painting": ("p.png", painting)},
+                           data={"name": "x", "minutes": "1000"})
+        assert long.status_code == 400 and "limit" in long.json()["error"]
