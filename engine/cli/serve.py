@@ -6,7 +6,7 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,15 +21,15 @@ def serve(
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port.")] = 8000,
     net: NetChoice = "auto",
-    token: Annotated[Optional[str], typer.Option(
+    token: Annotated[str | None, typer.Option(
         envvar="ENGINE_TOKEN", help="A secret the API and the page require (Authorization: "
         "Bearer TOKEN; the page takes it once from the address printed).")] = None,
-    cors: Annotated[Optional[str], typer.Option(
+    cors: Annotated[str | None, typer.Option(
         help="Origins allowed to call the API from their pages, comma-separated (default: "
         "none).")] = None,
-    device: Annotated[Optional[str], typer.Option(
+    device: Annotated[str | None, typer.Option(
         help="cpu, or the index of the GPU this server uses (one server per GPU).")] = None,
-    content: Annotated[Optional[Path], typer.Option(
+    content: Annotated[Path | None, typer.Option(
         help="Training photos for train jobs (default: the photos inside scikit-image).")
                        ] = None,
     max_batch: Annotated[int, typer.Option(min=1, max=64, help="Requests in one forward "
@@ -42,7 +42,7 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest image upload.")] = 32,
     max_pixels: Annotated[int, typer.Option(min=4096, help="Largest image, in pixels.")
                           ] = 24_000_000,
-    vgg_weights: Annotated[Optional[Path], typer.Option(envvar="ENGINE_VGG_WEIGHTS",
+    vgg_weights: Annotated[Path | None, typer.Option(envvar="ENGINE_VGG_WEIGHTS",
                                                         help="VGG16 weights for train jobs.")
                            ] = None,
 ) -> None:
@@ -80,7 +80,10 @@ def serve(
                                 ws_max_size=settings.max_upload + 2**16)
         server = uvicorn.Server(config)
         _announce(server, settings)
-        server.run()
+        try:
+            server.run()  # until Ctrl-C or SIGTERM: requests finished, jobs stopped, files gone
+        except KeyboardInterrupt:  # (uvicorn hands the signal back once it has shut down)
+            pass
         err.print("stopped")
 
 

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from PIL import Image
 
 from engine.io import examples
@@ -194,9 +195,10 @@ def test_a_token_guards_the_api_the_page_and_the_socket(serve):
                           ).status_code == 200
         assert client.get("/").status_code == 401
         assert client.get("/?token=wrong").status_code == 401
-        with pytest.raises(Exception):
-            with client.websocket_connect("/v1/webcam") as socket:
-                socket.receive_text()
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(
+                "/v1/webcam") as socket:
+            socket.receive_text()
+        assert closed.value.code == 1008  # policy violation: no token
         entered = client.get("/?token=s3cret")  # the printed address: a cookie, then the page
         assert entered.status_code == 200 and "engine" in entered.text
         assert client.get("/v1/styles").status_code == 200  # the cookie from now on

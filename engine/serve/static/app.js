@@ -68,10 +68,16 @@ async function loadStyles(pick) {
     button.setAttribute("role", "radio");
     button.dataset.style = style.name;
     button.title = style.painting_name || style.description || style.name;
-    const img = document.createElement("img");
-    img.alt = "";
-    img.loading = "lazy";
-    if (style.preview) img.src = style.preview;
+    let img;
+    if (style.preview || style.painting) {
+      img = document.createElement("img");
+      img.alt = "";
+      img.src = style.preview || style.painting;
+    } else {  // a plugin's style without a preview: its initials
+      img = document.createElement("span");
+      img.className = "swatch";
+      img.textContent = style.name.slice(0, 2).toUpperCase();
+    }
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = style.name;

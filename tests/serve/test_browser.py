@@ -1,0 +1,163 @@
+"""The page of `engine serve` in a real browser: Debian's headless Chromium driven by Selenium
+through ChromeDriver (`.ci/run` installs both), against a real `engine serve` process. It picks
+a style by keyboard, stylizes a photo, runs the webcam from Chromium's fake camera (a clip of a
+real photo), switches style while it runs, and stops the server with Ctrl-C. Screenshots land
+in the test's folder (and in $ENGINE_SCREENSHOTS, if set)."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.io import examples
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def y4m_clip(path: Path, frames=30, size=(640, 480)) -> Path:
+    """A real photo panning slowly, as raw YUV 4:2:0 frames (Chromium's fake camera format)."""
+    photo = Image.open(examples.content_photo()).convert("RGB").resize(
+        (size[0] + frames * 4, size[1] + 8))
+    width, height = size
+    with open(path, "wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F25:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            window = photo.crop((i * 4, 4, i * 4 + width, 4 + height)).convert("YCbCr")
+            y, cb, cr = (np.asarray(plane) for plane in window.split())
+            stream.write(b"FRAME\n" + y.tobytes())
+            for plane in (cb, cr):
+                stream.write(plane.reshape(height // 2, 2, width // 2, 2).mean((1, 3))
+                             .round().astype(np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`engine serve --port 0` as a process; yields (address, process)."""
+    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0"],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               cwd=tmp_path)
+    address = None
+    deadline = time.time() + 120
+    while time.time() < deadline and address is None:
+        line = process.stderr.readline()
+        if not line and process.poll() is not None:
+            break
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        address = found.group(1) if found else None
+    if address is None:
+        process.kill()
+        pytest.fail(f"engine serve did not start: {process.stderr.read()}")
+    yield address, process
+    if process.poll() is None:
+        process.kill()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver "
+                    "(`apt-get install chromium chromium-driver`; .ci/run installs them)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager downloads nothing
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    clip = y4m_clip(tmp_path / "camera.y4m")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,1100",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-video-capture={clip}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait(driver, script: str, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"waited {timeout} s for: {script}")
+
+
+def shoot(driver, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    if os.environ.get("ENGINE_SCREENSHOTS"):
+        Path(os.environ["ENGINE_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["ENGINE_SCREENSHOTS"]) / path.name)
+    return path
+
+
+def test_the_page_stylizes_a_photo_and_the_webcam(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    address, process = server
+    browser.get(address + "/")
+    wait(browser, "return document.body.dataset.ready === 'true'")
+    loaded = wait(browser, "const imgs = [...document.querySelectorAll('#gallery img')];"
+                  "return imgs.length >= 7 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+                  " && imgs.length")
+    assert loaded >= 7  # the shipped styles' previews, each loaded
+
+    # a style chosen by keyboard: arrows move through the gallery
+    chosen = browser.find_element(By.CSS_SELECTOR, '#gallery [aria-checked="true"]')
+    first = chosen.get_attribute("data-style")
+    chosen.send_keys(Keys.ARROW_RIGHT)
+    now = browser.find_element(By.CSS_SELECTOR, '#gallery [aria-checked="true"]')
+    assert now.get_attribute("data-style") != first
+    assert browser.switch_to.active_element == now
+    browser.find_element(By.CSS_SELECTOR, '#gallery [data-style="wave"]').click()
+
+    # a photo picked: the stylized result, with before/after and a download link
+    photo = tmp_path / "cat.jpg"
+    Image.open(examples.content_photo()).convert("RGB").resize((480, 320)).save(photo)
+    picker = browser.find_element(By.ID, "photos")
+    browser.execute_script("arguments[0].hidden = false", picker)
+    picker.send_keys(str(photo))
+    size = wait(browser, "const a = document.querySelector('.result .after');"
+                "return a && a.complete && a.naturalWidth > 0 && [a.naturalWidth, "
+                "a.naturalHeight]")
+    assert size == [480, 320]
+    assert browser.find_element(By.CSS_SELECTOR, ".result .download").get_attribute(
+        "download") == "cat-wave.png"
+    shoot(browser, tmp_path, "page-photo")
+
+    # the webcam: frames go out over the WebSocket and come back stylized
+    browser.find_element(By.ID, "tab-webcam").click()
+    browser.find_element(By.ID, "webcam-start").click()
+    wait(browser, "return Number(document.body.dataset.webcamFrames || 0) >= 5", 180)
+    out = wait(browser, "const o = document.getElementById('webcam-out');"
+               "return o.complete && o.naturalWidth > 0 && [o.naturalWidth, o.naturalHeight]")
+    assert out == [640, 480]
+    browser.find_element(By.CSS_SELECTOR, '#gallery [data-style="scream"]').click()
+    seen = int(browser.execute_script("return document.body.dataset.webcamFrames"))
+    wait(browser, f"return Number(document.body.dataset.webcamFrames) >= {seen + 5}", 180)
+    fps = browser.find_element(By.ID, "webcam-fps").text
+    assert re.fullmatch(r"\d+\.\d frames/s", fps) and float(fps.split()[0]) > 0
+    assert browser.find_element(By.ID, "webcam-status").text == ""  # no error came back
+    shoot(browser, tmp_path, "page-webcam")
+    browser.find_element(By.ID, "webcam-stop").click()
+
+    # Ctrl-C stops the server cleanly
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    said = process.stderr.read()
+    assert "stopped" in said and "Traceback" not in said
