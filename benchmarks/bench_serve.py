@@ -1,0 +1,186 @@
+"""`engine serve` under load, as clients see it: a real server process, clients on the same
+machine (threads, each with its own connection; the standard library's HTTP client).
+
+    python benchmarks/bench_serve.py [--sizes 512x512,1920x1080] [--clients 1,8,32]
+                                     [--requests 64] [--webcam-seconds 10] [--oneshot]
+
+Rows: requests/s and p50/p99 latency per image size and number of concurrent clients (JPEG in
+and out, as a page or an app sends them), with the server's batches; the webcam's round trip at
+640x480 (a WebSocket client sending JPEG frames as the page does: one in flight); with
+--oneshot, one `engine apply photo.jpg` as a whole process beside them.
+"""
+
+import argparse
+import http.client
+import io
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import emit  # noqa: E402
+
+
+def start_server(net: str) -> tuple[subprocess.Popen, str, int]:
+    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--net",
+                                net, "--max-queue", "256"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = process.stderr.readline()
+        found = re.search(r"http://([\d.]+):(\d+)/", line)
+        if found:
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, found.group(1), int(found.group(2))
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise SystemExit("engine serve did not start")
+
+
+def photo_jpeg(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    from engine.io import examples
+
+    image = Image.open(examples.content_photo()).convert("RGB").resize((width, height))
+    stream = io.BytesIO()
+    image.save(stream, format="JPEG", quality=90)
+    return stream.getvalue()
+
+
+def multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+                 f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + image
+                 + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def health(host: str, port: int) -> dict:
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    connection.request("GET", "/healthz")
+    return json.loads(connection.getresponse().read())
+
+
+def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: int) -> dict:
+    """`requests` requests from `clients` threads; latencies and the wall time."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    per_client = max(1, requests // clients)
+
+    def client(_):
+        connection = http.client.HTTPConnection(host, port, timeout=600)
+        for _ in range(per_client):
+            start = time.perf_counter()
+            connection.request("POST", "/v1/stylize", body, {"Content-Type": kind})
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - start)
+            if response.status != 200:
+                errors.append(str(response.status))
+        connection.close()
+
+    before = health(host, port)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - start
+    after = health(host, port)
+    latencies.sort()
+    done = after["requests"] - before["requests"]
+    return {"requests": len(latencies), "errors": len(errors),
+            "requests_per_s": round(len(latencies) / wall, 2),
+            "p50_ms": round(1000 * statistics.median(latencies), 2),
+            "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
+                                                  int(0.99 * len(latencies)))], 2),
+            "mean_batch": round(done / max(1, after["batches"] - before["batches"]), 2)}
+
+
+def webcam(host: str, port: int, style: str, seconds: float) -> dict:
+    from websockets.sync.client import connect
+
+    frame = photo_jpeg(640, 480)
+    with connect(f"ws://{host}:{port}/v1/webcam", max_size=2**24) as socket:
+        socket.send(json.dumps({"style": style}))
+        socket.recv()
+        for _ in range(3):  # warm-up: the pass compiles on its second call
+            socket.send(frame)
+            socket.recv()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            socket.send(frame)
+            answer = socket.recv()
+            assert isinstance(answer, bytes), answer
+            count += 1
+        wall = time.perf_counter() - start
+    return {"frames": count, "frames_per_s": round(count / wall, 2),
+            "round_trip_ms": round(1000 * wall / count, 2)}
+
+
+def oneshot(style: str, width: int, height: int) -> list[float]:
+    """Wall seconds of `engine apply` as a whole process, twice (the second with warm caches)."""
+    with tempfile.TemporaryDirectory() as folder:
+        photo = Path(folder) / "photo.jpg"
+        photo.write_bytes(photo_jpeg(width, height))
+        seconds = []
+        for index in range(2):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "engine", "apply", "--style", style,
+                            str(photo), "-o", str(Path(folder) / f"out{index}.png")],
+                           check=True, capture_output=True)
+            seconds.append(round(time.perf_counter() - start, 2))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="512x512,1920x1080")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--style", default="starry")
+    parser.add_argument("--net", default="auto")
+    parser.add_argument("--webcam-seconds", type=float, default=10.0)
+    parser.add_argument("--oneshot", action="store_true")
+    args = parser.parse_args()
+    import engine  # noqa: F401 - its BLAS before MLX
+
+    process, host, port = start_server(args.net)
+    try:
+        for size in args.sizes.split(","):
+            width, height = map(int, size.split("x"))
+            body, kind = multipart({"style": args.style, "format": "jpeg"},
+                                   photo_jpeg(width, height))
+            load(host, port, body, kind, 8, 16)  # warm-up: each batch size's pass compiled
+            load(host, port, body, kind, 1, 4)
+            for clients in map(int, args.clients.split(",")):
+                requests = max(args.requests, 2 * clients)
+                emit({"what": "serve stylize", "size": size, "clients": clients,
+                      "style": args.style, "net": args.net,
+                      **load(host, port, body, kind, clients, requests)})
+        if args.webcam_seconds > 0:
+            emit({"what": "serve webcam round trip", "size": "640x480", "style": args.style,
+                  "net": args.net, **webcam(host, port, args.style, args.webcam_seconds)})
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    if args.oneshot:
+        for size in args.sizes.split(","):
+            width, height = map(int, size.split("x"))
+            emit({"what": "one-shot engine apply (whole process)", "size": size,
+                  "style": args.style, "seconds": oneshot(args.style, width, height)})
+
+
+if __name__ == "__main__":
+    main()
