@@ -46,12 +46,17 @@ def start_server(net: str) -> tuple[subprocess.Popen, str, int]:
     raise SystemExit("engine serve did not start")
 
 
+PHOTO: list[Path] = []  # --photo, else the example photo inside scikit-image
+
+
 def photo_jpeg(width: int, height: int) -> bytes:
     from PIL import Image
 
-    from engine.io import examples
+    if not PHOTO:
+        from engine.io import examples
 
-    image = Image.open(examples.content_photo()).convert("RGB").resize((width, height))
+        PHOTO.append(examples.content_photo())
+    image = Image.open(PHOTO[0]).convert("RGB").resize((width, height))
     stream = io.BytesIO()
     image.save(stream, format="JPEG", quality=90)
     return stream.getvalue()
@@ -153,7 +158,10 @@ def main() -> None:
     parser.add_argument("--net", default="auto")
     parser.add_argument("--webcam-seconds", type=float, default=10.0)
     parser.add_argument("--oneshot", action="store_true")
+    parser.add_argument("--photo", type=Path, help="The photo to send (default: the example).")
     args = parser.parse_args()
+    if args.photo:
+        PHOTO.append(args.photo)
     import engine  # noqa: F401 - its BLAS before MLX
 
     process, host, port = start_server(args.net)
