@@ -174,6 +174,7 @@ def main() -> None:
             load(host, port, body, kind, 1, 4)
             for clients in map(int, args.clients.split(",")):
                 requests = max(args.requests, 2 * clients)
+                load(host, port, body, kind, clients, clients)  # this load's batch shapes
                 emit({"what": "serve stylize", "size": size, "clients": clients,
                       "style": args.style, "net": args.net,
                       **load(host, port, body, kind, clients, requests)})

@@ -140,6 +140,30 @@ def decode_image(data: bytes, name: str = "the upload", max_pixels: int = MAX_PI
     return _upright(_decode(io.BytesIO(data), name, max_pixels))
 
 
+def check_header(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS) -> str:
+    """An image file's format from its header alone (no pixels decoded): ImageError if it is
+    no image or has more than `max_pixels`."""
+    import io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height, fmt = image.width, image.height, image.format
+    except Image.DecompressionBombError:
+        width, height, fmt = max_pixels, 2, None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read; use PNG, JPEG, WebP or TIFF") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{name}: unreadable or truncated image ({error}); re-export it") from None
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: too many pixels (over {max_pixels // 1_000_000} megapixels); "
+                         "downscale it first")
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: the image is empty (0 pixels)")
+    return fmt or ""
+
+
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)

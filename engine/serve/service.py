@@ -220,8 +220,17 @@ class StyleService:
         return stylizer
 
     def _run(self, key, frames: np.ndarray) -> np.ndarray:
+        """On a GPU a batch is padded to a power of two (copies of its last frame): each image
+        size then has at most four batch shapes to compile, not one per count of requests."""
+        from ..backend import on_cpu
+
         options, _ = key
-        return self._stylizer(options).uint8(frames)
+        count = len(frames)
+        padded = count if on_cpu() else min(1 << (count - 1).bit_length(),
+                                            max(count, self.settings.max_batch))
+        if padded > count:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
+        return self._stylizer(options).uint8(frames)[:count]
 
 
 def _add_painting(painting: Path, name: str) -> Path:

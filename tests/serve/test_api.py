@@ -89,17 +89,29 @@ def test_stylize_answers_the_image_in_the_style(serve):
         assert by_accept.headers["content-type"] == "image/jpeg"
 
 
+def test_a_jpeg_comes_upright_per_its_exif(serve):
+    image = Image.open(io.BytesIO(photo_bytes((80, 60)))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: show it rotated 90 degrees clockwise
+    stream = io.BytesIO()
+    image.save(stream, format="JPEG", exif=exif.tobytes())
+    with serve() as client:
+        out = client.post("/v1/stylize", files={"image": ("r.jpg", stream.getvalue())})
+        assert Image.open(io.BytesIO(out.content)).size == (60, 80)
+
+
 def test_bad_uploads_are_one_json_line_and_the_server_goes_on(serve):
     def bomb() -> bytes:  # 1-bit pixels: 36 megapixels in a few kilobytes
         stream = io.BytesIO()
         Image.new("1", (6000, 6000)).save(stream, format="PNG")
         return stream.getvalue()
 
-    good = photo_bytes((64, 48))
+    good, jpeg = photo_bytes((64, 48)), photo_bytes((64, 48), fmt="JPEG")
     with serve(max_pixels=20_000_000, max_upload=2**20) as client:
         cases = [
             ({"image": ("x.png", b"not an image at all")}, {}, 400, "not an image"),
             ({"image": ("x.png", good[: len(good) // 2])}, {}, 400, "truncated"),
+            ({"image": ("x.jpg", jpeg[: len(jpeg) // 2])}, {}, 400, "truncated"),
             ({"image": ("x.png", b"")}, {}, 400, "empty"),
             ({"image": ("b.png", bomb())}, {}, 413, "too many pixels"),
             ({"image": ("big.png", b"\0" * (2**20 + 10))}, {}, 413, "over 1 MB"),
