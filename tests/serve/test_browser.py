@@ -132,6 +132,7 @@ def test_the_page_stylizes_a_photo_and_the_webcam(server, browser, tmp_path):
     picker = browser.find_element(By.ID, "photos")
     browser.execute_script("arguments[0].hidden = false", picker)
     picker.send_keys(str(photo))
+    browser.execute_script("arguments[0].hidden = true", picker)
     size = wait(browser, "const a = document.querySelector('.result .after');"
                 "return a && a.complete && a.naturalWidth > 0 && [a.naturalWidth, "
                 "a.naturalHeight]")
