@@ -26,6 +26,19 @@ def default_dtype() -> mx.Dtype:
     return mx.float32 if on_cpu() else mx.float16
 
 
+# A fresh process compiles the CUDA kernels with NVRTC (MLX keeps no disk cache of them: ~13 s
+# for the full network's pass on an H100, in every process); MLX's own kernels are cached on
+# disk. The kernels save ~10 ms a 1080p frame, so they pay for themselves past ~1000 frames:
+# a run with fewer images than this takes MLX's own ops in float32.
+KERNEL_BREAK_EVEN = 256
+
+
+def kernels_pay_off(frames: int | None) -> bool:
+    """Whether a run of `frames` images (None: a stream with no end, a server) should compile
+    the CUDA kernels."""
+    return frames is None or frames >= KERNEL_BREAK_EVEN
+
+
 def default_max_tile() -> int:
     """Longest side applied in one pass: a 4K frame fits an 80 GB GPU whole (the tiled path
     was 26x slower there), a CPU's memory better takes 2048."""
@@ -47,7 +60,8 @@ class Stylizer:
                  dtype: mx.Dtype | None = None, strength: float = 1.0,
                  preserve_color: bool = False, max_tile: int | None = None, overlap: int = 64,
                  stats_size: int | None = None, margin: int | None = None,
-                 refiner: Refiner | None = None, stroke: float = 1.0):
+                 refiner: Refiner | None = None, stroke: float = 1.0,
+                 kernels: bool | None = None):
         if not 0.0 <= strength <= 1.0:  # (NaN too)
             raise UsageError(f"--strength {strength} must be a number from 0 to 1")
         if not MIN_STROKE <= stroke <= MAX_STROKE:
@@ -61,10 +75,14 @@ class Stylizer:
         if margin < 0:
             raise UsageError(f"margin {margin} is negative; give 0 or more pixels")
         self.margin = margin
-        self.dtype = dtype or default_dtype()
+        # on CUDA: the kernels (float16), or MLX's own ops in float32 (their half-precision
+        # reductions lose the norms' sums); `kernels` None: whether the backend has them
+        self.kernels = uses_cuda_kernels() and kernels is not False
+        cuda_without = uses_cuda_kernels() and not self.kernels
+        self.dtype = dtype or (mx.float32 if cuda_without else default_dtype())
         if self.dtype != mx.float32:
             net.set_dtype(self.dtype)
-        if uses_cuda_kernels() and net.config.arch == "johnson":
+        if self.kernels and net.config.arch == "johnson":
             prepare_fused(net)
         self.strength, self.preserve_color = strength, preserve_color
         self.refiner = refiner  # optimizer iterations after the network, before strength and colour
@@ -103,7 +121,7 @@ class Stylizer:
         """The network's forward pass: on CUDA the full network's fused one, on the CPU the fast
         network's padded-layout one, else (Apple silicon's generic backend too) the plain one."""
         arch = self.net.config.arch
-        if uses_cuda_kernels() and arch == "johnson":
+        if self.kernels and arch == "johnson":
             return fused_forward(self.net, x, stats)
         if on_cpu() and arch == "shuffle":
             return cpu_forward(self.net, x, stats)

@@ -78,3 +78,25 @@ def test_a_training_step_on_the_generic_path_matches_the_cpu(tiny_vgg):
     for key, grad in cpu_grads.items():
         np.testing.assert_allclose(np.array(generic_grads[key]), np.array(grad), rtol=2e-3,
                                    atol=1e-5, err_msg=key)
+
+
+def test_a_short_cuda_run_takes_mlx_ops_in_float32_not_the_kernels(monkeypatch):
+    """On CUDA, `apply` of a few images skips the CUDA kernels (compiled anew in every process)
+    for MLX's own ops in float32: the same picture as the CPU's path, no fused pass taken."""
+    import engine.stylize as stylize_module
+    from engine.stylize import KERNEL_BREAK_EVEN, kernels_pay_off
+
+    assert not kernels_pay_off(1) and not kernels_pay_off(KERNEL_BREAK_EVEN - 1)
+    assert kernels_pay_off(KERNEL_BREAK_EVEN) and kernels_pay_off(None)
+    image = mx.random.uniform(shape=(1, 40, 52, 3), key=mx.random.key(2))
+    on_cpu = np.array(Stylizer.from_file(style_path("starry", "full"))(image))
+    taken = []
+    real = stylize_module.fused_forward
+    monkeypatch.setattr(stylize_module, "fused_forward",
+                        lambda *a, **k: taken.append(1) or real(*a, **k))
+    with backend.forced("cuda"):
+        stylizer = Stylizer.from_file(style_path("starry", "full"), kernels=False)
+        assert stylizer.dtype == mx.float32 and not stylizer.kernels
+        out = np.array(stylizer(image))
+    assert taken == []
+    np.testing.assert_allclose(out, on_cpu, atol=2e-3)

@@ -245,6 +245,7 @@ def apply(
     """Stylize images with a style or any painting: one compiled forward pass per batch."""
     from ..apply import apply_files, load_mask, plan_outputs
     from ..style_source import label_of, stylizer_for
+    from ..stylize import kernels_pay_off
     from ..training import distributed
 
     with user_errors():
@@ -259,7 +260,7 @@ def apply(
         if distributed.size() > 1:  # under mlx.launch: every process takes its share
             jobs = distributed.shard(jobs)
         options = dict(strength=strength, preserve_color=preserve_color, max_tile=tile,
-                       margin=margin, stroke=style_size)
+                       margin=margin, stroke=style_size, kernels=kernels_pay_off(len(jobs)))
         masking = load_mask(mask) if mask else None
         stylizer, _ = stylizer_for(style, net, refine, vgg_weights,
                                    painting_size=painting_size, **options)
