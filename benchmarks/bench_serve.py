@@ -5,9 +5,11 @@ machine (threads, each with its own connection; the standard library's HTTP clie
                                      [--requests 64] [--webcam-seconds 10] [--oneshot]
 
 Rows: requests/s and p50/p99 latency per image size and number of concurrent clients (JPEG in
-and out, as a page or an app sends them), with the server's batches; the webcam's round trip at
-640x480 (a WebSocket client sending JPEG frames as the page does: one in flight); with
---oneshot, one `engine apply photo.jpg` as a whole process beside them.
+and out, as a page or an app sends them), the p50 of the time inside the server (its
+Server-Timing header: from the request's arrival, its upload read and parsed, to the encoded
+answer), the server's batches; the webcam's round trip at 640x480 (a WebSocket client sending
+JPEG frames as the page does: one in flight); with --oneshot, one `engine apply photo.jpg` as a
+whole process beside them.
 """
 
 import argparse
@@ -82,6 +84,7 @@ def health(host: str, port: int) -> dict:
 def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: int) -> dict:
     """`requests` requests from `clients` threads; latencies and the wall time."""
     latencies: list[float] = []
+    inside: list[float] = []  # ms inside the server (its Server-Timing header)
     errors: list[str] = []
     per_client = max(1, requests // clients)
 
@@ -93,6 +96,9 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
             response = connection.getresponse()
             response.read()
             latencies.append(time.perf_counter() - start)
+            timing = re.search(r"total;dur=([\d.]+)", response.getheader("Server-Timing") or "")
+            if timing:
+                inside.append(float(timing.group(1)))
             if response.status != 200:
                 errors.append(str(response.status))
         connection.close()
@@ -110,6 +116,7 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
             "p50_ms": round(1000 * statistics.median(latencies), 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
                                                   int(0.99 * len(latencies)))], 2),
+            "server_p50_ms": round(statistics.median(inside), 2) if inside else None,
             "mean_batch": round(done / max(1, after["batches"] - before["batches"]), 2)}
 
 

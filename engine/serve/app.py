@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import secrets
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -196,6 +197,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def check_token(request: Request, call_next):
+        request.state.arrived = time.perf_counter()
         path = request.url.path
         if (settings.token and path != "/" and path != "/healthz"
                 and not path.startswith("/static/") and not allowed(request)):
@@ -283,10 +285,20 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         fmt = _format(format, request.headers.get("accept"))
         options = service().check(StyleOptions(style, strength, preserve_color, style_size))
         data = await _read(image, settings.max_upload, "the image")
+        clock = [time.perf_counter()]
         frame = await run_in_threadpool(decode_frame, data, max_size, settings.max_pixels)
+        clock.append(time.perf_counter())
         out = await asyncio.wrap_future(service().stylize(frame, options))
+        clock.append(time.perf_counter())
         body = await run_in_threadpool(encode_frame, out, fmt, quality)
-        return Response(body, media_type=FORMATS[fmt][1])
+        clock.append(time.perf_counter())
+        # where the time went, for the client's developer tools and benchmarks/bench_serve.py:
+        # the whole request since it arrived (its upload read and parsed too), decoding, the
+        # queue and the pass, encoding
+        parts = zip(("decode", "stylize", "encode"), clock, clock[1:])
+        timing = ", ".join([f"total;dur={1000 * (clock[-1] - request.state.arrived):.2f}",
+                            *(f"{name};dur={1000 * (b - a):.2f}" for name, a, b in parts)])
+        return Response(body, media_type=FORMATS[fmt][1], headers={"Server-Timing": timing})
 
     @app.post("/v1/videos", status_code=202, summary="Stylize a video (a job; audio kept)")
     async def stylize_video(
