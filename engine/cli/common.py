@@ -1,7 +1,6 @@
 """What every command shares: the app, the console, the options several commands take, and the
 mapping of the engine's errors to one line and an exit code."""
 
-from __future__ import annotations
 
 import contextlib
 import os

@@ -1,6 +1,5 @@
 """Generators: the list, generate, train-generator."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional

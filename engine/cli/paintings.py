@@ -1,6 +1,5 @@
 """The any-painting network: train-universal, and `styles add` (a painting as a named style)."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated

@@ -1,6 +1,5 @@
 """The list of plugins."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,6 +1,5 @@
 """`engine serve`: the page and the HTTP API (engine/serve/)."""
 
-from __future__ import annotations
 
 import ipaddress
 import os

@@ -1,6 +1,5 @@
 """Moving pictures: video files and cameras."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional
