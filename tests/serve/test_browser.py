@@ -1,8 +1,13 @@
-"""The page of `engine serve` in a real browser: Debian's headless Chromium driven by Selenium
-through ChromeDriver (`.ci/run` installs both), against a real `engine serve` process. It picks
-a style by keyboard, stylizes a photo, runs the webcam from Chromium's fake camera (a clip of a
-real photo), switches style while it runs, and stops the server with Ctrl-C. Screenshots land
-in the test's folder (and in $ENGINE_SCREENSHOTS, if set)."""
+"""The page of `engine serve` in real browsers, against a real `engine serve` process:
+
+- Debian's headless Chromium, driven by Selenium through ChromeDriver. It picks a style by
+  keyboard, stylizes a photo, and runs the webcam from Chromium's fake camera (a clip of a real
+  photo). It switches style while the webcam runs, then stops the server with Ctrl-C.
+- Debian's Firefox ESR, driven through its own Marionette protocol (tests/serve/marionette.py;
+  no geckodriver). It stylizes a photo and runs the webcam from Firefox's fake camera.
+
+`.ci/run` installs both browsers. Screenshots land in the test's folder, and in
+$ENGINE_SCREENSHOTS if it is set."""
 
 import os
 import re
@@ -20,6 +25,7 @@ from PIL import Image
 from engine.io import examples
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 
 
 def y4m_clip(path: Path, frames=30, size=(640, 480)) -> Path:
@@ -162,3 +168,77 @@ def test_the_page_stylizes_a_photo_and_the_webcam(server, browser, tmp_path):
     assert process.wait(timeout=30) == 0
     said = process.stderr.read()
     assert "stopped" in said and "Traceback" not in said
+
+
+@pytest.fixture
+def firefox(tmp_path):
+    """Firefox ESR, headless, with its fake camera; yields a Marionette client."""
+    import socket
+
+    from .marionette import Marionette
+
+    if not FIREFOX:
+        pytest.fail("the Firefox test needs Debian's firefox-esr (`apt-get install firefox-esr`; "
+                    ".ci/run installs it)")
+    with socket.socket() as probe:  # a free port for Marionette
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    profile = tmp_path / "firefox"
+    profile.mkdir()
+    (profile / "user.js").write_text("\n".join(
+        f'user_pref("{key}", {value});' for key, value in {
+            "marionette.port": port, "media.navigator.streams.fake": "true",
+            "media.navigator.permission.disabled": "true",
+            "browser.shell.checkDefaultBrowser": "false",
+            "datareporting.policy.dataSubmissionEnabled": "false",
+            "app.update.disabledForTesting": "true", "network.captive-portal-service.enabled":
+            "false"}.items()) + "\n")
+    process = subprocess.Popen([FIREFOX, "--headless", "--marionette", "--no-remote",
+                                "--profile", str(profile)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        client = Marionette(port)
+        client("WebDriver:NewSession", capabilities={})
+        yield client
+        client("WebDriver:DeleteSession")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_firefox(client, script: str, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = client.script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"waited {timeout} s in Firefox for: {script}")
+
+
+def test_the_page_works_in_firefox(server, firefox, tmp_path):
+    import base64
+
+    address, _ = server
+    firefox("WebDriver:Navigate", url=address + "/")
+    wait_firefox(firefox, "return document.body.dataset.ready === 'true'")
+    assert wait_firefox(firefox, "const imgs = [...document.querySelectorAll('#gallery img')];"
+                        "return imgs.length >= 7 && imgs.every(i => i.complete && "
+                        "i.naturalWidth > 0) && imgs.length") >= 7
+    assert firefox.script("return document.querySelector('#gallery [aria-checked=\"true\"]')"
+                          ".dataset.style") == "starry_night"  # the default, by its alias
+    photo = tmp_path / "cat.jpg"
+    Image.open(examples.content_photo()).convert("RGB").resize((480, 320)).save(photo)
+    firefox("WebDriver:ElementSendKeys", id=firefox.element("#photos"), text=str(photo))
+    size = wait_firefox(firefox, "const a = document.querySelector('.result .after');"
+                        "return a && a.complete && a.naturalWidth > 0 && [a.naturalWidth, "
+                        "a.naturalHeight]")
+    assert size == [480, 320]
+    firefox.script("document.getElementById('tab-webcam').click();"
+                   "document.getElementById('webcam-start').click();")
+    wait_firefox(firefox, "return Number(document.body.dataset.webcamFrames || 0) >= 5", 180)
+    assert firefox.script("return document.getElementById('webcam-status').textContent") == ""
+    shot = tmp_path / "firefox-webcam.png"
+    shot.write_bytes(base64.b64decode(firefox("WebDriver:TakeScreenshot", full=False)["value"]))
+    if os.environ.get("ENGINE_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["ENGINE_SCREENSHOTS"]) / shot.name)

@@ -57,9 +57,8 @@ async function loadStyles(pick) {
   if (!response.ok) { say("photo-status", await failure(response), true); return; }
   state.styles = (await response.json()).styles;
   if (pick) state.style = pick;
-  if (!state.styles.some((s) => s.name === state.style) && state.styles.length) {
-    state.style = state.styles[0].name;
-  }
+  const named = state.styles.find((s) => s.name === state.style || s.aliases.includes(state.style));
+  state.style = named ? named.name : (state.styles[0] || { name: "" }).name;
   const gallery = $("gallery");
   gallery.replaceChildren();
   for (const style of state.styles) {
