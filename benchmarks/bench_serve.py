@@ -84,7 +84,7 @@ def health(host: str, port: int) -> dict:
 def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: int) -> dict:
     """`requests` requests from `clients` threads; latencies and the wall time."""
     latencies: list[float] = []
-    inside: list[float] = []  # ms inside the server (its Server-Timing header)
+    inside: list[dict] = []  # ms inside the server, by part (its Server-Timing header)
     errors: list[str] = []
     per_client = max(1, requests // clients)
 
@@ -96,9 +96,10 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
             response = connection.getresponse()
             response.read()
             latencies.append(time.perf_counter() - start)
-            timing = re.search(r"total;dur=([\d.]+)", response.getheader("Server-Timing") or "")
+            timing = dict(re.findall(r"(\w+);dur=([\d.]+)",
+                                     response.getheader("Server-Timing") or ""))
             if timing:
-                inside.append(float(timing.group(1)))
+                inside.append({name: float(ms) for name, ms in timing.items()})
             if response.status != 200:
                 errors.append(str(response.status))
         connection.close()
@@ -116,7 +117,8 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
             "p50_ms": round(1000 * statistics.median(latencies), 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
                                                   int(0.99 * len(latencies)))], 2),
-            "server_p50_ms": round(statistics.median(inside), 2) if inside else None,
+            **{f"server_{part}_p50_ms": round(statistics.median(t[part] for t in inside), 2)
+               for part in ("total", "decode", "stylize", "encode") if inside},
             "mean_batch": round(done / max(1, after["batches"] - before["batches"]), 2)}
 
 
