@@ -84,6 +84,12 @@ def serve(
         except KeyboardInterrupt:  # (uvicorn hands the signal back once it has shut down)
             pass
         err.print("stopped")
+    # Everything is closed by now: requests answered, jobs stopped, the job folder deleted. MLX,
+    # used from the server's own thread, can abort in its static destructors at interpreter exit
+    # ("terminate called without an active exception"); leave without running them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _is_local(host: str) -> bool:

@@ -46,11 +46,13 @@ def y4m_clip(path: Path, frames=30, size=(640, 480)) -> Path:
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`engine serve --port 0` as a process; yields (address, process)."""
+def server(tmp_path, tiny_vgg_file):
+    """`engine serve --port 0` as a process (train jobs on a tiny random VGG); yields
+    (address, process)."""
     process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0"],
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                               cwd=tmp_path)
+                               cwd=tmp_path, env={**os.environ,
+                                                  "ENGINE_VGG_WEIGHTS": str(tiny_vgg_file)})
     address = None
     deadline = time.time() + 120
     while time.time() < deadline and address is None:
@@ -163,10 +165,40 @@ def test_the_page_stylizes_a_photo_and_the_webcam(server, browser, tmp_path):
     shoot(browser, tmp_path, "page-webcam")
     browser.find_element(By.ID, "webcam-stop").click()
 
+    # a video: uploaded, followed, played back stylized with its audio
+    from ..io.test_video import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(96, 64), audio=True)
+    browser.find_element(By.ID, "tab-video").click()
+    browser.find_element(By.ID, "video-file").send_keys(str(clip))
+    browser.find_element(By.CSS_SELECTOR, "#video-form button[type=submit]").click()
+    wait(browser, "return document.getElementById('video-status').textContent"
+         ".startsWith('done')", 180)
+    assert "12 frames, audio kept" in browser.find_element(By.ID, "video-status").text
+    assert browser.execute_script("return document.querySelector('#video-result video')"
+                                  ".getAttribute('src')").startswith("/v1/jobs/")
+
+    # a style trained from the page: progress, then the new style in the gallery
+    painting = tmp_path / "painting.png"
+    Image.open(examples.content_photo()).convert("RGB").resize((128, 96)).save(painting)
+    browser.find_element(By.ID, "tab-train").click()
+    browser.find_element(By.ID, "train-painting").send_keys(str(painting))
+    browser.find_element(By.ID, "train-name").send_keys("from_page")
+    browser.find_element(By.ID, "train-minutes").send_keys("0.2")
+    browser.find_element(By.CSS_SELECTOR, "#train-form button[type=submit]").click()
+    wait(browser, "return document.getElementById('train-status').textContent"
+         ".startsWith('done')", 300)
+    wait(browser, "return document.querySelector('#gallery [data-style=\"from_page\"]')"
+         "?.getAttribute('aria-checked') === 'true'")
+    wait(browser, "const p = document.getElementById('train-preview');"
+         "return !p.hidden && p.complete && p.naturalWidth > 0")
+    shoot(browser, tmp_path, "page-train")
+
     # Ctrl-C stops the server cleanly
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
+    code = process.wait(timeout=30)
     said = process.stderr.read()
+    assert code == 0, said
     assert "stopped" in said and "Traceback" not in said
 
 
