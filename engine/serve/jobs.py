@@ -71,10 +71,17 @@ class JobStore:
         self._slots = threading.Semaphore(settings.running_jobs)
 
     def new(self, kind: str) -> Job:
+        """A new job's folder. When the server keeps as many jobs as it may, the oldest
+        finished one makes room (its result deleted); only running and waiting jobs refuse."""
         with self._lock:
             if len(self.jobs) >= self.service.settings.max_jobs:
-                raise TooManyJobs(f"the server keeps {len(self.jobs)} jobs already; delete "
-                                  "finished ones (DELETE /v1/jobs/ID) or try later")
+                finished = sorted((job for job in self.jobs.values() if job.finished),
+                                  key=lambda job: job.created)
+                if not finished:
+                    raise TooManyJobs(f"the server is running or holding {len(self.jobs)} "
+                                      "jobs; try later")
+                oldest = self.jobs.pop(finished[0].id)
+                shutil.rmtree(oldest.folder, ignore_errors=True)
             job_id = secrets.token_hex(8)
             folder = self.root / job_id
             folder.mkdir(mode=0o700)

@@ -319,3 +319,26 @@ def test_a_train_job_trains_a_style_that_is_then_listed(serve, tiny_vgg_file):
         long = client.post("/v1/train", files={"painting": ("p.png", painting)},
                            data={"name": "x", "minutes": "1000"})
         assert long.status_code == 400 and "limit" in long.json()["error"]
+
+
+def test_finished_jobs_make_room_for_new_ones_and_running_ones_refuse(serve, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", frames=4, size=(32, 32)).read_bytes()
+    with serve(max_jobs=2) as client:
+        first = wait_for(client, client.post("/v1/videos", files={"video": ("a.mp4", clip)}
+                                             ).json())
+        second = wait_for(client, client.post("/v1/videos", files={"video": ("b.mp4", clip)}
+                                              ).json())
+        assert first["state"] == second["state"] == "done"
+        store = client.app.state.engine["jobs"]
+        first_folder = store.get(first["id"]).folder
+        third = client.post("/v1/videos", files={"video": ("c.mp4", clip)})
+        assert third.status_code == 202  # the oldest finished job made room
+        assert client.get(f"/v1/jobs/{first['id']}").status_code == 404
+        assert not first_folder.exists()
+        wait_for(client, third.json())
+        for job in store.jobs.values():  # all running: nothing may be dropped
+            job.state = "running"
+        busy = client.post("/v1/videos", files={"video": ("d.mp4", clip)})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "10"
+        for job in store.jobs.values():
+            job.state = "done"
