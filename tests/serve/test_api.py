@@ -14,8 +14,8 @@ import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 from PIL import Image
+from starlette.websockets import WebSocketDisconnect
 
 from engine.io import examples
 from engine.serve.app import create_app
