@@ -4,5 +4,6 @@
   that runs MLX);
 - jobs.py: videos and training as jobs, in a private job folder (trainer.py: a training's
   process);
-- app.py: the FastAPI app (the API, the page in static/, the webcam's WebSocket).
+- app.py: the FastAPI app (tokens, errors as JSON, limits); routes.py: the API and the
+  webcam's WebSocket; codec.py: images in and out; static/: the page.
 """

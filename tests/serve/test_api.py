@@ -160,7 +160,7 @@ def test_32_concurrent_requests_are_answered_and_share_passes(serve):
 def test_a_full_queue_answers_503_with_retry_after(serve):
     data = photo_bytes((64, 48))
     with serve(max_queue=2, batch_wait=0) as client:
-        service = client.app.state.engine["service"]
+        service = client.app.state.server.service
         release = threading.Event()
         service.batcher.call(release.wait)  # the MLX thread busy: requests wait in the queue
         with ThreadPoolExecutor(2) as pool:
@@ -243,14 +243,14 @@ def test_a_video_job_comes_back_stylized_with_its_audio(serve, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=10, size=(64, 48), rate=Fraction(25),
                      audio=True)
     with serve() as client:
-        service = client.app.state.engine["service"]
+        service = client.app.state.server.service
         started = client.post("/v1/videos", files={"video": ("clip.mp4", clip.read_bytes())},
                               data={"style": "wave"})
         assert started.status_code == 202, started.text
         job = wait_for(client, started.json())
         assert job["state"] == "done", job
         assert job["frames"] == 10 and job["audio"] and job["progress"] == 1.0
-        folder = client.app.state.engine["jobs"].get(job["id"]).folder
+        folder = client.app.state.server.jobs.get(job["id"]).folder
         assert not list(folder.glob("upload*"))  # the upload is gone once the job ends
         result = client.get(job["result"])
         assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
@@ -268,7 +268,7 @@ def test_a_video_job_comes_back_stylized_with_its_audio(serve, tmp_path):
         bad = client.post("/v1/videos", files={"video": ("x.mp4", b"not a video")})
         assert bad.status_code == 400 and "\n" not in bad.json()["error"]
         assert client.get("/v1/jobs").json()["jobs"] == []  # the refused upload left nothing
-        root = client.app.state.engine["jobs"].root
+        root = client.app.state.server.jobs.root
         assert oct(root.stat().st_mode & 0o777) == "0o700"
     assert not root.exists()  # the job folder goes with the server
 
@@ -329,7 +329,7 @@ def test_finished_jobs_make_room_for_new_ones_and_running_ones_refuse(serve, tmp
         second = wait_for(client, client.post("/v1/videos", files={"video": ("b.mp4", clip)}
                                               ).json())
         assert first["state"] == second["state"] == "done"
-        store = client.app.state.engine["jobs"]
+        store = client.app.state.server.jobs
         first_folder = store.get(first["id"]).folder
         third = client.post("/v1/videos", files={"video": ("c.mp4", clip)})
         assert third.status_code == 202  # the oldest finished job made room
