@@ -78,3 +78,21 @@ def test_lbfgs_equivalent_of_an_optimizer_output_is_the_iteration_that_made_it(t
     assert found["optimizer_ran"] < 20  # it stopped once both were reached
     at_start = equivalent.equivalent_iterations(tiny_vgg, photo, painting, photo, own, 20)
     assert at_start["iterations_objective"] == 0 and at_start["iterations_style"] == 0
+
+
+def test_every_engine_import_in_the_benchmarks_resolves():
+    """The benchmark scripts, and the code they run in subprocesses (as strings), import only
+    modules and names the engine has: a moved module fails here, not on a GPU machine."""
+    import importlib
+    import re
+
+    found = set()
+    for script in BENCHMARKS.glob("*.py"):
+        found |= set(re.findall(r"^\s*from (engine(?:\.\w+)*) import ([\w, ]+)$",
+                                script.read_text(), re.MULTILINE))
+    assert found
+    for module, names in sorted(found):
+        loaded = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(",") if n.strip()):
+            assert hasattr(loaded, name) or importlib.util.find_spec(f"{module}.{name}"), (
+                f"{module} has no {name}")
