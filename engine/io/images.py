@@ -56,9 +56,9 @@ def _open(path: Path) -> Image.Image:
     return _decode(path, str(path), MAX_PIXELS)
 
 
-def _decode(source, name: str, max_pixels: int) -> Image.Image:
-    """A file or file object decoded by Pillow; more than `max_pixels` is refused from the
-    header, before the pixels are decoded."""
+def _decode(source, name: str, max_pixels: int, load: bool = True) -> Image.Image:
+    """A file or file object decoded by Pillow (`load=False`: its header alone); more than
+    `max_pixels` is refused from the header, before the pixels are decoded."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     path = name
@@ -68,7 +68,8 @@ def _decode(source, name: str, max_pixels: int) -> Image.Image:
             image = Image.open(source)
             if image.width * image.height > max_pixels:
                 raise Image.DecompressionBombError(name)
-            image.load()
+            if load:
+                image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"{path}: too many pixels (over {max_pixels // 1_000_000} megapixels); "
@@ -141,27 +142,11 @@ def decode_image(data: bytes, name: str = "the upload", max_pixels: int = MAX_PI
 
 
 def check_header(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS) -> str:
-    """An image file's format from its header alone (no pixels decoded): ImageError if it is
-    no image or has more than `max_pixels`."""
+    """An image file's format from its header alone (no pixels decoded), with load_image's
+    checks: ImageError if it is no image, empty, or has more than `max_pixels`."""
     import io
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height, fmt = image.width, image.height, image.format
-    except Image.DecompressionBombError:
-        width, height, fmt = max_pixels, 2, None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image Pillow can read; use PNG, JPEG, WebP or TIFF") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{name}: unreadable or truncated image ({error}); re-export it") from None
-    if width * height > max_pixels:
-        raise ImageError(f"{name}: too many pixels (over {max_pixels // 1_000_000} megapixels); "
-                         "downscale it first")
-    if width == 0 or height == 0:
-        raise ImageError(f"{name}: the image is empty (0 pixels)")
-    return fmt or ""
+    return _decode(io.BytesIO(data), name, max_pixels, load=False).format or ""
 
 
 def _upright(image: Image.Image) -> Image.Image:
