@@ -1,7 +1,6 @@
 """What every command shares: the app, the console, the options several commands take, and the
 mapping of the engine's errors to one line and an exit code."""
 
-
 import contextlib
 import os
 from typing import Annotated, Optional
@@ -10,6 +9,7 @@ import typer
 
 from ..errors import EngineError
 from ..plugins import DISABLE_ENV
+from ..training.settings import UNTIL_TIME_IS_UP as NO_CEILING  # --minutes without --steps
 
 NetChoice = Annotated[str, typer.Option(
     "--net", help="Which network of a style: auto (the fast CPU network on a CPU, the full one "
@@ -175,7 +175,6 @@ def progress_bar(title: str = "{task.description}", fields: tuple[str, ...] = ()
     return Progress(*columns, console=err.console, **options)
 
 
-NO_CEILING = 10**9  # a training command's --minutes without --steps: steps until the time is up
 
 
 class TrainingProgress:
