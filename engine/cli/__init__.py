@@ -2,7 +2,6 @@
 arguments, calls one engine function, draws progress from what it reports, and maps the engine's
 errors to one line (cli.common.user_errors). No engine rule lives here."""
 
-
 import os
 import signal
 import sys

@@ -1,6 +1,5 @@
 """Generators: the list, generate, train-generator."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """The any-painting network: train-universal, and `styles add` (a painting as a named style)."""
 
-
 from pathlib import Path
 from typing import Annotated
 

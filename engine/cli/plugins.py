@@ -1,6 +1,5 @@
 """The list of plugins."""
 
-
 from typing import Annotated
 
 import typer

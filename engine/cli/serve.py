@@ -1,6 +1,5 @@
 """`engine serve`: the page and the HTTP API (engine/serve/)."""
 
-
 import ipaddress
 import os
 import sys

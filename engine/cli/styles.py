@@ -1,6 +1,5 @@
 """Feed-forward styles: train-style, apply, sheet and the list of styles."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

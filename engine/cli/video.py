@@ -1,6 +1,5 @@
 """Moving pictures: video files and cameras."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 
