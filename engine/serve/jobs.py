@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EngineError, UsageError
+from ..errors import EngineError
 from .service import StyleOptions, StyleService
 
 
@@ -205,6 +205,7 @@ def train_work(service: StyleService, name: str, minutes: float | None,
 
     def work(job: Job) -> None:
         from ..training.runs import run_dir
+        from ..training.settings import UNTIL_TIME_IS_UP
 
         painting = job.folder / f"painting{suffix}"
         (job.folder / f"upload{suffix}").replace(painting)
@@ -235,10 +236,11 @@ def train_work(service: StyleService, name: str, minutes: float | None,
                 job.message = "compiling the first step" if event.get("step", 0) == 0 else ""
             elif kind == "step":
                 job.message = ""
-                job.detail.update(step=event["step"], steps=event["steps"], loss=event["loss"],
+                planned = event["steps"] if event["steps"] < UNTIL_TIME_IS_UP else None
+                job.detail.update(step=event["step"], steps=planned, loss=event["loss"],
                                   images_per_second=event.get("images_per_second"))
-                if event["steps"] and event["steps"] < 10**9:
-                    job.progress = min(1.0, event["step"] / event["steps"])
+                if planned:
+                    job.progress = min(1.0, event["step"] / planned)
             elif kind in ("done", "error"):
                 outcome = event
         job.process.wait()
@@ -249,18 +251,6 @@ def train_work(service: StyleService, name: str, minutes: float | None,
                               f"the training process ended (exit code {job.process.returncode})")
         job.detail.update(steps=outcome.get("steps"), step=outcome.get("steps"))
         service.refresh()
-        job.result = None
         job.message = f"style {name!r} is ready"
 
     return work
-
-
-def check_train_name(service: StyleService, name: str) -> None:
-    """A new style's name: free, and usable as a file name (before the upload is kept)."""
-    from .service import NAME
-
-    if not NAME.match(name):
-        raise UsageError(f"{name!r} is not a usable style name; use 1-64 letters, digits, - "
-                         "and _")
-    if service.catalog.owner(name) is not None:
-        raise UsageError(f"a style named {name!r} exists; choose another name")

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import EngineError, UsageError
 from .batching import QueueFull
 from .codec import FORMATS, decode_frame, encode_frame, pick_format
-from .jobs import Job, JobStore, check_train_name, train_work, video_work
+from .jobs import Job, JobStore, train_work, video_work
 from .service import ServeSettings, StyleOptions, StyleService
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
@@ -116,7 +116,6 @@ async def add_style(request: Request,
                     name: Annotated[str, Form(description="The new style's name.")]):
     state = server(request)
     data = await read_upload(painting, state.settings.max_upload, "the painting")
-    check_train_name(state.service, name)
     await run_in_threadpool(state.service.add_painting, data, name, state.settings.max_pixels)
     rows = {row["name"]: row for row in state.service.style_rows()}
     return rows.get(name, {"name": name})
@@ -214,7 +213,7 @@ async def train(
     limit = state.settings.max_train_minutes
     if minutes is not None and minutes > limit:
         raise UsageError(f"minutes {minutes:g} is over this server's limit of {limit:g}")
-    check_train_name(state.service, name)
+    state.service.check_new_name(name)
     if any(job.kind == "train" and not job.finished and job.detail.get("style") == name
            for job in state.jobs.jobs.values()):
         raise UsageError(f"a style named {name!r} is being trained; choose another name")

@@ -142,6 +142,14 @@ class StyleService:
             self.catalog.get(name)  # UsageError: unknown, with the names there are
         return options
 
+    def check_new_name(self, name: str) -> None:
+        """A new style's name: usable as a file name, and free (before an upload is kept)."""
+        if not NAME.match(name):
+            raise UsageError(f"{name!r} is not a usable style name; use 1-64 letters, digits, "
+                             "- and _")
+        if self.catalog.owner(name) is not None:
+            raise UsageError(f"a style named {name!r} exists; choose another name")
+
     def add_painting(self, data: bytes, name: str, max_pixels: int) -> str:
         """A painting (an image file's bytes) registered as the style `name` (the any-painting
         network's network for it, written to the user's style folder)."""
@@ -149,9 +157,7 @@ class StyleService:
 
         from ..io.images import decode_image
 
-        if not NAME.match(name):
-            raise UsageError(f"{name!r} is not a usable style name; use 1-64 letters, digits, "
-                             "- and _")
+        self.check_new_name(name)
         decode_image(data, "the painting", max_pixels)  # checked before anything is written
         with tempfile.TemporaryDirectory(prefix="engine-painting-") as folder:
             painting = Path(folder) / f"{name}.png"

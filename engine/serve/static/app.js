@@ -325,7 +325,7 @@ function setupTrain() {
     let shownAt = 0;
     const job = await follow(current, "train-progress", "train-status", (j) => {
       const loss = j.loss != null ? `, loss ${Number(j.loss).toExponential(3)}` : "";
-      const steps = j.steps && j.steps < 1e9 ? ` of ${j.steps}` : "";
+      const steps = j.steps ? ` of ${j.steps}` : "";
       say("train-status", `${j.state}: step ${j.step || 0}${steps}${loss}${j.message ? "; " + j.message : ""}`);
       if (j.step && Date.now() - shownAt > 3000) { shownAt = Date.now(); refreshTrainImages(j); }
     });
