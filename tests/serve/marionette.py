@@ -41,7 +41,7 @@ class Marionette:
             raise RuntimeError(f"{command}: {error}")
         return result
 
-    def script(self, code: str):
+    def execute_script(self, code: str):  # (Selenium's name, so one wait() serves both)
         return self("WebDriver:ExecuteScript", script=code, args=[])["value"]
 
     def element(self, css: str) -> str:

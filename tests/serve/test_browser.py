@@ -95,6 +95,8 @@ def browser(tmp_path):
 
 
 def wait(driver, script: str, timeout=120):
+    """Until `script` returns something true in the page (Selenium's driver or the Marionette
+    client); returns that."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = driver.execute_script(script)
@@ -238,38 +240,29 @@ def firefox(tmp_path):
         process.wait(timeout=30)
 
 
-def wait_firefox(client, script: str, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = client.script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"waited {timeout} s in Firefox for: {script}")
-
-
 def test_the_page_works_in_firefox(server, firefox, tmp_path):
     import base64
 
     address, _ = server
     firefox("WebDriver:Navigate", url=address + "/")
-    wait_firefox(firefox, "return document.body.dataset.ready === 'true'")
-    assert wait_firefox(firefox, "const imgs = [...document.querySelectorAll('#gallery img')];"
+    wait(firefox, "return document.body.dataset.ready === 'true'")
+    assert wait(firefox, "const imgs = [...document.querySelectorAll('#gallery img')];"
                         "return imgs.length >= 7 && imgs.every(i => i.complete && "
                         "i.naturalWidth > 0) && imgs.length") >= 7
-    assert firefox.script("return document.querySelector('#gallery [aria-checked=\"true\"]')"
-                          ".dataset.style") == "starry_night"  # the default, by its alias
+    chosen = "return document.querySelector('#gallery [aria-checked=\"true\"]').dataset.style"
+    assert firefox.execute_script(chosen) == "starry_night"  # the default, by its alias
     photo = tmp_path / "cat.jpg"
     Image.open(examples.content_photo()).convert("RGB").resize((480, 320)).save(photo)
     firefox("WebDriver:ElementSendKeys", id=firefox.element("#photos"), text=str(photo))
-    size = wait_firefox(firefox, "const a = document.querySelector('.result .after');"
+    size = wait(firefox, "const a = document.querySelector('.result .after');"
                         "return a && a.complete && a.naturalWidth > 0 && [a.naturalWidth, "
                         "a.naturalHeight]")
     assert size == [480, 320]
-    firefox.script("document.getElementById('tab-webcam').click();"
-                   "document.getElementById('webcam-start').click();")
-    wait_firefox(firefox, "return Number(document.body.dataset.webcamFrames || 0) >= 5", 180)
-    assert firefox.script("return document.getElementById('webcam-status').textContent") == ""
+    firefox.execute_script("document.getElementById('tab-webcam').click();"
+                           "document.getElementById('webcam-start').click();")
+    wait(firefox, "return Number(document.body.dataset.webcamFrames || 0) >= 5", 180)
+    status = "return document.getElementById('webcam-status').textContent"
+    assert firefox.execute_script(status) == ""  # no error came back
     shot = tmp_path / "firefox-webcam.png"
     shot.write_bytes(base64.b64decode(firefox("WebDriver:TakeScreenshot", full=False)["value"]))
     if os.environ.get("ENGINE_SCREENSHOTS"):
