@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from ..io.style_files import check_name, engine_home, save_atomic
 from ..io.weightfile import expect_shapes, load_arrays, read_header
 from ..nets.gan import Discriminator, GanConfig, GeneratorNet, latents
 from .data import ImageSet
+from .loop import TrainingLoop
 from .runs import all_finite, check_new_name, diverged, run_folders
 
 MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
@@ -169,7 +169,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     return run.train(data, on_step)
 
 
-class _GanRun:
+class _GanRun(TrainingLoop):
     """One training run of a generator: both networks, their optimizers, the data order's
     random state, the files, and the loop over epochs."""
 
@@ -188,7 +188,8 @@ class _GanRun:
         self.rng = np.random.default_rng(settings.seed)
         self.epoch, self.history = 0, []
         self.skip = 0  # a run interrupted mid-epoch: the batches of that epoch it did
-        self.saved = None  # the last epoch whose weights are on disk
+        self.in_epoch, self.epoch_rng = 0, None  # where the run stands in its epoch
+        self.resumed = False
 
     def resume(self) -> None:
         """The networks, optimizers, data order and history from the run's checkpoint."""
@@ -217,73 +218,86 @@ class _GanRun:
             # interrupted epoch starts over; what its first batches taught stays)
             if int(metadata.get("in_epoch", 0)) and int(metadata["batch"]) == settings.batch:
                 self.skip = int(metadata["in_epoch"])
+            self.in_epoch = self.skip
         except (KeyError, ValueError, TypeError, RuntimeError, WeightsError) as error:
             raise WeightsError(f"{checkpoint}: cannot resume ({error}); "
                                "start again without --resume") from None
-        self.saved = self.epoch
+        self.resumed = True
 
     def train(self, data: ImageSet, on_step: Callable[[GanStep], None] | None) -> GanResult:
-        settings, generator = self.settings, self.generator
+        settings = self.settings
         for opt in (self.g_opt, self.d_opt):  # the state holds a rate: --learning-rate may change
             opt.learning_rate = settings.learning_rate
-        mx.eval(generator.state, self.discriminator.state)
-        generator.train()
+        mx.eval(self.generator.state, self.discriminator.state)
+        self.generator.train()
         self.discriminator.train()
-        step_fn, state = make_gan_step(generator, self.discriminator, self.g_opt, self.d_opt,
-                                       settings)
-        steps_per_epoch = len(data) // settings.batch
-        interrupted, history = False, self.history
-        started, done, in_epoch, epoch_rng = time.perf_counter(), 0, 0, None
-        try:
-            while self.epoch < settings.epochs:
-                epoch = self.epoch
-                epoch_rng = copy.deepcopy(self.rng.bit_generator.state)
-                for index, real in enumerate(data.epoch(self.rng, settings.batch)):
-                    if index < self.skip:  # done before the interruption (replayed shuffle)
-                        continue
-                    z = step_latents(settings.seed, epoch, index, len(real), settings.latent)
-                    d_loss, g_loss = step_fn(mx.array(real), z)
-                    in_epoch = index + 1
-                    mx.eval(d_loss, g_loss, state)
-                    done += 1
-                    history.append((float(d_loss), float(g_loss)))
-                    if on_step:
-                        rate = done * settings.batch / (time.perf_counter() - started)
-                        on_step(GanStep(epoch + 1, epoch * steps_per_epoch + index + 1,
-                                        settings.epochs * steps_per_epoch, *history[-1], rate))
-                self.epoch, self.skip, in_epoch, epoch_rng = epoch + 1, 0, 0, None
-                self._after_epoch()
-        except KeyboardInterrupt:
-            interrupted = True
-            self.save_progress(self.epoch, in_epoch, epoch_rng)
-        return GanResult(self.target, self.epoch, len(history), interrupted, history)
+        self.step_fn, self.state = make_gan_step(self.generator, self.discriminator, self.g_opt,
+                                                 self.d_opt, settings)
+        self.per_epoch, self.on_step = len(data) // settings.batch, on_step
+        done = self.epoch * self.per_epoch + self.skip
+        self.start_loop(done, settings.epochs * self.per_epoch, settings.batch, resume=True)
+        self.saved = done if self.resumed else None
+        interrupted, _ = self.loop(self._batches(data), time.perf_counter())
+        return GanResult(self.target, self.epoch, len(self.history), interrupted, self.history)
 
-    def _after_epoch(self) -> None:
-        epoch, settings = self.epoch, self.settings
-        if not all(map(math.isfinite, self.history[-1])):
-            raise diverged(epoch, self.saved, self.checkpoint)
-        if epoch % settings.sample_every == 0 or epoch == settings.epochs:
-            save_image(self.run / f"samples-epoch-{epoch:04d}.png",
-                       sample_grid(self.generator, self.fixed))
-            self.save_progress(epoch)
+    def _batches(self, data: ImageSet):
+        """(epoch, index, real) for each step left, the data order replayed from the seed."""
+        while self.epoch < self.settings.epochs:
+            epoch = self.epoch
+            self.epoch_rng = copy.deepcopy(self.rng.bit_generator.state)
+            for index, real in enumerate(data.epoch(self.rng, self.settings.batch)):
+                if index >= self.skip:  # (below: done before an interruption)
+                    yield epoch, index, real
+            self.skip = 0
 
-    def save_progress(self, epochs_done: int, in_epoch: int = 0, epoch_rng: dict | None = None
-                      ) -> None:
-        """`in_epoch` batches done of the epoch after `epochs_done`, which began with the data
-        order's random state `epoch_rng` (None: between epochs, the state now)."""
+    def run_step(self, batch: tuple[int, int, np.ndarray]) -> tuple[mx.array, ...]:
+        epoch, index, real = batch
+        z = step_latents(self.settings.seed, epoch, index, len(real), self.settings.latent)
+        losses = self.step_fn(mx.array(real), z)
+        self.in_epoch = index + 1  # the step is in the networks' state once it returns
+        if self.in_epoch == self.per_epoch:
+            self.epoch, self.in_epoch, self.epoch_rng = epoch + 1, 0, None
+        return losses
+
+    def record(self, step: int, values: tuple[float, ...], rate: float, show: bool) -> None:
+        self.history.append(values)
+        if show and self.on_step:
+            self.on_step(GanStep((step - 1) // self.per_epoch + 1, step,
+                                 self.settings.epochs * self.per_epoch, *values, rate))
+
+    def due(self, step: int) -> tuple[bool, Path | None]:
+        """A checkpoint, the generator file and samples after an epoch (`sample_every`)."""
+        epochs, every = self.settings.epochs, self.settings.sample_every
+        ends = step % self.per_epoch == 0 and (step // self.per_epoch % every == 0
+                                               or step // self.per_epoch == epochs)
+        return ends, self.run / f"samples-epoch-{step // self.per_epoch:04d}.png" if ends \
+            else None
+
+    def finish(self, interrupted: bool) -> None:
+        if interrupted and self.saved != self.step:
+            self.save_progress(self.step)
+
+    def save_progress(self, step: int, checkpointing: bool = True,
+                      shown: Path | None = None) -> None:
+        """The checkpoint (the networks, the optimizers and where the data order stands: the
+        epoch, the batches done of it and its random state at its start), the generator file and
+        its samples; `shown`, the epoch's samples."""
         generator, discriminator, settings = self.generator, self.discriminator, self.settings
         if not all_finite(generator.parameters(), discriminator.parameters()):
-            raise diverged(epochs_done, self.saved, self.checkpoint)
-        self.saved = epochs_done
+            raise diverged(step, self.saved, self.checkpoint)
+        self.saved = step
         arrays = {**_arrays("generator", generator.parameters()),
                   **_arrays("discriminator", discriminator.parameters()),
                   **_arrays("g_opt", self.g_opt.state), **_arrays("d_opt", self.d_opt.state)}
         save_atomic(self.checkpoint, arrays, {
             "format": "engine-gan-checkpoint", "config": settings.config.to_json(),
-            "epoch": str(epochs_done), "in_epoch": str(in_epoch), "batch": str(settings.batch),
-            "rng": json.dumps(epoch_rng or self.rng.bit_generator.state),
+            "epoch": str(self.epoch), "in_epoch": str(self.in_epoch),
+            "batch": str(settings.batch),
+            "rng": json.dumps(self.epoch_rng or self.rng.bit_generator.state),
             "history": json.dumps(self.history)})
         generator.eval()
-        save_generator(self.target, generator, self.training, epochs_done, self.overrides)
+        save_generator(self.target, generator, self.training, self.epoch, self.overrides)
         generator.train()
         save_image(self.target.with_suffix(".png"), sample_grid(generator, self.fixed[:16]))
+        if shown is not None:
+            save_image(shown, sample_grid(generator, self.fixed))

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -47,10 +45,10 @@ from ..nets.ops import crop, reflect_margin, run_framed
 from ..nets.transformer import NETWORK_NAMES, TransformerNet
 from ..nets.vgg import VGG
 from ..optimize import style_target
-from . import distributed
+from . import distributed, loop
 from .data import ShardedContent
+from .loop import TrainingLoop
 from .runs import (
-    BackgroundWriter,
     all_finite,
     check_new_name,
     diverged,
@@ -59,8 +57,6 @@ from .runs import (
     run_folders,
 )
 from .settings import OBJECTIVE, STAGE_KEYS, TrainSettings
-
-_clock = time.perf_counter  # (tests of timed runs replace it)
 
 
 @dataclass
@@ -271,7 +267,7 @@ def _train_style(vgg: VGG, style_path: Path, name: str, content: Sequence[Path],
     `resume` or `overwrite` (which makes the new style override a plugin's). A step whose loss
     or weights are not finite ends the run before anything is written from it.
     """
-    started = _clock()  # a timed run's budget counts from here
+    started = loop._clock()  # a timed run's budget counts from here
     overrides = _check_run(name, settings, resume, overwrite, out_dir)
     style_sha, grams = _style_targets(vgg, style_path, settings)
     if settings.seconds > 0 and distributed.size() > 1:
@@ -402,22 +398,17 @@ def _check_resume(name: str, settings: TrainSettings, style_path: Path, style_sh
     return settings
 
 
-class _StyleRun:
-    """One training run of a style network: its optimizer, files and progress, and the loop.
-
-    Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's loss is read, so
-    the GPU does not wait while the host reads a loss, updates the progress bar, converts the
-    next batch and launches the next step. A timed run plans its length from the step rate so
-    far (steps after the first, whose time is compilation), again and again, until the
-    learning-rate decay is near: then the decay's length, a fraction of the total, stays."""
+class _StyleRun(TrainingLoop):
+    """One training run of a style network: its optimizer, files and progress, over the one
+    training loop (`loop.TrainingLoop`)."""
 
     def __init__(self, vgg: VGG, net: TransformerNet, grams: dict[str, mx.array],
                  settings: TrainSettings, name: str, style_path: Path, style_sha: str,
                  out_dir: Path | None, overrides: bool, preview_image: mx.array, resume: bool):
         self.net, self.grams, self.settings, self.style_sha = net, grams, settings, style_sha
         self.overrides, self.preview_image = overrides, preview_image
-        self.processes, self.main = distributed.size(), distributed.is_main()
-        self.timed = settings.seconds > 0
+        self.processes = distributed.size()
+        timed = settings.seconds > 0
         # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam
         # state: its count starts at 0, so the schedule is shifted to the global step where the
         # run began, and the moments get bias correction. Without it a fresh state moves every
@@ -426,119 +417,53 @@ class _StyleRun:
         # (benchmarks/adam_from_steps.py).
         began = settings.earlier[-1]["steps"] if settings.earlier else 0
         # a timed run's planned total steps, as the compiled step reads it (first: --steps)
-        self.horizon = {"steps": mx.array(float(settings.steps))} if self.timed else None
+        self.horizon = {"steps": mx.array(float(settings.steps))} if timed else None
         self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
                                     bias_correction=bool(settings.earlier or settings.warm_start))
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = (out_dir or style_dir()) / f"{name}.safetensors"
         run_folders(self.run, out_dir or style_dir())
-        self.step, self.losses = began, []  # --from's end; a checkpoint's step on resume
+        step, self.losses = began, []  # --from's end; a checkpoint's step on resume
         if resume:
-            self.step, self.losses = load_checkpoint(self.checkpoint, net, self.optimizer)
+            step, self.losses = load_checkpoint(self.checkpoint, net, self.optimizer)
         mx.eval(net.parameters())
         self.train_step, self.state = make_train_step(vgg, net, self.optimizer, grams, settings,
-                                                      *([self.horizon] if self.timed else []))
+                                                      *([self.horizon] if timed else []))
         self.training = {**asdict(settings), "style_image": Path(style_path).name,
                          "name": name, "processes": self.processes,
                          "global_batch": settings.batch * self.processes}
-        self._loop_state(resume)
+        self.start_settings(step, resume, distributed.is_main())
 
-    def _loop_state(self, resume: bool) -> None:
-        """What the loop keeps, once the run's step and settings are known."""
-        self.writer = BackgroundWriter()
-        self.saved = self.step if resume else None  # the last step whose weights are on disk
-        # the rate counts from the end of the first step: that one compiles the step's kernels
-        # (seconds on a CPU, minutes on a fresh GPU) and would hold the rate down all run long
-        self.timer: tuple[int, float] | None = None
-        self.queued: list[tuple[int, mx.array, tuple]] = []  # steps run, losses not read yet
-        self.reported = self.step  # the last step whose loss is in `losses`
-        self.planned = self.settings.steps  # the run's total steps, as planned now
-        self.planning, self.planned_at = self.timed, 0.0
+    def start_settings(self, step: int, resume: bool, main: bool = True) -> None:
+        """The loop's state, from the run's settings."""
+        settings = self.settings
+        self.start_loop(step, settings.steps, settings.batch * self.processes,
+                        settings.seconds, settings.lr_decay, settings.checkpoint_every,
+                        settings.preview_every, main, resume)
         self.on_step: Callable[[TrainStep], None] | None = None
 
     def train(self, data: ShardedContent, per_shard: int, started: float,
               on_step: Callable[[TrainStep], None] | None,
               on_ready: Callable[[int], None] | None) -> TrainResult:
         settings, self.on_step = self.settings, on_step
-        self.deadline = started + settings.seconds
-        self.reserve = min(2.0, 0.02 * settings.seconds)  # the final save, the steps in flight
         if on_ready:
             on_ready(self.step)  # every check is done; the first step (and its compilation) next
-        ready = _clock()
-        interrupted = False
-        try:  # the writer's thread is joined however the run ends
-            try:
-                self._loop(data.batches(settings.seed, per_shard, self.step, settings.steps))
-            except KeyboardInterrupt:
-                interrupted = True
-                # the steps already run are kept (save_progress evaluates them), with their losses
-                self.losses.extend(float(loss) for done_step, loss, _ in self.queued
-                                   if done_step > self.reported)
-            if not np.isfinite(self.losses[-1] if self.losses else 0.0):
-                raise diverged(self.step, self.saved, self.checkpoint)
-            self.planned = min(self.planned, self.step)  # a timed run's record: steps it had
-            self.save_progress(self.step)
-            self.writer.wait()
-        finally:
-            self.writer.close()
-        return TrainResult(self.style_file, self.step, self.losses, interrupted,
-                           self.timer[1] - ready if self.timer else 0.0)
+        batches = data.batches(settings.seed, per_shard, self.step, settings.steps)
+        interrupted, first_step = self.loop((mx.array(batch) for batch in batches), started)
+        return TrainResult(self.style_file, self.step, self.losses, interrupted, first_step)
 
-    def _loop(self, batches) -> None:
-        settings = self.settings
-        for batch in batches:
-            loss, terms = self.train_step(mx.array(batch))
-            # the update is in the network's state once the step returns: counted now, so an
-            # interrupt while it computes saves it with its step (and --resume goes on after it)
-            self.step += 1
-            step = self.step
-            mx.async_eval(loss, terms, self.state)
-            self.queued.append((step, loss, terms))
-            saving = step % settings.checkpoint_every == 0 and step < self.planned
-            showing = self.main and settings.preview_every and step % settings.preview_every == 0
-            while len(self.queued) > 1 or (self.queued and (saving or showing)):
-                self.report()  # before a save, every loss up to this step: the history matches
-            if saving or showing:
-                self.save_progress(step, checkpointing=saving, shown=self.run /
-                                   f"preview-{step:06d}.png" if showing else None)
-            if self.timed:
-                now = _clock()
-                if self.planning:
-                    self.plan(now)
-                if step >= self.planned or now >= self.deadline - self.reserve:
-                    break
-        while self.queued:
-            self.report()
+    def run_step(self, batch: mx.array) -> tuple[mx.array, ...]:
+        loss, terms = self.train_step(batch)
+        return (loss, *terms)
 
-    def report(self) -> None:
-        """Read the oldest queued step's loss (waiting for that step) and show it."""
-        done_step, loss, terms = self.queued[0]
-        value = float(loss)
-        if not math.isfinite(value):
-            raise diverged(done_step, self.saved, self.checkpoint)
-        self.losses.append(value)
-        self.reported = done_step
-        self.queued.pop(0)
-        now = _clock()
-        self.timer = self.timer or (done_step, now)
-        if self.on_step:
-            done = (done_step - self.timer[0]) * self.settings.batch * self.processes
-            rate = done / (now - self.timer[1]) if done else 0.0
-            self.on_step(TrainStep(done_step, self.planned, value, dict(zip(
-                ("content", "style", "tv"), map(float, terms))), rate))
+    def record(self, step: int, values: tuple[float, ...], rate: float, show: bool) -> None:
+        self.losses.append(values[0])
+        if show and self.on_step:
+            self.on_step(TrainStep(step, self.planned, values[0], dict(zip(
+                ("content", "style", "tv"), values[1:])), rate))
 
-    def plan(self, now: float) -> None:
-        """A timed run: the total steps that fit the time left at the rate so far."""
-        timer, reported = self.timer, self.reported
-        if timer is None or reported - timer[0] < 5 or now - self.planned_at < 0.5:
-            return
-        rate = (reported - timer[0]) / (now - timer[1])
-        fits = reported + int(rate * (self.deadline - self.reserve - now))
-        self.planned = max(self.step + 1, min(self.settings.steps, fits))
-        self.planned_at = now
+    def planned_changed(self) -> None:
         self.horizon["steps"] = mx.array(float(self.planned))
-        decay = round(self.planned * self.settings.lr_decay)
-        self.planning = self.step < 0.9 * (self.planned - decay)
 
     def preview(self) -> mx.array:
         """The preview photo as `engine apply` will stylize it (the same margin)."""

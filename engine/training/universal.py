@@ -146,21 +146,20 @@ class _UniversalRun(_StyleRun):
                  resume: bool):
         self.vgg, self.net, self.settings, self.style_sha = vgg, model, settings, sha
         self.encoder = encoder_arrays(vgg)
-        self.processes, self.main = 1, True
-        self.timed = settings.seconds > 0
-        self.horizon = {"steps": mx.array(float(settings.steps))} if self.timed else None
+        self.processes = 1
+        self.horizon = {"steps": mx.array(float(settings.steps))} if settings.seconds else None
         self.optimizer = optim.Adam(learning_rate=settings.schedule(0, self.horizon))
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = target
         run_folders(self.run, target.parent)
-        self.step, self.losses = 0, []
+        step, self.losses = 0, []
         if resume:
-            self.step, self.losses = load_checkpoint(self.checkpoint, model, self.optimizer)
+            step, self.losses = load_checkpoint(self.checkpoint, model, self.optimizer)
         mx.eval(model.parameters())
         self.train_step, self.state = make_universal_step(vgg, model, self.optimizer, settings,
                                                           self.horizon)
         self.training = {**asdict(settings), "name": name, "paintings_sha256": sha}
-        self._loop_state(resume)
+        self.start_settings(step, resume)
         photo = photos.images[0]
         side = 256 / max(photo.shape[:2])
         self.preview_photo = resize(mx.array(photo[None].astype(np.float32) / 255.0),

@@ -60,8 +60,9 @@ def test_gan_trains_saves_resumes_and_registers(image_folder):
 
 
 def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
-    """Ctrl-C after the 4th step (an epoch is 3): --resume goes on with the 5th batch, so the run
-    ends where an uninterrupted one does, loss for loss and weight for weight."""
+    """Ctrl-C while the 4th step's losses are shown (an epoch is 3): the 5th step, already
+    queued, is kept, and --resume goes on with the 6th batch, so the run ends where an
+    uninterrupted one does, loss for loss and weight for weight."""
     straight = train_generator(image_folder, "straight", GanSettings(epochs=2, **TINY))
 
     def stop_at_four(step):
@@ -70,7 +71,7 @@ def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
 
     cut = train_generator(image_folder, "cut", GanSettings(epochs=2, **TINY),
                           on_step=stop_at_four)
-    assert cut.interrupted and cut.epochs == 1 and len(cut.history) == 4
+    assert cut.interrupted and cut.epochs == 1 and len(cut.history) == 5
     resumed = train_generator(image_folder, "cut", GanSettings(epochs=2, **TINY), resume=True)
     assert len(resumed.history) == 6
     np.testing.assert_allclose(resumed.history, straight.history, rtol=1e-5)

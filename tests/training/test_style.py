@@ -17,6 +17,7 @@ from engine.io.style_files import load_style, read_info, style_dir
 from engine.nets.transformer import NetConfig, TransformerNet
 from engine.optimize import make_objective
 from engine.refine import Refiner
+from engine.training import loop as loop_module
 from engine.training import style as train_module
 from engine.training.settings import TrainSettings
 from engine.training.style import train_style
@@ -276,7 +277,7 @@ def test_progress_starts_before_the_first_step_and_its_rate_leaves_that_step_out
         clock.append(0.0 if not clock else clock[-1] + (100.0 if len(clock) == 1 else 1.0))
         return clock[-1]  # step, then 1 s each
 
-    monkeypatch.setattr(train_module, "_clock", now)
+    monkeypatch.setattr(loop_module, "_clock", now)
     events = []
     train_style(tiny_vgg, style_image, "b", photos, TrainSettings(steps=7, **TINY),
                 start_from=first.style_path, on_ready=lambda step: events.append(("ready", step)),
@@ -400,10 +401,10 @@ def test_files_are_written_while_the_next_steps_train(tiny_vgg, content_dir, sty
 
 
 def _ticking_clock(monkeypatch, per_step: float, first: float):
-    """train_module's clock advanced by the steps themselves: `first` s for the first (its
+    """The training loop's clock advanced by the steps themselves: `first` s for the first (its
     compilation), `per_step` s for each after it."""
     now = [0.0]
-    monkeypatch.setattr(train_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(loop_module, "_clock", lambda: now[0])
     real_step = train_module.make_train_step
 
     def ticking(*args):
