@@ -3,9 +3,9 @@
 Each step pairs B photo crops with B painting crops. VGG describes each painting (the
 predictor's statistics and the Gram matrices the style loss matches); the network stylizes each
 photo with its own painting's code; the loss is train-style's (content, per-painting Gram
-distance, total variation). The loop is the style run's (`_StyleRun`): pipelined steps, a time
-budget planned from the step rate, checkpoints, previews and the loss plot written in the
-background, --resume from the last checkpoint.
+distance, total variation). The run is the style run's (`_StyleRun`) over the one training loop
+(training/loop.py): pipelined steps, a time budget planned from the step rate, checkpoints,
+previews and the loss plot written in the background, --resume from the last checkpoint.
 """
 
 from __future__ import annotations
