@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import importlib.metadata
+import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import pluggy
 
@@ -53,14 +58,14 @@ def load_plugins() -> pluggy.PluginManager:
         versions[name] = __version__
         _register_module(name, name)
     if third_party_enabled():
-        entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-        packages = [ep.dist.name if ep.dist else ep.name for ep in entry_points]
-        for entry_point, package in zip(entry_points, packages):
+        found = installed_plugins()
+        packages = [package for _, package, _, _ in found]
+        for name, package, version, load in found:
             # a package with several entry points: each is a plugin of its own name
-            label = package if packages.count(package) == 1 else f"{package}:{entry_point.name}"
-            versions[label] = entry_point.dist.version if entry_point.dist else ""
+            label = package if packages.count(package) == 1 else f"{package}:{name}"
+            versions[label] = version
             try:
-                module = entry_point.load()
+                module = load()
             except (Exception, SystemExit) as error:  # a broken plugin must not break the engine
                 record_failure(label, f"failed to import: {_short(error)}")
                 continue
@@ -68,6 +73,69 @@ def load_plugins() -> pluggy.PluginManager:
                 continue
             _register(module, label)
     return pm
+
+
+def installed_plugins() -> list[tuple[str, str, str, Callable[[], object]]]:
+    """(entry point name, package, version, loader) of each installed plugin.
+
+    importlib.metadata reads every installed distribution to find them: its import and the scan
+    take ~30 ms, a sixth of `engine --help`. So the answer is kept in the user's cache folder
+    with the folders of the import path and their modification times (installing, upgrading or
+    removing a package changes its folder's), and read from there while those stay the same."""
+    stamp = _import_path_stamp()
+    cache = _plugin_cache(stamp)
+    try:
+        saved = json.loads(cache.read_text())
+        if saved["stamp"] == stamp:
+            return [(name, package, version, partial(_load, value))
+                    for name, value, package, version in saved["plugins"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    import importlib.metadata
+
+    points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    found = [(ep.name, ep.dist.name if ep.dist else ep.name, ep.dist.version if ep.dist else "",
+              ep.load) for ep in points]
+    if all(isinstance(ep, importlib.metadata.EntryPoint) for ep in points):
+        rows = [(ep.name, ep.value, package, version)
+                for ep, (_, package, version, _) in zip(points, found)]
+        try:
+            from .io.atomic import atomic_write
+
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(cache) as stream:
+                stream.write(json.dumps({"stamp": stamp, "plugins": rows}).encode())
+        except OSError:  # a read-only cache folder: found again next time
+            pass
+    return found
+
+
+def _plugin_cache(stamp: list) -> Path:
+    """One file per import path (the `engine` script's and `python -m engine`'s differ)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(json.dumps([folder for folder, _ in stamp]).encode()).hexdigest()
+    return Path(base) / "engine" / "plugins" / f"{key[:16]}.json"
+
+
+def _import_path_stamp() -> list:
+    stamp = []
+    for folder in sys.path:
+        try:
+            stamp.append([folder, os.stat(folder or ".").st_mtime_ns])
+        except OSError:
+            stamp.append([folder, None])
+    return stamp
+
+
+def _load(value: str) -> object:
+    """An entry point's object from its value, `module:attribute.path` (importlib.metadata's
+    EntryPoint.load, without importing importlib.metadata)."""
+    module, _, attributes = value.partition(":")
+    found = importlib.import_module(module.strip())
+    for name in attributes.split("[")[0].strip().split("."):
+        if name:
+            found = getattr(found, name)
+    return found
 
 
 def _short(error: BaseException) -> str:

@@ -314,3 +314,35 @@ def test_generator_output_is_checked_before_it_is_saved(tmp_path, make, needle):
                                           "-o", str(tmp_path)])
     assert result.exit_code == 2 and needle in result.output, result.output
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_installed_plugins_are_found_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    """The entry points come from importlib.metadata once; later starts read them from the cache
+    while the import path's folders stay as they were, and find them again when one changes."""
+    import importlib.metadata
+
+    found = plugins.installed_plugins()
+    assert ("demo", "engine-demo-plugin") in [(name, package) for name, package, _, _ in found]
+    calls = []
+    real = importlib.metadata.entry_points
+
+    def counted(**options):
+        calls.append(options)
+        return real(**options)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", counted)
+    again = plugins.installed_plugins()
+    assert calls == []
+    assert [row[:3] for row in again] == [row[:3] for row in found]
+    assert [load() for *_, load in again] == [load() for *_, load in found]
+    folder = tmp_path / "new-packages"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    plugins.installed_plugins()
+    assert len(calls) == 1
+    plugins.installed_plugins()  # the new path's answer is kept too
+    (folder / "something.pth").write_text("")  # a package installed there
+    stamp = folder.stat().st_mtime_ns + 10**9  # (a clock tick may be coarser than two writes)
+    os.utime(folder, ns=(stamp, stamp))
+    plugins.installed_plugins()
+    assert len(calls) == 2
