@@ -9,6 +9,7 @@ another environment if you like); without one, only the engine's rows are printe
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -33,9 +34,14 @@ def photos(folder: Path, count: int = 4, size: int = 512) -> list[Path]:
     return paths
 
 
+# as a user's shell has it: Python writes its bytecode (an environment that sets
+# PYTHONDONTWRITEBYTECODE compiles every changed module from source at each start)
+ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def process(*command: str):
     def run():
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return run
