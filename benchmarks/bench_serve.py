@@ -3,9 +3,10 @@ machine (threads, each with its own connection; the standard library's HTTP clie
 
     python benchmarks/bench_serve.py [--sizes 512x512,1920x1080] [--clients 1,8,32]
                                      [--requests 64] [--webcam-seconds 10] [--oneshot]
+                                     [--codecs jpeg,ppm]
 
-Rows: requests/s and p50/p99 latency per image size and number of concurrent clients (JPEG in
-and out, as a page or an app sends them), the p50 of the time inside the server (its
+Rows: requests/s and p50/p99 latency per image size, codec and number of concurrent clients
+(JPEG in and out, as a page or an app sends them; ppm: raw pixels in and out), the p50 of the time inside the server (its
 Server-Timing header: from the request's arrival, its upload read and parsed, to the encoded
 answer), the server's batches; the webcam's round trip at 640x480 (a WebSocket client sending
 JPEG frames as the page does: one in flight); with --oneshot, one `engine apply photo.jpg` as a
@@ -15,6 +16,7 @@ whole process beside them.
 import argparse
 import http.client
 import io
+import itertools
 import json
 import re
 import statistics
@@ -51,7 +53,7 @@ def start_server(net: str) -> tuple[subprocess.Popen, str, int]:
 PHOTO: list[Path] = []  # --photo, else the example photo inside scikit-image
 
 
-def photo_jpeg(width: int, height: int) -> bytes:
+def photo_bytes(width: int, height: int, codec: str = "jpeg") -> bytes:
     from PIL import Image
 
     if not PHOTO:
@@ -60,7 +62,8 @@ def photo_jpeg(width: int, height: int) -> bytes:
         PHOTO.append(examples.content_photo())
     image = Image.open(PHOTO[0]).convert("RGB").resize((width, height))
     stream = io.BytesIO()
-    image.save(stream, format="JPEG", quality=90)
+    image.save(stream, format="JPEG", quality=90) if codec == "jpeg" else image.save(
+        stream, format="PPM")
     return stream.getvalue()
 
 
@@ -69,7 +72,8 @@ def multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, str]:
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
              for k, v in fields.items()]
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-                 f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + image
+                 f'filename="photo"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+                 + image
                  + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
@@ -125,7 +129,7 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
 def webcam(host: str, port: int, style: str, seconds: float) -> dict:
     from websockets.sync.client import connect
 
-    frame = photo_jpeg(640, 480)
+    frame = photo_bytes(640, 480)
     with connect(f"ws://{host}:{port}/v1/webcam", max_size=2**24) as socket:
         socket.send(json.dumps({"style": style}))
         socket.recv()
@@ -147,7 +151,7 @@ def oneshot(style: str, width: int, height: int) -> list[float]:
     """Wall seconds of `engine apply` as a whole process, twice (the second with warm caches)."""
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "photo.jpg"
-        photo.write_bytes(photo_jpeg(width, height))
+        photo.write_bytes(photo_bytes(width, height))
         seconds = []
         for index in range(2):
             start = time.perf_counter()
@@ -168,6 +172,7 @@ def main() -> None:
     parser.add_argument("--webcam-seconds", type=float, default=10.0)
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--photo", type=Path, help="The photo to send (default: the example).")
+    parser.add_argument("--codecs", default="jpeg", help="jpeg, ppm (raw pixels) or both")
     args = parser.parse_args()
     if args.photo:
         PHOTO.append(args.photo)
@@ -175,17 +180,17 @@ def main() -> None:
 
     process, host, port = start_server(args.net)
     try:
-        for size in args.sizes.split(","):
+        for size, codec in itertools.product(args.sizes.split(","), args.codecs.split(",")):
             width, height = map(int, size.split("x"))
-            body, kind = multipart({"style": args.style, "format": "jpeg"},
-                                   photo_jpeg(width, height))
+            body, kind = multipart({"style": args.style, "format": codec},
+                                   photo_bytes(width, height, codec))
             load(host, port, body, kind, 8, 16)  # warm-up: each batch size's pass compiled
             load(host, port, body, kind, 1, 4)
             for clients in map(int, args.clients.split(",")):
                 requests = max(args.requests, 2 * clients)
                 load(host, port, body, kind, clients, clients)  # this load's batch shapes
-                emit({"what": "serve stylize", "size": size, "clients": clients,
-                      "style": args.style, "net": args.net,
+                emit({"what": "serve stylize", "size": size, "codec": codec,
+                      "clients": clients, "style": args.style, "net": args.net,
                       **load(host, port, body, kind, clients, requests)})
         if args.webcam_seconds > 0:
             emit({"what": "serve webcam round trip", "size": "640x480", "style": args.style,

@@ -89,6 +89,42 @@ def test_stylize_answers_the_image_in_the_style(serve):
         assert by_accept.headers["content-type"] == "image/jpeg"
 
 
+def ppm(frame: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(frame).save(stream, format="PPM")  # Pillow's writer, not the server's
+    return stream.getvalue()
+
+
+def test_raw_pixels_in_and_out_as_ppm(serve):
+    """A binary PPM (raw pixels behind a short header) goes in and comes out: the same picture
+    as the PNG path gives, with no codec in between."""
+    data = photo_bytes((120, 90))
+    pixels = np.asarray(Image.open(io.BytesIO(data)))
+    with serve() as client:
+        as_png = decoded(client.post("/v1/stylize", files={"image": ("c.png", data)},
+                                     data={"style": "wave"}))
+        answer = client.post("/v1/stylize", files={"image": ("c.ppm", ppm(pixels))},
+                             data={"style": "wave", "format": "ppm"})
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "image/x-portable-pixmap"
+        assert answer.content.startswith(b"P6\n120 90\n255\n")
+        out = np.asarray(Image.open(io.BytesIO(answer.content)), dtype=np.float32)
+        assert out.shape == (90, 120, 3) and np.abs(out - as_png).max() == 0
+        commented = b"P6\n# from a camera\n120 90\n255\n" + pixels.tobytes()
+        smaller = client.post("/v1/stylize", files={"image": ("c.ppm", commented)},
+                              data={"style": "wave", "max_size": "60", "format": "ppm"})
+        assert Image.open(io.BytesIO(smaller.content)).size == (60, 45)
+        header = b"P6\n120 90\n255\n"
+        for bad, status, words in [
+                (header + pixels.tobytes()[:-1], 400, "send the whole file"),
+                (b"P6\n120 90\n65535\n" + pixels.tobytes() * 2, 400, "8-bit"),
+                (b"P6\n120\n", 400, "width, height and 255"),
+                (b"P6\n40000 30000\n255\n", 413, "too many pixels")]:
+            response = client.post("/v1/stylize", files={"image": ("x.ppm", bad)})
+            assert response.status_code == status, (words, response.text)
+            assert words in response.json()["error"]
+
+
 def test_a_jpeg_comes_upright_per_its_exif(serve):
     image = Image.open(io.BytesIO(photo_bytes((80, 60)))).convert("RGB")
     exif = Image.Exif()
