@@ -106,7 +106,11 @@ def train_generator(
     folder: Annotated[Path, typer.Argument(help="Folder of training images (any sizes, modes).")],
     name: Annotated[str, typer.Option(help="Generator name.")],
     size: Annotated[int, typer.Option(help="Image size: a power of two (64, 128).")] = 64,
-    epochs: Annotated[int, typer.Option(min=1)] = 25,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (with --minutes, at most).")] = 25,
+    minutes: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Train for this long (wall time from the start), or --epochs, "
+        "whichever comes first; the run then stops with its files written, and --resume goes "
+        "on from there.")] = None,
     batch: Annotated[int, typer.Option(min=2)] = 128,
     width: Annotated[int, typer.Option(min=1, help="Narrowest layer's channels.")] = 64,
     latent: Annotated[int, typer.Option(min=1)] = 128,
@@ -122,8 +126,11 @@ def train_generator(
     from ..training.gan import train_generator as run
 
     with user_errors():
+        if minutes is not None and not 0 < minutes < 1e6:
+            raise UsageError("--minutes must be more than 0 (and finite)")
         settings = GanSettings(size=size, latent=latent, width=width, epochs=epochs,
-                               batch=batch, learning_rate=learning_rate, seed=seed)
+                               batch=batch, learning_rate=learning_rate, seed=seed,
+                               seconds=minutes * 60 if minutes else 0.0)
         settings.check()
         data = ImageSet(folder, size)
         with progress_bar("training {task.fields[name]}",
@@ -141,6 +148,7 @@ def train_generator(
             result = run(folder, name, settings, resume=resume, on_step=on_step, data=data,
                          overwrite=overwrite)
         state = "interrupted; resume with --resume" if result.interrupted else "done"
-        err.print(f"{state}: generator {name!r} after {result.epochs} epochs -> {result.path}")
+        err.print(f"{state}: generator {name!r} after {result.epochs} epochs "
+                  f"({len(result.history)} steps) -> {result.path}")
         if result.interrupted:
             raise typer.Exit(130)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -27,6 +26,7 @@ from ..io.images import save_image
 from ..io.style_files import check_name, engine_home, save_atomic
 from ..io.weightfile import expect_shapes, load_arrays, read_header
 from ..nets.gan import Discriminator, GanConfig, GeneratorNet, latents
+from . import loop
 from .data import ImageSet
 from .loop import TrainingLoop
 from .runs import all_finite, check_new_name, diverged, run_folders
@@ -46,6 +46,9 @@ class GanSettings:
     real_label: float = 0.9  # one-sided label smoothing
     seed: int = 0
     sample_every: int = 1  # epochs
+    # a time budget (0: none): the run stops within this many seconds of its start, after the
+    # step that reaches it, with its files written; `epochs` is then a ceiling
+    seconds: float = 0.0
 
     @property
     def config(self) -> GanConfig:
@@ -62,6 +65,8 @@ class GanSettings:
             raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
+        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget; NaN fails too)
+            raise UsageError("--minutes must be more than 0 (and finite)")
 
 
 @dataclass
@@ -152,6 +157,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
     refused unless `resume` or `overwrite`; weights that are not finite are never written."""
     from ..registry import generators
 
+    started = loop._clock()  # a timed run's budget counts from here
     settings.check()
     check_name(name, "generator")
     target = (out_dir or generator_dir()) / f"{name}.safetensors"
@@ -166,7 +172,7 @@ def train_generator(folder: Path, name: str, settings: GanSettings, resume: bool
         **asdict(settings), "images": len(data), "folder": Path(folder).name, "name": name})
     if resume:
         run.resume()
-    return run.train(data, on_step)
+    return run.train(data, on_step, started)
 
 
 class _GanRun(TrainingLoop):
@@ -224,7 +230,8 @@ class _GanRun(TrainingLoop):
                                "start again without --resume") from None
         self.resumed = True
 
-    def train(self, data: ImageSet, on_step: Callable[[GanStep], None] | None) -> GanResult:
+    def train(self, data: ImageSet, on_step: Callable[[GanStep], None] | None,
+              started: float) -> GanResult:
         settings = self.settings
         for opt in (self.g_opt, self.d_opt):  # the state holds a rate: --learning-rate may change
             opt.learning_rate = settings.learning_rate
@@ -235,9 +242,10 @@ class _GanRun(TrainingLoop):
                                                  self.d_opt, settings)
         self.per_epoch, self.on_step = len(data) // settings.batch, on_step
         done = self.epoch * self.per_epoch + self.skip
-        self.start_loop(done, settings.epochs * self.per_epoch, settings.batch, resume=True)
+        self.start_loop(done, settings.epochs * self.per_epoch, settings.batch,
+                        seconds=settings.seconds, resume=True)
         self.saved = done if self.resumed else None
-        interrupted, _ = self.loop(self._batches(data), time.perf_counter())
+        interrupted, _ = self.loop(self._batches(data), started)
         return GanResult(self.target, self.epoch, len(self.history), interrupted, self.history)
 
     def _batches(self, data: ImageSet):
@@ -274,7 +282,8 @@ class _GanRun(TrainingLoop):
             else None
 
     def finish(self, interrupted: bool) -> None:
-        if interrupted and self.saved != self.step:
+        """A run cut short (Ctrl-C, its time budget) mid-epoch: saved where it stands."""
+        if self.saved != self.step:
             self.save_progress(self.step)
 
     def save_progress(self, step: int, checkpointing: bool = True,

@@ -125,7 +125,8 @@ class TrainingLoop:
         now = _clock()
         self.timer = self.timer or (done_step, now)
         done = (done_step - self.timer[0]) * self.images_per_step
-        self.record(done_step, values, done / (now - self.timer[1]) if done else 0.0, show)
+        seconds = now - self.timer[1]
+        self.record(done_step, values, done / seconds if done and seconds > 0 else 0.0, show)
 
     def plan(self, now: float) -> None:
         """A timed run: the total steps that fit the time left at the rate so far."""

@@ -82,6 +82,36 @@ def test_gan_interrupted_mid_epoch_resumes_at_the_next_batch(image_folder):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-6, err_msg=name)
 
 
+def test_a_timed_gan_run_stops_on_time_with_its_files_and_resumes(image_folder, monkeypatch):
+    """--minutes: the run stops at its budget mid-epoch (each step takes 1 s of a ticking
+    clock; 5.5 s allow 5 steps and the one in flight), with the generator written, and --resume
+    goes on to the end as an uninterrupted run would."""
+    from engine.training import gan, loop
+
+    straight = train_generator(image_folder, "straight", GanSettings(epochs=3, **TINY))
+    now = [0.0]
+    monkeypatch.setattr(loop, "_clock", lambda: now[0])
+    making = gan.make_gan_step
+
+    def ticking(*args):
+        step, state = making(*args)
+
+        def run(real, z):
+            now[0] += 1.0
+            return step(real, z)
+        return run, state
+
+    monkeypatch.setattr(gan, "make_gan_step", ticking)
+    timed = train_generator(image_folder, "timed", GanSettings(epochs=3, seconds=5.5, **TINY))
+    assert not timed.interrupted and 4 <= len(timed.history) < 9  # an epoch is 3 steps
+    _, metadata = load_generator(timed.path)
+    assert metadata["epochs"] == str(timed.epochs)
+    monkeypatch.setattr(gan, "make_gan_step", making)
+    resumed = train_generator(image_folder, "timed", GanSettings(epochs=3, **TINY), resume=True)
+    assert len(resumed.history) == 9
+    np.testing.assert_allclose(resumed.history, straight.history, rtol=1e-5)
+
+
 def test_gan_resume_takes_the_new_learning_rate(image_folder, monkeypatch):
     from engine.training import gan
 
