@@ -29,7 +29,7 @@ from ..nets.gan import Discriminator, GanConfig, GeneratorNet, latents
 from . import loop
 from .data import ImageSet
 from .loop import TrainingLoop
-from .runs import all_finite, check_new_name, diverged, run_folders
+from .runs import all_finite, check_new_name, diverged, plot_losses, run_folders
 
 MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
 
@@ -304,6 +304,8 @@ class _GanRun(TrainingLoop):
             "batch": str(settings.batch),
             "rng": json.dumps(self.epoch_rng or self.rng.bit_generator.state),
             "history": json.dumps(self.history)})
+        plot_losses({"D": [d for d, _ in self.history], "G": [g for _, g in self.history]},
+                    self.run / "loss.png")
         generator.eval()
         save_generator(self.target, generator, self.training, self.epoch, self.overrides)
         generator.train()

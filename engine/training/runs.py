@@ -91,22 +91,30 @@ class BackgroundWriter:
         self._pool.shutdown(wait=True)
 
 
-def plot_losses(losses: list[float], path: Path) -> None:
-    """A small loss-curve PNG (log scale), drawn with Pillow."""
+def plot_losses(losses: list[float] | dict[str, list[float]], path: Path) -> None:
+    """A small loss-curve PNG (log scale), drawn with Pillow: one curve, or one per name."""
     from PIL import ImageDraw
 
     width, height, margin = 640, 320, 40
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    values = np.log10(np.maximum(np.asarray(losses, dtype=np.float64), 1e-12))
-    if len(values) >= 2:
-        low, high = values.min(), values.max()
+    curves = losses if isinstance(losses, dict) else {"loss": losses}
+    logs = {name: np.log10(np.maximum(np.asarray(values, dtype=np.float64), 1e-12))
+            for name, values in curves.items()}
+    steps = max(map(len, logs.values()), default=0)
+    if steps >= 2:
+        low = min(values.min() for values in logs.values())
+        high = max(values.max() for values in logs.values())
         span = max(high - low, 1e-9)
-        xs = margin + np.arange(len(values)) * (width - 2 * margin) / (len(values) - 1)
-        ys = height - margin - (values - low) / span * (height - 2 * margin)
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(200, 40, 40), width=2)
-        draw.text((4, 4), f"loss (log10) {high:.2f} .. {low:.2f}, {len(values)} steps",
-                  fill="black")
+        colours = [(200, 40, 40), (40, 90, 200), (40, 150, 60)]
+        for index, (name, values) in enumerate(logs.items()):
+            xs = margin + np.arange(len(values)) * (width - 2 * margin) / (steps - 1)
+            ys = height - margin - (values - low) / span * (height - 2 * margin)
+            colour = colours[index % len(colours)]
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+            if len(logs) > 1:
+                draw.text((width - margin - 60, 4 + 12 * index), name, fill=colour)
+        draw.text((4, 4), f"loss (log10) {high:.2f} .. {low:.2f}, {steps} steps", fill="black")
     draw.rectangle([margin, margin, width - margin, height - margin], outline="gray")
     with atomic_write(path) as stream:
         image.save(stream, format="PNG")

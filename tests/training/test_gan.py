@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from PIL import Image
 
 from engine import registry
 from engine.errors import EngineError
@@ -41,6 +42,9 @@ def test_gan_trains_saves_resumes_and_registers(image_folder):
     assert all(np.isfinite(result.history).ravel())
     net, metadata = load_generator(result.path)
     assert metadata["epochs"] == "2"
+    plot = Image.open(result.path.parent.parent / "runs" / "generator-tiny" / "loss.png")
+    colours = np.unique(np.asarray(plot.convert("RGB")).reshape(-1, 3), axis=0)
+    assert plot.size == (640, 320) and len(colours) > 3  # curves drawn on it
     # resuming continues from the checkpoint: 2 more epochs, 3 more steps each
     more = train_generator(image_folder, "tiny", GanSettings(epochs=4, **TINY), resume=True)
     assert more.epochs == 4 and len(more.history) == 4 * 3
