@@ -243,8 +243,7 @@ class _GanRun(TrainingLoop):
         self.per_epoch, self.on_step = len(data) // settings.batch, on_step
         done = self.epoch * self.per_epoch + self.skip
         self.start_loop(done, settings.epochs * self.per_epoch, settings.batch,
-                        seconds=settings.seconds, resume=True)
-        self.saved = done if self.resumed else None
+                        seconds=settings.seconds, resume=self.resumed)
         interrupted, _ = self.loop(self._batches(data), started)
         return GanResult(self.target, self.epoch, len(self.history), interrupted, self.history)
 
@@ -254,7 +253,7 @@ class _GanRun(TrainingLoop):
             epoch = self.epoch
             self.epoch_rng = copy.deepcopy(self.rng.bit_generator.state)
             for index, real in enumerate(data.epoch(self.rng, self.settings.batch)):
-                if index >= self.skip:  # (below: done before an interruption)
+                if index >= self.skip:  # (the first `skip` ran before an interruption)
                     yield epoch, index, real
             self.skip = 0
 
@@ -275,11 +274,11 @@ class _GanRun(TrainingLoop):
 
     def due(self, step: int) -> tuple[bool, Path | None]:
         """A checkpoint, the generator file and samples after an epoch (`sample_every`)."""
-        epochs, every = self.settings.epochs, self.settings.sample_every
-        ends = step % self.per_epoch == 0 and (step // self.per_epoch % every == 0
-                                               or step // self.per_epoch == epochs)
-        return ends, self.run / f"samples-epoch-{step // self.per_epoch:04d}.png" if ends \
-            else None
+        epochs_done, rest = divmod(step, self.per_epoch)
+        if rest or not (epochs_done % self.settings.sample_every == 0
+                        or epochs_done == self.settings.epochs):
+            return False, None
+        return True, self.run / f"samples-epoch-{epochs_done:04d}.png"
 
     def finish(self, interrupted: bool) -> None:
         """A run cut short (Ctrl-C, its time budget) mid-epoch: saved where it stands."""

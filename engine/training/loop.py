@@ -35,8 +35,8 @@ class TrainingLoop:
       shows, by default every `checkpoint_every` / `preview_every` steps;
     - `planned_changed()` (optional): a timed run's planned total moved (`self.planned`).
 
-    It calls `start_loop(step, steps, ...)` in its constructor; `step` is where the run starts
-    (a checkpoint's step on resume), `steps` its total or, timed, its ceiling.
+    It calls `start_loop(step, steps, ...)` before `loop(batches, started)`: `step` is where the
+    run starts (a checkpoint's step on resume), `steps` its total or, timed, its ceiling.
     """
 
     checkpoint: Path
