@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -83,7 +82,7 @@ def installed_plugins() -> list[tuple[str, str, str, Callable[[], object]]]:
     with the folders of the import path and their modification times (installing, upgrading or
     removing a package changes its folder's), and read from there while those stay the same."""
     stamp = _import_path_stamp()
-    cache = _plugin_cache(stamp)
+    cache = _plugin_cache()
     try:
         saved = json.loads(cache.read_text())
         if saved["stamp"] == stamp:
@@ -110,11 +109,11 @@ def installed_plugins() -> list[tuple[str, str, str, Callable[[], object]]]:
     return found
 
 
-def _plugin_cache(stamp: list) -> Path:
-    """One file per import path (the `engine` script's and `python -m engine`'s differ)."""
+def _plugin_cache() -> Path:
+    """One file, for the last import path it was found on (the `engine` script's is always the
+    same; `python -m engine` puts the working folder first)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256(json.dumps([folder for folder, _ in stamp]).encode()).hexdigest()
-    return Path(base) / "engine" / "plugins" / f"{key[:16]}.json"
+    return Path(base) / "engine" / f"plugins-{sys.implementation.cache_tag}.json"
 
 
 def _import_path_stamp() -> list:
