@@ -12,7 +12,8 @@ A style whose content distance is above the any-painting network's is also score
 content distance (its output mixed with the photo, as `--strength` does).
 `--compare NAME=STYLE.safetensors` scores other style files of the same painting beside it (the
 five-minute H100 style, say); `--keep DIR` keeps the trained style there as STEM.safetensors;
-`--minutes 0` trains nothing and scores the others alone.
+`--minutes 0` trains nothing and scores the others alone. `--painting-size` sets the
+painting's size for its Gram matrices (256 px, as universal_quality.py, by default).
 
     python benchmarks/cpu_style_quality.py --minutes 10 --content ../shared/data/content \
         --out benchmarks/results/cpu-style-quality.jsonl PAINTING [PAINTING...]
@@ -32,16 +33,18 @@ from pathlib import Path
 
 import engine  # noqa: F401,I001 - first: its BLAS loads before mlx.core
 import mlx.core as mx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import emit  # noqa: E402
-from universal_quality import painting_grams, scores, square  # noqa: E402
+from universal_quality import OPT_STYLE, scores, square  # noqa: E402
 
 from engine.io import examples  # noqa: E402
 from engine.io.style_files import read_info  # noqa: E402
 from engine.io.vgg_weights import load_vgg  # noqa: E402
 from engine.losses import total_variation  # noqa: E402
+from engine.optimize import style_target  # noqa: E402
 from engine.registry import style_path, styles  # noqa: E402
 from engine.style_source import load_painting, stylizer_for  # noqa: E402
 from engine.stylize import Stylizer  # noqa: E402
@@ -58,13 +61,17 @@ def main() -> None:
                         help="NAME=STYLE.safetensors: another style of a painting of the list, "
                         "scored beside it (matched by the painting's file name in its metadata)")
     parser.add_argument("--keep", type=Path, help="a folder for the trained styles")
+    parser.add_argument("--painting-size", type=int, default=256,
+                        help="the painting's longest side for its Gram matrices (the photos are "
+                        "256 px; the recipes train at half their --style-size: 512 suits both)")
     args = parser.parse_args()
     others = [item.split("=", 1) for item in args.compare]
     vgg = load_vgg()
     photos = [square(examples.data_dir() / name) for name in args.photos.split(",")]
     with args.out.open("w") as out:
         for painting in args.paintings:
-            grams = painting_grams(vgg, load_painting(painting))
+            grams = style_target(vgg, [load_painting(painting)], np.ones(1), OPT_STYLE,
+                                 args.painting_size, 1.0)
             universal, _ = stylizer_for(str(painting))
             methods = [("any-painting network", universal, None)]
             shipped = styles().owner(painting.stem)
@@ -87,7 +94,8 @@ def main() -> None:
                                   matched, strength))
                 for name, values, strength in found:
                     row = emit({"painting": painting.name, "method": name, **values,
-                                "strength": strength, "photos": args.photos, "wall_s": wall})
+                                "strength": strength, "photos": args.photos,
+                                "painting_size": args.painting_size, "wall_s": wall})
                     out.write(json.dumps(row) + "\n")
                     out.flush()
 
