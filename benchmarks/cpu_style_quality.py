@@ -61,6 +61,8 @@ def main() -> None:
                         help="NAME=STYLE.safetensors: another style of a painting of the list, "
                         "scored beside it (matched by the painting's file name in its metadata)")
     parser.add_argument("--keep", type=Path, help="a folder for the trained styles")
+    parser.add_argument("--options", default="", help="more train-style options, in one string "
+                        "(they override the machine's recipe)")
     parser.add_argument("--painting-size", type=int, default=256,
                         help="the painting's longest side for its Gram matrices (the photos are "
                         "256 px; the recipes train at half their --style-size: 512 suits both)")
@@ -123,7 +125,8 @@ def train(painting: Path, args) -> tuple[str, Stylizer, float]:
     ENGINE_HOME: the style and the command's wall time."""
     with tempfile.TemporaryDirectory() as home:
         command = ["engine", "train-style", str(painting), "--name", "trained",
-                   "--content", str(args.content), "--minutes", str(args.minutes)]
+                   "--content", str(args.content), "--minutes", str(args.minutes),
+                   *args.options.split()]
         started = time.perf_counter()
         done = subprocess.run(command, env={**os.environ, "ENGINE_HOME": home},
                               capture_output=True, text=True)
@@ -134,7 +137,8 @@ def train(painting: Path, args) -> tuple[str, Stylizer, float]:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(trained_file, args.keep / f"{painting.stem}.safetensors")
-        return (f"train-style --minutes {args.minutes:g}", Stylizer.from_file(trained_file),
+        return (f"train-style --minutes {args.minutes:g} {args.options}".strip(),
+                Stylizer.from_file(trained_file),
                 round(wall, 1))
 
 
