@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import emit  # noqa: E402
+from harness import emit, user_environment  # noqa: E402
 
 
 def start_server(net: str) -> tuple[subprocess.Popen, str, int]:
@@ -157,7 +157,7 @@ def oneshot(style: str, width: int, height: int) -> list[float]:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "engine", "apply", "--style", style,
                             str(photo), "-o", str(Path(folder) / f"out{index}.png")],
-                           check=True, capture_output=True)
+                           check=True, capture_output=True, env=user_environment())
             seconds.append(round(time.perf_counter() - start, 2))
     return seconds
 

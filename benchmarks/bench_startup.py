@@ -9,7 +9,6 @@ another environment if you like); without one, only the engine's rows are printe
 """
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import alternating, emit  # noqa: E402
+from harness import alternating, emit, user_environment  # noqa: E402
 
 
 def photos(folder: Path, count: int = 4, size: int = 512) -> list[Path]:
@@ -34,14 +33,9 @@ def photos(folder: Path, count: int = 4, size: int = 512) -> list[Path]:
     return paths
 
 
-# as a user's shell has it: Python writes its bytecode (an environment that sets
-# PYTHONDONTWRITEBYTECODE compiles every changed module from source at each start)
-ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
 def process(*command: str):
     def run():
-        done = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
+        done = subprocess.run(command, capture_output=True, text=True, env=user_environment())
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return run

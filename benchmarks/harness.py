@@ -20,6 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def user_environment() -> dict[str, str]:
+    """The environment for a timed process, as a user's shell has it: Python writes its
+    bytecode (where PYTHONDONTWRITEBYTECODE is set, every changed module is compiled from its
+    source at each start)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def environment() -> dict:
     """What a result depends on, for its row."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
