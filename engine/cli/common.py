@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import EngineError
+from ..errors import EngineError, UsageError
 from ..plugins import DISABLE_ENV
 from ..training.settings import UNTIL_TIME_IS_UP as NO_CEILING  # --minutes without --steps
 
@@ -175,6 +175,13 @@ def progress_bar(title: str = "{task.description}", fields: tuple[str, ...] = ()
     return Progress(*columns, console=err.console, **options)
 
 
+def budget_seconds(minutes: float | None) -> float:
+    """A training command's --minutes as its settings' seconds (0: no time budget)."""
+    if minutes is None:
+        return 0.0
+    if not 0 < minutes < 1e6:  # (NaN too)
+        raise UsageError("--minutes must be more than 0 (and finite)")
+    return minutes * 60
 
 
 class TrainingProgress:

@@ -11,6 +11,7 @@ from .common import (
     OverwriteRun,
     SeedOption,
     app,
+    budget_seconds,
     err,
     print_rows,
     progress_bar,
@@ -126,11 +127,10 @@ def train_generator(
     from ..training.gan import train_generator as run
 
     with user_errors():
-        if minutes is not None and not 0 < minutes < 1e6:
-            raise UsageError("--minutes must be more than 0 (and finite)")
+        seconds = budget_seconds(minutes)
         settings = GanSettings(size=size, latent=latent, width=width, epochs=epochs,
                                batch=batch, learning_rate=learning_rate, seed=seed,
-                               seconds=minutes * 60 if minutes else 0.0)
+                               seconds=seconds)
         settings.check()
         data = ImageSet(folder, size)
         with progress_bar("training {task.fields[name]}",

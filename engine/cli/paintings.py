@@ -13,6 +13,7 @@ from .common import (
     SeedOption,
     TrainingProgress,
     app,
+    budget_seconds,
     err,
     user_errors,
 )
@@ -60,11 +61,10 @@ def train_universal(
     from ..training.universal import train_universal as run
 
     with user_errors():
-        if minutes is not None and not 0 < minutes < 1e6:
-            raise UsageError("--minutes must be more than 0 (and finite)")
+        seconds = budget_seconds(minutes)
         settings = UniversalSettings(
             steps=steps or (NO_CEILING if minutes else DEFAULTS.steps),
-            seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
+            seconds=seconds, batch=batch, size=size,
             style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight,
             learning_rate=learning_rate, lr_decay=lr_decay, width=width, precision=precision,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)

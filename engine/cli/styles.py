@@ -21,6 +21,7 @@ from .common import (
     StyleSizeOption,
     TrainingProgress,
     app,
+    budget_seconds,
     err,
     parse_dilations,
     parse_names,
@@ -128,12 +129,11 @@ def train_style(
             raise UsageError(f"unknown --net {net!r}; use full or fast")
         preset = NETWORKS[net]
         name = name or style_image.stem
-        if minutes is not None and not 0 < minutes < 1e6:
-            raise UsageError("--minutes must be more than 0 (and finite)")
+        seconds = budget_seconds(minutes)
         if steps is None:
             steps = NO_CEILING if minutes else TRAIN_DEFAULTS.steps
         settings = TrainSettings(
-            steps=steps, seconds=minutes * 60 if minutes else 0.0, batch=batch, size=size,
+            steps=steps, seconds=seconds, batch=batch, size=size,
             style_size=style_size,
             content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
             content_layer=content_layer, learning_rate=learning_rate,
@@ -173,7 +173,7 @@ def train_style(
             err.print(f"{state}: style {name!r} after {result.steps} steps -> "
                       f"{result.style_path} (checkpoints, previews and loss.png in "
                       f"{run_dir(name)})")
-        if main and minutes and result.first_step_seconds > 0.25 * minutes * 60:
+        if main and seconds and result.first_step_seconds > 0.25 * seconds:
             err.print(f"note: the first step took {result.first_step_seconds:.0f} s of the "
                       f"{minutes:g} minutes (compiling its kernels); they are cached now, so "
                       "the next run of these shapes trains for nearly all of its time "
