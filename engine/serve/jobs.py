@@ -75,12 +75,12 @@ class JobStore:
         finished one makes room (its result deleted); only running and waiting jobs refuse."""
         with self._lock:
             if len(self.jobs) >= self.service.settings.max_jobs:
-                finished = sorted((job for job in self.jobs.values() if job.finished),
-                                  key=lambda job: job.created)
-                if not finished:
+                oldest = min((job for job in self.jobs.values() if job.finished),
+                             key=lambda job: job.created, default=None)
+                if oldest is None:
                     raise TooManyJobs(f"the server is running or holding {len(self.jobs)} "
                                       "jobs; try later")
-                oldest = self.jobs.pop(finished[0].id)
+                self.jobs.pop(oldest.id)
                 shutil.rmtree(oldest.folder, ignore_errors=True)
             job_id = secrets.token_hex(8)
             folder = self.root / job_id

@@ -126,7 +126,7 @@ async def add_style(request: Request,
 
 @api.post("/v1/stylize", summary="Stylize one image; answers the image",
           response_class=Response,
-          responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+          responses={200: {"content": {media: {} for _, media in FORMATS.values()}}})
 async def stylize(
     request: Request,
     image: Annotated[UploadFile, File(description="A photo (PNG, JPEG, WebP, ...).")],
@@ -137,8 +137,8 @@ async def stylize(
     style_size: Annotated[float, Form(description="Stroke size: 2 is twice as large.")] = 1.0,
     max_size: Annotated[int | None, Form(ge=16, le=16384,
                                          description="Downscale the photo first.")] = None,
-    format: Annotated[str | None, Form(description="png, jpeg or webp (default: from Accept, "
-                                       "else png).")] = None,
+    format: Annotated[str | None, Form(description="png, jpeg, webp or ppm (default: from "
+                                       "Accept, else png).")] = None,
     quality: Annotated[int, Form(ge=1, le=100)] = 90,
 ):
     state = server(request)

@@ -2,7 +2,8 @@
 
 Steps are pipelined: step t+1 is queued (mx.async_eval) before step t's losses are read, so the
 GPU does not wait while the host reads a loss, updates the progress bar, converts the next batch
-and launches the next step. Files are written on a background thread while the next steps run.
+and launches the next step. A run may hand its file writing to the loop's background writer
+(`self.writer`), which the loop joins at its end.
 A timed run plans its length from the step rate so far (steps after the first, whose time is
 compilation), again and again, until the learning-rate decay is near: then the decay's length,
 a fraction of the total, stays. Ctrl-C keeps every step already run; a loss that is not finite
@@ -50,7 +51,6 @@ class TrainingLoop:
         self.images_per_step = images_per_step
         self.seconds, self.decay, self.main = seconds, decay, main
         self.checkpoint_every, self.preview_every = checkpoint_every, preview_every
-        self.timed = seconds > 0
         self.writer = BackgroundWriter()
         self.saved = step if resume else None  # the last step whose weights are on disk
         # the rate counts from the end of the first step: that one compiles the step's kernels
@@ -59,6 +59,10 @@ class TrainingLoop:
         self.queued: list[tuple[int, tuple[mx.array, ...]]] = []  # steps run, losses not read
         self.reported = step  # the last step whose losses are recorded
         self.planning, self.planned_at = self.timed, 0.0
+
+    @property
+    def timed(self) -> bool:
+        return self.seconds > 0
 
     def loop(self, batches: Iterable, started: float) -> tuple[bool, float]:
         """Run the steps of `batches` (timed: until `seconds` after `started`); returns whether

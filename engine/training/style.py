@@ -440,7 +440,6 @@ class _StyleRun(TrainingLoop):
         self.start_loop(step, settings.steps, settings.batch * self.processes,
                         settings.seconds, settings.lr_decay, settings.checkpoint_every,
                         settings.preview_every, main, resume)
-        self.on_step: Callable[[TrainStep], None] | None = None
 
     def train(self, data: ShardedContent, per_shard: int, started: float,
               on_step: Callable[[TrainStep], None] | None,
