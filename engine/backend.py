@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import mlx.core as mx
 
+from . import kernel_cache
+
 BACKENDS = ("cpu", "cuda", "generic")
 _forced: list[str] = []  # (tests: `forced("generic")` runs a Mac's path on this CPU)
 
@@ -26,7 +28,10 @@ def backend() -> str:
         return _forced[-1]
     if mx.default_device() == mx.cpu:
         return "cpu"
-    return "cuda" if mx.cuda.is_available() else "generic"
+    if not mx.cuda.is_available():
+        return "generic"
+    kernel_cache.seed_once()  # the shipped kernels, before anything compiles
+    return "cuda"
 
 
 def on_cpu() -> bool:
