@@ -6,7 +6,8 @@ machine (threads, each with its own connection; the standard library's HTTP clie
                                      [--codecs jpeg,ppm]
 
 Rows: requests/s and p50/p99 latency per image size, codec and number of concurrent clients
-(JPEG in and out, as a page or an app sends them; ppm: raw pixels in and out), the p50 of the time inside the server (its
+(JPEG in and out, as a page or an app sends them; ppm: raw pixels in and out; -raw: the image as
+the request's body instead of a multipart form), the p50 of the time inside the server (its
 Server-Timing header: from the request's arrival, its upload read and parsed, to the encoded
 answer), the server's batches; the webcam's round trip at 640x480 (a WebSocket client sending
 JPEG frames as the page does: one in flight); with --oneshot, one `engine apply photo.jpg` as a
@@ -85,8 +86,21 @@ def health(host: str, port: int) -> dict:
     return json.loads(connection.getresponse().read())
 
 
-def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: int) -> dict:
+def request_for(codec: str, style: str, width: int, height: int) -> tuple[str, bytes, str]:
+    """(path, body, content type) of one stylize request: `jpeg` or `ppm` in and out as a
+    multipart form (/v1/stylize), or with `-raw` the image as the body (/v1/stylize/raw)."""
+    fmt, raw = codec.removesuffix("-raw"), codec.endswith("-raw")
+    image = photo_bytes(width, height, fmt)
+    if raw:
+        media = "image/jpeg" if fmt == "jpeg" else "image/x-portable-pixmap"
+        return f"/v1/stylize/raw?style={style}&format={fmt}", image, media
+    return ("/v1/stylize", *multipart({"style": style, "format": fmt}, image))
+
+
+def load(host: str, port: int, request: tuple[str, bytes, str], clients: int, requests: int
+         ) -> dict:
     """`requests` requests from `clients` threads; latencies and the wall time."""
+    path, body, kind = request
     latencies: list[float] = []
     inside: list[dict] = []  # ms inside the server, by part (its Server-Timing header)
     errors: list[str] = []
@@ -96,7 +110,7 @@ def load(host: str, port: int, body: bytes, kind: str, clients: int, requests: i
         connection = http.client.HTTPConnection(host, port, timeout=600)
         for _ in range(per_client):
             start = time.perf_counter()
-            connection.request("POST", "/v1/stylize", body, {"Content-Type": kind})
+            connection.request("POST", path, body, {"Content-Type": kind})
             response = connection.getresponse()
             response.read()
             latencies.append(time.perf_counter() - start)
@@ -172,7 +186,9 @@ def main() -> None:
     parser.add_argument("--webcam-seconds", type=float, default=10.0)
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--photo", type=Path, help="The photo to send (default: the example).")
-    parser.add_argument("--codecs", default="jpeg", help="jpeg, ppm (raw pixels) or both")
+    parser.add_argument("--codecs", default="jpeg",
+                        help="comma-separated: jpeg, ppm (raw pixels), as a multipart form; "
+                        "jpeg-raw, ppm-raw: the image as the request body (/v1/stylize/raw)")
     args = parser.parse_args()
     if args.photo:
         PHOTO.append(args.photo)
@@ -182,16 +198,15 @@ def main() -> None:
     try:
         for size, codec in itertools.product(args.sizes.split(","), args.codecs.split(",")):
             width, height = map(int, size.split("x"))
-            body, kind = multipart({"style": args.style, "format": codec},
-                                   photo_bytes(width, height, codec))
-            load(host, port, body, kind, 8, 16)  # warm-up: each batch size's pass compiled
-            load(host, port, body, kind, 1, 4)
+            request = request_for(codec, args.style, width, height)
+            load(host, port, request, 8, 16)  # warm-up: each batch size's pass compiled
+            load(host, port, request, 1, 4)
             for clients in map(int, args.clients.split(",")):
                 requests = max(args.requests, 2 * clients)
-                load(host, port, body, kind, clients, clients)  # this load's batch shapes
+                load(host, port, request, clients, clients)  # this load's batch shapes
                 emit({"what": "serve stylize", "size": size, "codec": codec,
                       "clients": clients, "style": args.style, "net": args.net,
-                      **load(host, port, body, kind, clients, requests)})
+                      **load(host, port, request, clients, requests)})
         if args.webcam_seconds > 0:
             emit({"what": "serve webcam round trip", "size": "640x480", "style": args.style,
                   "net": args.net, **webcam(host, port, args.style, args.webcam_seconds)})

@@ -59,7 +59,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_BodyLimit, limit=max(settings.max_upload, settings.max_video_upload)
                        + 2**20)
-    app.middleware("http")(_check_token)
+    app.add_middleware(_TokenCheck)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", _page, include_in_schema=False)
     app.include_router(api)
@@ -80,15 +80,27 @@ def _allowed(settings: ServeSettings, request: Request | WebSocket) -> bool:
     return secrets.compare_digest(given.encode(), settings.token.encode())
 
 
-async def _check_token(request: Request, call_next):
-    request.state.arrived = time.perf_counter()
-    path = request.url.path
-    settings = request.app.state.settings
-    if (settings.token and path not in PUBLIC and not path.startswith("/static/")
-            and not request.app.state.allowed(request)):
-        return _error(401, "this server needs its token: send 'Authorization: Bearer TOKEN', "
-                      "or open the page at the address the server printed")
-    return await call_next(request)
+class _TokenCheck:
+    """Stamps each request's arrival (the Server-Timing total counts from it) and answers 401 to
+    one without the token. Plain ASGI: a request's body passes through untouched, chunk by
+    chunk, with no wrapper around its stream."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope.setdefault("state", {})["arrived"] = time.perf_counter()
+        request = Request(scope)
+        path = request.url.path
+        settings = request.app.state.settings
+        if (settings.token and path not in PUBLIC and not path.startswith("/static/")
+                and not request.app.state.allowed(request)):
+            response = _error(401, "this server needs its token: send 'Authorization: Bearer "
+                              "TOKEN', or open the page at the address the server printed")
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 async def _page(request: Request, token: str | None = None):

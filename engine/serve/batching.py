@@ -1,18 +1,20 @@
 """One thread owns MLX: every forward pass of the server runs on it, in batches.
 
 Requests for the same style and options and the same image size that wait together share one
-forward pass: the worker takes the oldest request, waits up to `wait` seconds (or until
-`max_batch` are there) for others of its kind, and runs them as one batch. While a batch
-computes, the next ones gather, so under load batches fill on their own. The queue of waiting
+forward pass: the worker takes the oldest request and, while others are on their way (announced
+with `coming()`: their uploads being read and decoded), waits up to `wait` seconds (or until
+`max_batch` are there) for others of its kind, then runs them as one batch. A lone request runs
+at once. While a batch computes, the next ones gather, so under load batches fill on their own. The queue of waiting
 requests is bounded: one more is refused (QueueFull) instead of waiting without end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -54,6 +56,7 @@ class Batcher:
         self._calls: deque[tuple[Callable, Future]] = deque()
         self._ready = threading.Condition()
         self._stopping = False
+        self._coming = 0  # requests announced by coming(), not yet submitted
         self.stats = BatchStats()
         self._thread = threading.Thread(target=self._work, args=(setup,), name="engine-mlx",
                                         daemon=True)
@@ -71,6 +74,19 @@ class Batcher:
             self.stats.requests += 1
             self._ready.notify()
         return future
+
+    @contextlib.contextmanager
+    def coming(self) -> Iterator[None]:
+        """Announce a request on its way to `submit` (its upload being read and decoded) for
+        the time of the block: a batch being gathered waits for it, up to `wait`."""
+        with self._ready:
+            self._coming += 1
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._coming -= 1
+                self._ready.notify()
 
     def call(self, function: Callable, *args, **kwargs) -> Future:
         """`function(*args, **kwargs)` on the worker thread, ahead of waiting batches."""
@@ -115,14 +131,14 @@ class Batcher:
                 self._compute(batch)
 
     def _gather(self) -> list[_Request]:
-        """The oldest request and those of its kind, waiting up to `wait` for more (the lock
-        held; Condition.wait releases it)."""
+        """The oldest request and those of its kind, waiting up to `wait` for more while more
+        are on their way (the lock held; Condition.wait releases it)."""
         key = self._pending[0].key
         deadline = self._pending[0].arrived + self.wait
         while not self._stopping and not self._calls:
             same = sum(1 for request in self._pending if request.key == key)
             left = deadline - time.perf_counter()
-            if same >= self.max_batch or left <= 0:
+            if same >= self.max_batch or left <= 0 or not self._coming:
                 break
             self._ready.wait(left)
         batch, rest = [], deque()

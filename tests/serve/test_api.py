@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from engine.io import examples
 from engine.serve.app import create_app
+from engine.serve.batching import Batcher
 from engine.serve.service import ServeSettings
 
 from ..io.test_video import frames_of, make_clip
@@ -123,6 +124,55 @@ def test_raw_pixels_in_and_out_as_ppm(serve):
             response = client.post("/v1/stylize", files={"image": ("x.ppm", bad)})
             assert response.status_code == status, (words, response.text)
             assert words in response.json()["error"]
+
+
+def test_an_image_sent_as_the_body_is_the_forms_picture(serve):
+    """/v1/stylize/raw: the image is the request's body, options in the query; the same
+    picture as the multipart form gives, and the same refusals."""
+    data = photo_bytes((120, 90))
+    pixels = np.asarray(Image.open(io.BytesIO(data)))
+    with serve(max_upload=2**20) as client:
+        form = client.post("/v1/stylize", files={"image": ("c.png", data)},
+                           data={"style": "wave", "strength": "0.7", "format": "ppm"})
+        raw = client.post("/v1/stylize/raw?style=wave&strength=0.7&format=ppm",
+                          content=ppm(pixels),
+                          headers={"Content-Type": "image/x-portable-pixmap"})
+        assert raw.status_code == 200 and raw.content == form.content
+        assert "decode;dur=" in raw.headers["server-timing"]
+        png = client.post("/v1/stylize/raw?style=wave&strength=0.7", content=data)
+        assert np.abs(decoded(png) - decoded(form)).max() == 0
+        for query, body, status, words in [
+                ("style=wave", b"", 400, "empty"),
+                ("style=wave", b"not an image", 400, "not an image"),
+                ("style=wave", b"\0" * (2**20 + 10), 413, "over 1 MB"),
+                ("style=no_such", data, 400, "unknown style"),
+                ("style=/etc/passwd", data, 400, "registered style"),
+                ("strength=3", data, 422, "strength"),
+                ("format=gif", data, 400, "format")]:
+            response = client.post(f"/v1/stylize/raw?{query}", content=body)
+            assert response.status_code == status, (words, response.text)
+            assert words in response.json()["error"]
+        assert "/v1/stylize/raw" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_batch_waits_for_requests_on_their_way_only():
+    """A lone request runs at once, however long the batch wait; one announced by coming()
+    (its upload still being read) is waited for and shares the pass."""
+    batches = []
+    batcher = Batcher(lambda key, frames: batches.append(len(frames)) or frames,
+                      wait=3600.0)
+    try:
+        frame = np.zeros((4, 4, 3), np.uint8)
+        assert batcher.submit("k", frame).result(timeout=60).shape == (4, 4, 3)
+        with batcher.coming():
+            first = batcher.submit("k", frame)
+            time.sleep(0.05)  # the worker holds `first` for the one on its way
+            assert not first.done()
+            second = batcher.submit("k", frame)
+        first.result(timeout=60), second.result(timeout=60)
+        assert batches == [1, 2]
+    finally:
+        batcher.close()
 
 
 def test_a_jpeg_comes_upright_per_its_exif(serve):
