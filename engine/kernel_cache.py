@@ -24,7 +24,7 @@ import tarfile
 from importlib.resources import files
 from pathlib import Path
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,255}$")  # (255: a file name's limit)
 _seeded = False
 
 
@@ -97,7 +97,10 @@ def pack(cache: Path, out_folder: Path, mlx_version: str, architecture: str) -> 
     """The kernels in `cache` as `out_folder/mlx-VERSION-ARCH.tar.xz` (sorted, no owners or
     times: the same files give the same archive)."""
     names = sorted(p.name for p in Path(cache).iterdir()
-                   if p.is_file() and _SAFE_NAME.match(p.name) and not p.name.startswith("."))
+                   if p.is_file() and not p.name.startswith("."))
+    odd = [name for name in names if not _SAFE_NAME.match(name)]
+    if odd:  # seed() would leave them out
+        raise ValueError(f"{cache}: kernel file names seed() would not take: {odd[:3]}")
     if not names:
         raise ValueError(f"{cache} holds no kernels; run the commands to ship once first")
     out = Path(out_folder) / archive_name(mlx_version, architecture)

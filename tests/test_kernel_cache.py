@@ -15,7 +15,8 @@ def _cache(folder, files):
 
 
 def test_pack_then_seed_adds_the_missing_kernels_once(tmp_path):
-    built = _cache(tmp_path / "built", {"binary_Add_float32.ptx": b"ptx a",
+    long = "Ju8IAddABKf4IAsTypeJLf4IMaximumDEMf4" * 6 + "_5881389824232743715.ptx"  # 240 chars
+    built = _cache(tmp_path / "built", {"binary_Add_float32.ptx": b"ptx a", long: b"fused",
                                         "binary_Add_float32.txt": b"kernels a",
                                         "Compiled_9f3a.ptx": b"ptx b"})
     archive = kernel_cache.pack(built, tmp_path / "shipped", "0.32.4", "sm_90")
@@ -24,8 +25,9 @@ def test_pack_then_seed_adds_the_missing_kernels_once(tmp_path):
     assert again.read_bytes() == archive.read_bytes()  # the same files, the same archive
 
     user = _cache(tmp_path / "user", {"Compiled_9f3a.ptx": b"the user's own"})
-    assert kernel_cache.seed(user, tmp_path / "shipped", "0.32.4", "sm_90") == 2
+    assert kernel_cache.seed(user, tmp_path / "shipped", "0.32.4", "sm_90") == 3
     assert (user / "binary_Add_float32.ptx").read_bytes() == b"ptx a"
+    assert (user / long).read_bytes() == b"fused"
     assert (user / "Compiled_9f3a.ptx").read_bytes() == b"the user's own"  # never overwritten
     (user / "binary_Add_float32.ptx").unlink()
     assert kernel_cache.seed(user, tmp_path / "shipped", "0.32.4", "sm_90") == 0  # stamped
