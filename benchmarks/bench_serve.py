@@ -1,5 +1,5 @@
 """`engine serve` under load, as clients see it: a real server process, clients on the same
-machine (threads, each with its own connection; the standard library's HTTP client).
+machine (processes, each with its own connection; the standard library's HTTP client).
 
     python benchmarks/bench_serve.py [--sizes 512x512,1920x1080] [--clients 1,8,32]
                                      [--requests 64] [--webcam-seconds 10] [--oneshot]
@@ -19,6 +19,7 @@ import http.client
 import io
 import itertools
 import json
+import multiprocessing
 import re
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,40 +98,40 @@ def request_for(codec: str, style: str, width: int, height: int) -> tuple[str, b
     return ("/v1/stylize", *multipart({"style": style, "format": fmt}, image))
 
 
+def _client(host: str, port: int, request: tuple[str, bytes, str], count: int) -> list[tuple]:
+    """One client's `count` requests on its own connection: (start, end, status, Server-Timing
+    parts) each, on the machine's clock."""
+    path, body, kind = request
+    connection = http.client.HTTPConnection(host, port, timeout=600)
+    rows = []
+    for _ in range(count):
+        start = time.time()
+        connection.request("POST", path, body, {"Content-Type": kind})
+        response = connection.getresponse()
+        response.read()
+        timing = dict(re.findall(r"(\w+);dur=([\d.]+)", response.getheader("Server-Timing") or ""))
+        rows.append((start, time.time(), response.status,
+                     {name: float(ms) for name, ms in timing.items()}))
+    connection.close()
+    return rows
+
+
 def load(host: str, port: int, request: tuple[str, bytes, str], clients: int, requests: int
          ) -> dict:
-    """`requests` requests from `clients` threads; latencies and the wall time."""
-    path, body, kind = request
-    latencies: list[float] = []
-    inside: list[dict] = []  # ms inside the server, by part (its Server-Timing header)
-    errors: list[str] = []
+    """`requests` requests from `clients` client processes (as separate programs would send
+    them: no client shares an interpreter lock with another); latencies and the wall time from
+    the first request sent to the last answer."""
     per_client = max(1, requests // clients)
-
-    def client(_):
-        connection = http.client.HTTPConnection(host, port, timeout=600)
-        for _ in range(per_client):
-            start = time.perf_counter()
-            connection.request("POST", path, body, {"Content-Type": kind})
-            response = connection.getresponse()
-            response.read()
-            latencies.append(time.perf_counter() - start)
-            timing = dict(re.findall(r"(\w+);dur=([\d.]+)",
-                                     response.getheader("Server-Timing") or ""))
-            if timing:
-                inside.append({name: float(ms) for name, ms in timing.items()})
-            if response.status != 200:
-                errors.append(str(response.status))
-        connection.close()
-
     before = health(host, port)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    wall = time.perf_counter() - start
+    with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("fork")) as pool:
+        rows = [row for rows in pool.map(_client, *zip(*[(host, port, request, per_client)]
+                                                        * clients)) for row in rows]
     after = health(host, port)
-    latencies.sort()
+    wall = max(row[1] for row in rows) - min(row[0] for row in rows)
+    latencies = sorted(row[1] - row[0] for row in rows)
+    inside = [row[3] for row in rows if row[3]]
     done = after["requests"] - before["requests"]
-    return {"requests": len(latencies), "errors": len(errors),
+    return {"requests": len(latencies), "errors": sum(row[2] != 200 for row in rows),
             "requests_per_s": round(len(latencies) / wall, 2),
             "p50_ms": round(1000 * statistics.median(latencies), 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
