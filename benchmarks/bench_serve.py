@@ -98,10 +98,13 @@ def request_for(codec: str, style: str, width: int, height: int) -> tuple[str, b
     return ("/v1/stylize", *multipart({"style": style, "format": fmt}, image))
 
 
-def _client(host: str, port: int, request: tuple[str, bytes, str], count: int) -> list[tuple]:
+_SENT: list[tuple[str, bytes, str]] = []  # the request the client processes send (forked)
+
+
+def _client(host: str, port: int, count: int) -> list[tuple]:
     """One client's `count` requests on its own connection: (start, end, status, Server-Timing
     parts) each, on the machine's clock."""
-    path, body, kind = request
+    path, body, kind = _SENT[0]
     connection = http.client.HTTPConnection(host, port, timeout=600)
     rows = []
     for _ in range(count):
@@ -123,9 +126,10 @@ def load(host: str, port: int, request: tuple[str, bytes, str], clients: int, re
     the first request sent to the last answer."""
     per_client = max(1, requests // clients)
     before = health(host, port)
+    _SENT[:] = [request]  # each process has it from the fork: no copy of the body per task
     with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("fork")) as pool:
-        rows = [row for rows in pool.map(_client, *zip(*[(host, port, request, per_client)]
-                                                        * clients)) for row in rows]
+        rows = [row for rows in pool.map(_client, [host] * clients, [port] * clients,
+                                         [per_client] * clients) for row in rows]
     after = health(host, port)
     wall = max(row[1] for row in rows) - min(row[0] for row in rows)
     latencies = sorted(row[1] - row[0] for row in rows)
