@@ -157,7 +157,9 @@ class Batcher:
         self.stats.batches += 1
         self.stats.largest = max(self.stats.largest, len(live))
         try:
-            outputs = self._run(live[0].key, np.stack([request.frame for request in live]))
+            frames = (live[0].frame[None] if len(live) == 1  # (a view: no copy of a lone frame)
+                      else np.stack([request.frame for request in live]))
+            outputs = self._run(live[0].key, frames)
         except BaseException as error:  # every waiting request hears of it; the worker goes on
             for request in live:
                 request.future.set_exception(error)
