@@ -4,8 +4,9 @@ Requests for the same style and options and the same image size that wait togeth
 forward pass: the worker takes the oldest request and, while others are on their way (announced
 with `coming()`: their uploads being read and decoded), waits up to `wait` seconds (or until
 `max_batch` are there) for others of its kind, then runs them as one batch. A lone request runs
-at once. While a batch computes, the next ones gather, so under load batches fill on their own. The queue of waiting
-requests is bounded: one more is refused (QueueFull) instead of waiting without end.
+at once. While a batch computes, the next ones gather, so under load batches fill on their own.
+The queue of waiting requests is bounded: one more is refused (QueueFull) instead of waiting
+without end.
 """
 
 from __future__ import annotations
