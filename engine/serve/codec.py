@@ -98,7 +98,8 @@ def encode_frame(frame: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     pil_format, _ = FORMATS[fmt]
     if pil_format == "PPM":
         height, width = frame.shape[:2]
-        return b"P6\n%d %d\n255\n" % (width, height) + np.ascontiguousarray(frame).tobytes()
+        header = b"P6\n%d %d\n255\n" % (width, height)
+        return b"".join((header, memoryview(np.ascontiguousarray(frame)).cast("B")))  # one copy
     if pil_format == "JPEG":
         import cv2
 
