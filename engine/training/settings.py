@@ -165,7 +165,7 @@ def machine_recipe(cpu: bool) -> dict:
     (benchmarks/cpu_style_quality.py); a layout option (--net, --width, --dilations, --margin)
     or --from given by the user leaves the warm start out."""
     if cpu:
-        return {"warm_start": True, "size": 192, "batch": 2, "style_size": 384,
+        return {"warm_start": True, "size": 192, "batch": 2, "style_size": 512,
                 "style_layers": "relu1_1,relu2_1,relu3_1,relu4_1", "style_weight": 2e5,
                 "lr_decay": 0.3, "minutes": 10.0}
     return {"precision": "bfloat16", "batch": 8, "style_weight": 3e5,
