@@ -14,14 +14,10 @@ Pack them on a warm machine, after the commands they serve have run once:
 
 from __future__ import annotations
 
-import hashlib
 import io
-import lzma
 import os
 import re
 import sys
-import tarfile
-from importlib.resources import files
 from pathlib import Path
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,255}$")  # (255: a file name's limit)
@@ -41,6 +37,8 @@ def archive_name(mlx_version: str, architecture: str) -> str:
 
 
 def shipped_folder() -> Path:
+    from importlib.resources import files
+
     return Path(str(files("engine_weights") / "kernels"))
 
 
@@ -52,11 +50,15 @@ def device() -> tuple[str, str]:
 
 
 def seed_once() -> int:
-    """`seed()` once a process; a failure to seed costs the compilation only, never a command."""
+    """`seed()` once a process; a failure to seed costs the compilation only, never a command.
+    (Its modules load here: a CPU's commands never import them.)"""
     global _seeded
     if _seeded:
         return 0
     _seeded = True
+    import lzma
+    import tarfile
+
     try:
         return seed(cache_folder(), shipped_folder(), *device())
     except (OSError, EOFError, lzma.LZMAError, tarfile.TarError, ValueError, RuntimeError):
@@ -67,6 +69,9 @@ def seed(cache: Path, shipped: Path, mlx_version: str, architecture: str) -> int
     """Copy the shipped kernels for this MLX version and GPU architecture into `cache`; the
     number of files added. Nothing is overwritten; a stamp beside them makes later calls one
     stat."""
+    import hashlib
+    import tarfile
+
     archive = Path(shipped) / archive_name(mlx_version, architecture)
     if not archive.is_file():
         return 0
@@ -96,6 +101,8 @@ def seed(cache: Path, shipped: Path, mlx_version: str, architecture: str) -> int
 def pack(cache: Path, out_folder: Path, mlx_version: str, architecture: str) -> Path:
     """The kernels in `cache` as `out_folder/mlx-VERSION-ARCH.tar.xz` (sorted, no owners or
     times: the same files give the same archive)."""
+    import tarfile
+
     names = sorted(p.name for p in Path(cache).iterdir()
                    if p.is_file() and not p.name.startswith("."))
     odd = [name for name in names if not _SAFE_NAME.match(name)]
