@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -64,10 +64,14 @@ def server(request: Request | WebSocket) -> Server:
     return request.app.state.server
 
 
+def _too_large(what: str, limit: int) -> ApiError:
+    return ApiError(413, f"{what} is over {limit // 2**20} MB; send a smaller file")
+
+
 async def read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise ApiError(413, f"{what} is over {limit // 2**20} MB; send a smaller file")
+        raise _too_large(what, limit)
     return data
 
 
@@ -77,7 +81,7 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, f"{what} is over {limit // 2**20} MB; send a smaller file")
+            raise _too_large(what, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -88,7 +92,7 @@ async def save_upload(upload: UploadFile, target: Path, limit: int, what: str) -
         while chunk := await upload.read(2**20):
             total += len(chunk)
             if total > limit:
-                raise ApiError(413, f"{what} is over {limit // 2**20} MB; send a smaller file")
+                raise _too_large(what, limit)
             await run_in_threadpool(stream.write, chunk)
     if total == 0:
         raise UsageError(f"{what} is empty (0 bytes)")
@@ -162,13 +166,9 @@ async def stylize(
                                        "Accept, else png).")] = None,
     quality: Annotated[int, Form(ge=1, le=100)] = 90,
 ):
-    state = server(request)
-    fmt = pick_format(format, request.headers.get("accept"))
-    options = state.service.check(StyleOptions(style, strength, preserve_color, style_size))
-    with state.service.batcher.coming():  # (a batch being gathered waits for it)
-        data = await read_upload(image, state.settings.max_upload, "the image")
-        queued, clock = await _queue(request, data, options, max_size)
-    return await _answer(request, queued, clock, fmt, quality)
+    return await _stylized(request, lambda limit: read_upload(image, limit, "the image"),
+                           StyleOptions(style, strength, preserve_color, style_size), max_size,
+                           format, quality)
 
 
 @api.post("/v1/stylize/raw", summary="Stylize one image sent as the whole request body (no "
@@ -192,27 +192,25 @@ async def stylize_raw(
                                         "Accept, else png).")] = None,
     quality: Annotated[int, Query(ge=1, le=100)] = 90,
 ):
+    return await _stylized(request, lambda limit: read_body(request, limit, "the image"),
+                           StyleOptions(style, strength, preserve_color, style_size), max_size,
+                           format, quality)
+
+
+async def _stylized(request: Request, read: Callable[[int], Awaitable[bytes]],
+                    options: StyleOptions, max_size: int | None, format: str | None,
+                    quality: int) -> Response:
+    """One stylize request, whichever way its image came: `read(limit)` gives its bytes. While
+    they are read and decoded, a batch being gathered waits for it (`coming`)."""
     state = server(request)
     fmt = pick_format(format, request.headers.get("accept"))
-    options = state.service.check(StyleOptions(style, strength, preserve_color, style_size))
-    with state.service.batcher.coming():  # (a batch being gathered waits for it)
-        data = await read_body(request, state.settings.max_upload, "the image")
-        queued, clock = await _queue(request, data, options, max_size)
-    return await _answer(request, queued, clock, fmt, quality)
-
-
-async def _queue(request: Request, data: bytes, options: StyleOptions, max_size: int | None
-                 ) -> tuple[Future, list[float]]:
-    """An uploaded image decoded and queued: (its stylized frame to come, the clock so far)."""
-    state = server(request)
-    clock = [time.perf_counter()]
-    frame = await run_in_threadpool(decode_frame, data, max_size, state.settings.max_pixels)
-    clock.append(time.perf_counter())
-    return state.service.stylize(frame, options), clock
-
-
-async def _answer(request: Request, queued: Future, clock: list[float], fmt: str, quality: int
-                  ) -> Response:
+    options = state.service.check(options)
+    with state.service.batcher.coming():
+        data = await read(state.settings.max_upload)
+        clock = [time.perf_counter()]
+        frame = await run_in_threadpool(decode_frame, data, max_size, state.settings.max_pixels)
+        clock.append(time.perf_counter())
+        queued = state.service.stylize(frame, options)
     out = await asyncio.wrap_future(queued)
     clock.append(time.perf_counter())
     body = await run_in_threadpool(encode_frame, out, fmt, quality)
