@@ -30,6 +30,7 @@ from . import loop
 from .data import ImageSet
 from .loop import TrainingLoop
 from .runs import all_finite, check_new_name, diverged, plot_losses, run_folders
+from .settings import check_budget
 
 MAX_BATCH_PIXELS = 16 * 2**20  # pixels of one step's batch (128 images of 64 px: 0.5 MP)
 
@@ -65,8 +66,7 @@ class GanSettings:
             raise UsageError(f"--learning-rate {self.learning_rate} must be a number in 0..1")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed {self.seed} must be in 0..{2**32 - 1}")
-        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget; NaN fails too)
-            raise UsageError("--minutes must be more than 0 (and finite)")
+        check_budget(self.seconds)
 
 
 @dataclass

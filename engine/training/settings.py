@@ -68,8 +68,7 @@ class TrainSettings:
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; use one of "
                              f"{', '.join(PRECISIONS)}")
-        if not 0.0 <= self.seconds < 6e7:  # (0: no time budget)
-            raise UsageError("--minutes must be more than 0 (and finite)")
+        check_budget(self.seconds)
         if not 0.0 <= self.lr_decay <= 1.0:
             raise UsageError("--lr-decay is a fraction of the steps, from 0 to 1")
         for flag, value in (("--content-weight", self.content_weight),
@@ -187,6 +186,12 @@ def recipe_settings(cpu: bool, minutes: float | None = None, steps: int | None =
                              steps=steps or (UNTIL_TIME_IS_UP if minutes else TrainSettings.steps))
     settings.check()
     return settings
+
+
+def check_budget(seconds: float) -> None:
+    """A run's time budget in seconds (0: none), as every training's settings check it."""
+    if not 0.0 <= seconds < 6e7:  # (NaN fails too)
+        raise UsageError("--minutes must be more than 0 (and finite)")
 
 
 UNTIL_TIME_IS_UP = 10**9  # the steps of a timed run without a ceiling
