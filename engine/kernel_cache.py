@@ -69,19 +69,18 @@ def seed(cache: Path, shipped: Path, mlx_version: str, architecture: str) -> int
     """Copy the shipped kernels for this MLX version and GPU architecture into `cache`; the
     number of files added. Nothing is overwritten; a stamp beside them makes later calls one
     stat."""
-    import hashlib
     import tarfile
 
     archive = Path(shipped) / archive_name(mlx_version, architecture)
     if not archive.is_file():
         return 0
-    data = archive.read_bytes()
-    stamp = Path(cache) / f".shipped-{hashlib.sha256(data).hexdigest()[:16]}"
+    # the archive by name and size: a repacked one is seeded again, without reading it first
+    stamp = Path(cache) / f".shipped-{archive.name}-{archive.stat().st_size}"
     if stamp.exists():
         return 0
     Path(cache).mkdir(parents=True, exist_ok=True)
     added = 0
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+    with tarfile.open(archive, mode="r:xz") as tar:
         for member in tar:
             # plain files with plain names only: a name never reaches outside the folder
             if not member.isfile() or not _SAFE_NAME.match(member.name) or member.name[0] == ".":
