@@ -3,7 +3,7 @@ machine (processes, each with its own connection; the standard library's HTTP cl
 
     python benchmarks/bench_serve.py [--sizes 512x512,1920x1080] [--clients 1,8,32]
                                      [--requests 64] [--webcam-seconds 10] [--oneshot]
-                                     [--codecs jpeg,ppm]
+                                     [--codecs jpeg,ppm] [--workers 1,4]
 
 Rows: requests/s and p50/p99 latency per image size, codec and number of concurrent clients
 (JPEG in and out, as a page or an app sends them; ppm: raw pixels in and out; -raw: the image as
@@ -36,15 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import emit, user_environment  # noqa: E402
 
 
-def start_server(net: str) -> tuple[subprocess.Popen, str, int]:
+def start_server(net: str, workers: int = 1) -> tuple[subprocess.Popen, str, int]:
     process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0", "--net",
-                                net, "--max-queue", "256"], stderr=subprocess.PIPE, text=True)
+                                net, "--max-queue", "256", "--workers", str(workers)],
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
         line = process.stderr.readline()
         found = re.search(r"http://([\d.]+):(\d+)/", line)
-        if found:
-            threading.Thread(target=process.stderr.read, daemon=True).start()
+        if found:  # (what the server says from now on goes to this program's stderr)
+            threading.Thread(target=lambda: sys.stderr.writelines(
+                f"engine serve: {line}" for line in process.stderr), daemon=True).start()
             return process, found.group(1), int(found.group(2))
         if not line and process.poll() is not None:
             break
@@ -135,14 +137,16 @@ def load(host: str, port: int, request: tuple[str, bytes, str], clients: int, re
     latencies = sorted(row[1] - row[0] for row in rows)
     inside = [row[3] for row in rows if row[3]]
     done = after["requests"] - before["requests"]
+    batches = after["batches"] - before["batches"]
     return {"requests": len(latencies), "errors": sum(row[2] != 200 for row in rows),
             "requests_per_s": round(len(latencies) / wall, 2),
             "p50_ms": round(1000 * statistics.median(latencies), 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1,
                                                   int(0.99 * len(latencies)))], 2),
             **{f"server_{part}_p50_ms": round(statistics.median(t[part] for t in inside), 2)
-               for part in ("total", "decode", "stylize", "encode") if inside},
-            "mean_batch": round(done / max(1, after["batches"] - before["batches"]), 2)}
+               for part in ("total", "read", "decode", "stylize", "encode") if inside},
+            # (with several server processes, /healthz answers for one of them)
+            **({"mean_batch": round(done / batches, 2)} if done == len(rows) else {})}
 
 
 def webcam(host: str, port: int, style: str, seconds: float) -> dict:
@@ -188,6 +192,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--style", default="starry")
     parser.add_argument("--net", default="auto")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated: server processes (engine serve --workers)")
     parser.add_argument("--webcam-seconds", type=float, default=10.0)
     parser.add_argument("--oneshot", action="store_true")
     parser.add_argument("--photo", type=Path, help="The photo to send (default: the example).")
@@ -199,25 +205,27 @@ def main() -> None:
         PHOTO.append(args.photo)
     import engine  # noqa: F401 - its BLAS before MLX
 
-    process, host, port = start_server(args.net)
-    try:
-        for size, codec in itertools.product(args.sizes.split(","), args.codecs.split(",")):
-            width, height = map(int, size.split("x"))
-            request = request_for(codec, args.style, width, height)
-            load(host, port, request, 8, 16)  # warm-up: each batch size's pass compiled
-            load(host, port, request, 1, 4)
-            for clients in map(int, args.clients.split(",")):
-                requests = max(args.requests, 2 * clients)
-                load(host, port, request, clients, clients)  # this load's batch shapes
-                emit({"what": "serve stylize", "size": size, "codec": codec,
-                      "clients": clients, "style": args.style, "net": args.net,
-                      **load(host, port, request, clients, requests)})
-        if args.webcam_seconds > 0:
-            emit({"what": "serve webcam round trip", "size": "640x480", "style": args.style,
-                  "net": args.net, **webcam(host, port, args.style, args.webcam_seconds)})
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    for workers in map(int, args.workers.split(",")):
+        process, host, port = start_server(args.net, workers)
+        try:
+            for size, codec in itertools.product(args.sizes.split(","), args.codecs.split(",")):
+                width, height = map(int, size.split("x"))
+                request = request_for(codec, args.style, width, height)
+                load(host, port, request, 8 * workers, 16 * workers)  # each pass compiled
+                load(host, port, request, 1, 4)
+                for clients in map(int, args.clients.split(",")):
+                    requests = max(args.requests, 2 * clients)
+                    load(host, port, request, clients, clients)  # this load's batch shapes
+                    emit({"what": "serve stylize", "size": size, "codec": codec,
+                          "clients": clients, "workers": workers, "style": args.style,
+                          "net": args.net, **load(host, port, request, clients, requests)})
+            if args.webcam_seconds > 0:
+                emit({"what": "serve webcam round trip", "size": "640x480", "workers": workers,
+                      "style": args.style, "net": args.net,
+                      **webcam(host, port, args.style, args.webcam_seconds)})
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
     if args.oneshot:
         for size in args.sizes.split(","):
             width, height = map(int, size.split("x"))
