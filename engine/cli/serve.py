@@ -43,6 +43,9 @@ def serve(
     vgg_weights: Annotated[Path | None, typer.Option(envvar="ENGINE_VGG_WEIGHTS",
                                                         help="VGG16 weights for train jobs.")
                            ] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Server processes sharing the address and the GPU (each with its "
+        "styles loaded and its own batches): more serve more clients at once.")] = 1,
 ) -> None:
     """The engine in a browser and as a service: a page (photos, styles, webcam, video,
     training) and an HTTP API (docs at /docs), styles loaded once, requests batched."""
@@ -74,14 +77,19 @@ def serve(
             err.print(f"warning: listening on {host}: anyone who can reach this machine and "
                       "has the token can use the server; put TLS in front of it (a reverse "
                       "proxy) on an open network")
-        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning",
-                                ws_max_size=settings.max_upload + 2**16)
-        server = uvicorn.Server(config)
-        _announce(server, settings)
-        try:
-            server.run()  # until Ctrl-C or SIGTERM: requests finished, jobs stopped, files gone
-        except KeyboardInterrupt:  # (uvicorn hands the signal back once it has shut down)
-            pass
+        config = {"log_level": "warning", "ws_max_size": settings.max_upload + 2**16}
+        if workers > 1:
+            from ..serve.workers import run_workers
+
+            run_workers(settings, workers, config, lambda port: _announce(settings, port))
+        else:
+            server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
+                                                   **config))
+            _on_listening(server, lambda port: _announce(settings, port))
+            try:  # until Ctrl-C or SIGTERM: requests finished, jobs stopped, files gone
+                server.run()
+            except KeyboardInterrupt:  # (uvicorn hands the signal back once it has shut down)
+                pass
         err.print("stopped")
     # Everything is closed by now: requests answered, jobs stopped, the job folder deleted. MLX,
     # used from the server's own thread, can abort in its static destructors at interpreter exit
@@ -100,20 +108,22 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def _announce(server, settings) -> None:
-    """Print the address once uvicorn listens (the port too, when --port 0 chose one)."""
+def _announce(settings, port: int) -> None:
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    query = f"/?token={settings.token}" if settings.token else "/"
+    err.print(f"engine serve: http://{host}:{port}{query}  (API docs: http://{host}:{port}/docs;"
+              " Ctrl-C stops)", highlight=False, soft_wrap=True)
+
+
+def _on_listening(server, then) -> None:
+    """`then(port)` once uvicorn listens (the port --port 0 chose, too)."""
     started = server.startup
 
     async def startup(sockets=None):
         await started(sockets=sockets)
         for listener in getattr(server, "servers", []):
             for sock in listener.sockets:
-                port = sock.getsockname()[1]
-                host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-                query = f"/?token={settings.token}" if settings.token else "/"
-                err.print(f"engine serve: http://{host}:{port}{query}  (API docs: "
-                          f"http://{host}:{port}/docs; Ctrl-C stops)", highlight=False,
-                          soft_wrap=True)
+                then(sock.getsockname()[1])
                 return
 
     server.startup = startup

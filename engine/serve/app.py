@@ -5,6 +5,7 @@ are in routes.py, images in and out in codec.py. Errors are JSON, {"error": "one
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +31,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The MLX thread gives up the interpreter lock while a pass runs and must take it back
+        # from a busy event loop, which hands it over every switch interval (5 ms by default):
+        # under load that wait, not the GPU, set the pace of the batches.
+        sys.setswitchinterval(0.0005)
         service = StyleService(settings)
         app.state.server = Server(settings, service, JobStore(service))
         service.warm()  # every style loaded on the MLX thread, ahead of its first request

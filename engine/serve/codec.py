@@ -92,14 +92,19 @@ def read_ppm(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=at + 1).reshape(height, width, 3)
 
 
+def ppm_parts(frame: np.ndarray) -> list:
+    """A PPM as its header and the frame's own memory (no copy of the pixels)."""
+    height, width = frame.shape[:2]
+    return [b"P6\n%d %d\n255\n" % (width, height),
+            memoryview(np.ascontiguousarray(frame)).cast("B")]
+
+
 def encode_frame(frame: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     """JPEG through OpenCV (libjpeg-turbo), PNG and WebP through Pillow, PPM as its header and
     the pixels."""
     pil_format, _ = FORMATS[fmt]
     if pil_format == "PPM":
-        height, width = frame.shape[:2]
-        header = b"P6\n%d %d\n255\n" % (width, height)
-        return b"".join((header, memoryview(np.ascontiguousarray(frame)).cast("B")))  # one copy
+        return b"".join(ppm_parts(frame))  # one copy
     if pil_format == "JPEG":
         import cv2
 

@@ -1,12 +1,18 @@
 """Long requests as jobs: a video to stylize, a style to train. Each job has a folder inside the
 server's private job folder (mode 0700) for its upload and its result; the upload is deleted
 when the job ends, the result when the job is deleted or the server stops. The job folder is
-the server's only state."""
+the server's only state.
+
+Several server processes (`engine serve --workers N`) share one job folder. A job runs in the
+process that took it, which writes its state to `job.json` in the job's folder as it changes;
+the others read it from there, and ask for a job's deletion with a `delete` file in its folder,
+which the owner acts on."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -20,6 +26,9 @@ from pathlib import Path
 
 from ..errors import EngineError
 from .service import StyleOptions, StyleService
+
+JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+SHARE_SECONDS = 0.2  # how often an owner writes its jobs' state and looks for deletions
 
 
 class TooManyJobs(Exception):
@@ -60,15 +69,21 @@ class JobStore:
     def __init__(self, service: StyleService):
         self.service = service
         settings = service.settings
-        if settings.job_dir is not None:
-            Path(settings.job_dir).mkdir(parents=True, exist_ok=True)
-            self.root = Path(tempfile.mkdtemp(prefix="engine-serve-", dir=settings.job_dir))
+        self.shared = settings.shared_jobs
+        if self.shared:  # made (mode 0700) and deleted by the process that started the servers
+            self.root = Path(settings.job_dir)
         else:
-            self.root = Path(tempfile.mkdtemp(prefix="engine-serve-"))
-        os.chmod(self.root, 0o700)
-        self.jobs: dict[str, Job] = {}
+            if settings.job_dir is not None:
+                Path(settings.job_dir).mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix="engine-serve-", dir=settings.job_dir))
+            os.chmod(self.root, 0o700)
+        self.jobs: dict[str, Job] = {}  # the jobs this process runs
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(settings.running_jobs)
+        self._closed = threading.Event()
+        self._saved: dict[str, str] = {}
+        if self.shared:
+            threading.Thread(target=self._share, name="engine-jobs", daemon=True).start()
 
     def new(self, kind: str) -> Job:
         """A new job's folder. When the server keeps as many jobs as it may, the oldest
@@ -86,13 +101,25 @@ class JobStore:
             folder = self.root / job_id
             folder.mkdir(mode=0o700)
             job = self.jobs[job_id] = Job(job_id, kind, folder)
-            return job
+        self._save(job)
+        return job
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
+        if job is None and self.shared and JOB_ID.match(job_id):
+            job = self._load(job_id)
         if job is None:
             raise KeyError(job_id)
         return job
+
+    def all(self) -> list[Job]:
+        """Every job: this process's, and the other processes' where the folder is shared."""
+        jobs = list(self.jobs.values())
+        if self.shared:
+            for folder in self.root.iterdir():
+                if folder.name not in self.jobs and JOB_ID.match(folder.name):
+                    jobs += [job for job in [self._load(folder.name)] if job is not None]
+        return sorted(jobs, key=lambda job: job.created)
 
     def start(self, job: Job, work: Callable[[Job], None]) -> None:
         threading.Thread(target=self._run, args=(job, work), name=f"job-{job.id}",
@@ -100,6 +127,15 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         job = self.get(job_id)
+        if job_id not in self.jobs:  # another process's job: it stops the job and deletes it
+            try:
+                (job.folder / "delete").touch()
+            except OSError:  # (deleted meanwhile)
+                return
+            deadline = time.monotonic() + 10
+            while job.folder.exists() and time.monotonic() < deadline:
+                time.sleep(SHARE_SECONDS / 4)
+            return
         self.stop(job)
         with self._lock:
             self.jobs.pop(job_id, None)
@@ -111,6 +147,7 @@ class JobStore:
             job.process.terminate()
 
     def close(self) -> None:
+        self._closed.set()
         for job in list(self.jobs.values()):
             self.stop(job)
         for job in list(self.jobs.values()):
@@ -119,7 +156,54 @@ class JobStore:
                     job.process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     job.process.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.shared:
+            for job in list(self.jobs.values()):
+                shutil.rmtree(job.folder, ignore_errors=True)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ----------------------------------------------------------------- a shared job folder
+
+    def _save(self, job: Job) -> None:
+        """The job's state in its folder (written whole, then renamed into place)."""
+        if not self.shared:
+            return
+        state = json.dumps({**job.public(), "created": job.created, "folder": str(job.folder),
+                            "result_file": str(job.result) if job.result else None,
+                            "run_folder": str(job.run_folder) if job.run_folder else None})
+        if self._saved.get(job.id) == state:
+            return
+        try:
+            temporary = job.folder / ".job.json.part"
+            temporary.write_text(state)
+            temporary.replace(job.folder / "job.json")
+            self._saved[job.id] = state
+        except OSError:  # (the job was deleted meanwhile)
+            pass
+
+    def _load(self, job_id: str) -> Job | None:
+        try:
+            state = json.loads((self.root / job_id / "job.json").read_text())
+        except (OSError, ValueError):
+            return None
+        known = {"id", "kind", "state", "progress", "message", "result", "preview",
+                 "loss_plot", "created", "folder", "result_file", "run_folder"}
+        return Job(job_id, state["kind"], self.root / job_id, state["state"],
+                   state["progress"], state["message"],
+                   {key: value for key, value in state.items() if key not in known},
+                   Path(state["result_file"]) if state["result_file"] else None,
+                   state["created"],
+                   run_folder=Path(state["run_folder"]) if state["run_folder"] else None)
+
+    def _share(self) -> None:
+        """The owner's side: its jobs' state written as it changes, deletions acted on."""
+        while not self._closed.wait(SHARE_SECONDS):
+            for job in list(self.jobs.values()):
+                if (job.folder / "delete").exists():
+                    self.delete(job.id)
+                    self._saved.pop(job.id, None)
+                else:
+                    self._save(job)
 
     def _run(self, job: Job, work: Callable[[Job], None]) -> None:
         with self._slots:
@@ -140,6 +224,7 @@ class JobStore:
             finally:
                 for upload in job.folder.glob("upload*"):
                     upload.unlink(missing_ok=True)
+                self._save(job)
 
 
 # --------------------------------------------------------------------- videos

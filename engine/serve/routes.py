@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import EngineError, UsageError
 from .batching import QueueFull
-from .codec import FORMATS, decode_frame, encode_frame, pick_format
+from .codec import FORMATS, decode_frame, encode_frame, pick_format, ppm_parts
 from .jobs import Job, JobStore, train_work, video_work
 from .service import ServeSettings, StyleOptions, StyleService
 
@@ -106,7 +107,8 @@ async def healthz(request: Request):
     from ..backend import backend
 
     batcher = server(request).service.batcher
-    return {"status": "ok", "backend": backend(), "waiting": batcher.waiting,
+    return {"status": "ok", "backend": backend(), "process": os.getpid(),
+            "waiting": batcher.waiting,
             "requests": batcher.stats.requests, "batches": batcher.stats.batches,
             "largest_batch": batcher.stats.largest}
 
@@ -207,21 +209,41 @@ async def _stylized(request: Request, read: Callable[[int], Awaitable[bytes]],
     options = state.service.check(options)
     with state.service.batcher.coming():
         data = await read(state.settings.max_upload)
-        clock = [time.perf_counter()]
+        clock = [request.state.arrived, time.perf_counter()]
         frame = await run_in_threadpool(decode_frame, data, max_size, state.settings.max_pixels)
         clock.append(time.perf_counter())
         queued = state.service.stylize(frame, options)
     out = await asyncio.wrap_future(queued)
     clock.append(time.perf_counter())
-    body = await run_in_threadpool(encode_frame, out, fmt, quality)
+    if fmt == "ppm":  # sent from the frame's memory as it is
+        parts = ppm_parts(out)
+    else:
+        parts = [await run_in_threadpool(encode_frame, out, fmt, quality)]
     clock.append(time.perf_counter())
     # where the time went, for the client's developer tools and benchmarks/bench_serve.py: the
-    # whole request since it arrived (its upload read and parsed too), decoding, the queue and
-    # the pass, encoding
-    parts = zip(("decode", "stylize", "encode"), clock, clock[1:])
+    # whole request since it arrived, its upload read (and parsed), decoding, the queue and the
+    # pass, encoding
+    steps = zip(("read", "decode", "stylize", "encode"), clock, clock[1:])
     timing = ", ".join([f"total;dur={1000 * (clock[-1] - request.state.arrived):.2f}",
-                        *(f"{name};dur={1000 * (b - a):.2f}" for name, a, b in parts)])
-    return Response(body, media_type=FORMATS[fmt][1], headers={"Server-Timing": timing})
+                        *(f"{name};dur={1000 * (b - a):.2f}" for name, a, b in steps)])
+    return _Parts(parts, FORMATS[fmt][1], {"Server-Timing": timing})
+
+
+class _Parts(Response):
+    """A response whose body goes out as the given parts (bytes or memoryviews), each as it is:
+    a PPM's header, then the frame's memory, with no copy joining them."""
+
+    def __init__(self, parts: list, media_type: str, headers: dict[str, str]):
+        self.parts = parts
+        super().__init__(None, media_type=media_type,
+                         headers={**headers, "content-length": str(sum(map(len, parts)))})
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        for i, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part,
+                        "more_body": i + 1 < len(self.parts)})
 
 
 # --------------------------------------------------------------------- jobs
@@ -278,7 +300,7 @@ async def train(
         raise UsageError(f"minutes {minutes:g} is over this server's limit of {limit:g}")
     state.service.check_new_name(name)
     if any(job.kind == "train" and not job.finished and job.detail.get("style") == name
-           for job in state.jobs.jobs.values()):
+           for job in state.jobs.all()):
         raise UsageError(f"a style named {name!r} is being trained; choose another name")
     data = await read_upload(painting, state.settings.max_upload, "the painting")
     await run_in_threadpool(decode_frame, data, None, state.settings.max_pixels, "the painting")
@@ -293,7 +315,7 @@ async def train(
 
 @api.get("/v1/jobs", summary="Every job")
 async def list_jobs(request: Request):
-    return {"jobs": [job.public() for job in server(request).jobs.jobs.values()]}
+    return {"jobs": [job.public() for job in server(request).jobs.all()]}
 
 
 @api.get("/v1/jobs/{job_id}", summary="A job's state and progress")

@@ -66,6 +66,7 @@ class ServeSettings:
     vgg_weights: Path | None = None
     device: str | None = None  # "cpu": MLX's CPU even where there is a GPU
     job_dir: Path | None = None  # default: a private temporary folder
+    shared_jobs: bool = False  # job_dir is the job folder of several server processes
 
 
 class StyleService:

@@ -428,3 +428,34 @@ def test_finished_jobs_make_room_for_new_ones_and_running_ones_refuse(serve, tmp
         assert busy.status_code == 503 and busy.headers["retry-after"] == "10"
         for job in store.jobs.values():
             job.state = "done"
+
+
+def test_server_processes_sharing_a_job_folder_see_and_delete_each_others_jobs(tmp_path):
+    """Two servers on one job folder (as `engine serve --workers 2` runs them): a video job
+    taken by one is followed, fetched, listed and deleted through the other."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=6, size=(48, 32))
+    shared = tmp_path / "jobs"
+    shared.mkdir(mode=0o700)
+    settings = ServeSettings(job_dir=shared, shared_jobs=True)
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as other:
+        started = one.post("/v1/videos", files={"video": ("clip.mp4", clip.read_bytes())},
+                           data={"style": "wave"})
+        assert started.status_code == 202, started.text
+        job = wait_for(other, started.json())  # followed through the other server
+        assert job["state"] == "done" and job["frames"] == 6, job
+        assert [row["id"] for row in other.get("/v1/jobs").json()["jobs"]] == [job["id"]]
+        result = other.get(job["result"])
+        assert result.status_code == 200 and len(frames_of_bytes(result.content, tmp_path)) == 6
+        assert other.get("/v1/jobs/../etc").status_code == 404
+        assert other.get("/v1/jobs/0123456789abcdef").status_code == 404
+        assert other.delete(f"/v1/jobs/{job['id']}").status_code == 200
+        assert one.get(f"/v1/jobs/{job['id']}").status_code == 404  # its owner deleted it
+        assert other.get(f"/v1/jobs/{job['id']}").status_code == 404
+        assert list(shared.iterdir()) == []
+    assert shared.is_dir()  # the folder belongs to the process that started the servers
+
+
+def frames_of_bytes(data: bytes, folder: Path) -> list:
+    path = folder / "fetched.mp4"
+    path.write_bytes(data)
+    return frames_of(path)

@@ -1,0 +1,129 @@
+"""`engine serve --workers N`: N server processes on one listening socket (and one GPU).
+
+One process has one interpreter lock: its event loop reads and writes every request's bytes, and
+its MLX thread waits for that lock between passes. Several processes share the work the way
+any pre-forking server does: the parent binds the address once and starts the workers (spawned,
+so each starts MLX on its own); the kernel hands each new connection to one of them. Each worker
+is a whole server (its styles, its MLX thread, its batches); the job folder is shared.
+
+The parent prints the address once every worker listens, and stops them all on Ctrl-C or
+SIGTERM, or when one of them ends.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from ..errors import EngineError
+from .service import ServeSettings
+
+START_SECONDS = 600  # a worker's start: MLX, the styles loaded, first passes compiled
+
+
+def run_workers(settings: ServeSettings, count: int, config: dict,
+                on_listening: Callable[[int], None]) -> None:
+    """Run `count` workers until a signal stops them. `config`: uvicorn.Config's keywords."""
+    import uvicorn
+
+    sock = uvicorn.Config(None, host=settings.host, port=settings.port).bind_socket()
+    port = sock.getsockname()[1]
+    if settings.job_dir is not None:
+        Path(settings.job_dir).mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="engine-serve-", dir=settings.job_dir))
+    os.chmod(root, 0o700)
+    settings = replace(settings, port=port, job_dir=root, shared_jobs=True)
+    context = multiprocessing.get_context("spawn")  # (no MLX or CUDA state crosses a fork)
+    ready = context.SimpleQueue()
+    workers = [context.Process(target=_worker, args=(settings, sock, config, ready),
+                               name=f"engine-serve-{i}") for i in range(count)]
+    stopping = []
+
+    def stop_all() -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    def on_signal(signum, frame) -> None:
+        stopping.append(signum)
+        stop_all()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for worker in workers:
+            worker.start()
+        sock.close()  # (the workers hold it)
+        _wait_ready(workers, ready, count)
+        on_listening(port)
+        while not stopping and all(worker.is_alive() for worker in workers):
+            wait([worker.sentinel for worker in workers])
+        ended = None if stopping else next(w for w in workers if not w.is_alive())
+        stop_all()
+        _join(workers)
+        if ended is not None:
+            raise EngineError(f"server process {ended.name} ended (exit code {ended.exitcode});"
+                              " the others were stopped")
+    except KeyboardInterrupt:  # Ctrl-C reached every worker too: they finish and stop
+        _join(workers)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _join(workers) -> None:
+    for worker in workers:
+        if worker.pid is not None:
+            worker.join(60)
+            if worker.is_alive():
+                worker.kill()
+
+
+def _wait_ready(workers, ready, count: int) -> None:
+    import time
+
+    deadline = time.monotonic() + START_SECONDS
+    started = 0
+    while started < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise EngineError(f"only {started} of {count} server processes started in "
+                              f"{START_SECONDS} s")
+        wait([ready._reader] + [worker.sentinel for worker in workers], left)
+        while not ready.empty():
+            ready.get()
+            started += 1
+        dead = [worker for worker in workers if worker.exitcode is not None]
+        if dead:
+            raise EngineError(f"server process {dead[0].name} ended as it started (exit code "
+                              f"{dead[0].exitcode})")
+
+
+def _worker(settings: ServeSettings, sock, config: dict, ready) -> None:
+    import sys
+
+    import uvicorn
+
+    from .app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **config))
+    started = server.startup
+
+    async def startup(sockets=None):
+        await started(sockets=sockets)
+        ready.put(os.getpid())
+
+    server.startup = startup
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # (as `engine serve` itself: MLX's static destructors are not run)
