@@ -81,7 +81,8 @@ def serve(
         if workers > 1:
             from ..serve.workers import run_workers
 
-            run_workers(settings, workers, config, lambda port: _announce(settings, port))
+            run_workers(settings, workers, config, lambda port: _announce(settings, port),
+                        err.print)
         else:
             server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
                                                    **config))

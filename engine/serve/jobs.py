@@ -168,7 +168,8 @@ class JobStore:
         """The job's state in its folder (written whole, then renamed into place)."""
         if not self.shared:
             return
-        state = json.dumps({**job.public(), "created": job.created, "folder": str(job.folder),
+        state = json.dumps({**job.public(), "created": job.created, "owner": os.getpid(),
+                            "folder": str(job.folder),
                             "result_file": str(job.result) if job.result else None,
                             "run_folder": str(job.run_folder) if job.run_folder else None})
         if self._saved.get(job.id) == state:
@@ -187,7 +188,9 @@ class JobStore:
         except (OSError, ValueError):
             return None
         known = {"id", "kind", "state", "progress", "message", "result", "preview",
-                 "loss_plot", "created", "folder", "result_file", "run_folder"}
+                 "loss_plot", "created", "owner", "folder", "result_file", "run_folder"}
+        if state["state"] in ("queued", "running") and not _alive(state["owner"]):
+            state["state"], state["message"] = "failed", "the server process running it ended"
         return Job(job_id, state["kind"], self.root / job_id, state["state"],
                    state["progress"], state["message"],
                    {key: value for key, value in state.items() if key not in known},
@@ -225,6 +228,16 @@ class JobStore:
                 for upload in job.folder.glob("upload*"):
                     upload.unlink(missing_ok=True)
                 self._save(job)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (alive, another user's)
+        pass
+    return True
 
 
 # --------------------------------------------------------------------- videos

@@ -6,8 +6,8 @@ any pre-forking server does: the parent binds the address once and starts the wo
 so each starts MLX on its own); the kernel hands each new connection to one of them. Each worker
 is a whole server (its styles, its MLX thread, its batches); the job folder is shared.
 
-The parent prints the address once every worker listens, and stops them all on Ctrl-C or
-SIGTERM, or when one of them ends.
+The parent prints the address once every worker listens, starts another worker in place of one
+that ends on its own, and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import wait
@@ -26,11 +27,14 @@ from ..errors import EngineError
 from .service import ServeSettings
 
 START_SECONDS = 600  # a worker's start: MLX, the styles loaded, first passes compiled
+STEADY_SECONDS = 60  # a worker that ends sooner than this after its start ended "as it started"
 
 
 def run_workers(settings: ServeSettings, count: int, config: dict,
-                on_listening: Callable[[int], None]) -> None:
-    """Run `count` workers until a signal stops them. `config`: uvicorn.Config's keywords."""
+                on_listening: Callable[[int], None], say: Callable[[str], None]) -> None:
+    """Run `count` workers until a signal stops them. `config`: uvicorn.Config's keywords. A
+    worker that ends on its own is replaced (`say` tells); one that keeps ending as it starts
+    stops them all."""
     import uvicorn
 
     sock = uvicorn.Config(None, host=settings.host, port=settings.port).bind_socket()
@@ -42,8 +46,15 @@ def run_workers(settings: ServeSettings, count: int, config: dict,
     settings = replace(settings, port=port, job_dir=root, shared_jobs=True)
     context = multiprocessing.get_context("spawn")  # (no MLX or CUDA state crosses a fork)
     ready = context.SimpleQueue()
-    workers = [context.Process(target=_worker, args=(settings, sock, config, ready),
-                               name=f"engine-serve-{i}") for i in range(count)]
+
+    def start(i: int):
+        worker = context.Process(target=_worker, args=(settings, sock, config, ready),
+                                 name=f"engine-serve-{i}")
+        worker.start()
+        worker.started = time.monotonic()
+        return worker
+
+    workers = []
     stopping = []
 
     def stop_all() -> None:
@@ -57,23 +68,31 @@ def run_workers(settings: ServeSettings, count: int, config: dict,
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        for worker in workers:
-            worker.start()
-        sock.close()  # (the workers hold it)
+        workers += [start(i) for i in range(count)]
         _wait_ready(workers, ready, count)
         on_listening(port)
-        while not stopping and all(worker.is_alive() for worker in workers):
+        quick_ends = 0
+        while not stopping:
             wait([worker.sentinel for worker in workers])
-        ended = None if stopping else next(w for w in workers if not w.is_alive())
-        stop_all()
-        _join(workers)
-        if ended is not None:
-            raise EngineError(f"server process {ended.name} ended (exit code {ended.exitcode});"
-                              " the others were stopped")
+            for i, worker in enumerate(workers):
+                if worker.is_alive() or stopping:
+                    continue
+                lived = time.monotonic() - worker.started
+                quick_ends = quick_ends + 1 if lived < STEADY_SECONDS else 0
+                if quick_ends > 3:
+                    raise EngineError(f"server process {worker.name} keeps ending as it starts"
+                                      f" (exit code {worker.exitcode}); the others were stopped")
+                say(f"server process {worker.name} ended (exit code {worker.exitcode}) after "
+                    f"{lived:.0f} s; starting another")
+                workers[i] = start(i)
     except KeyboardInterrupt:  # Ctrl-C reached every worker too: they finish and stop
-        _join(workers)
+        stopping.append(signal.SIGINT)
     finally:
+        if signal.SIGINT not in stopping:
+            stop_all()
+        _join(workers)
         signal.signal(signal.SIGTERM, previous)
+        sock.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -86,8 +105,6 @@ def _join(workers) -> None:
 
 
 def _wait_ready(workers, ready, count: int) -> None:
-    import time
-
     deadline = time.monotonic() + START_SECONDS
     started = 0
     while started < count:

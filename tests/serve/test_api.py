@@ -439,7 +439,7 @@ def test_server_processes_sharing_a_job_folder_see_and_delete_each_others_jobs(t
     settings = ServeSettings(job_dir=shared, shared_jobs=True)
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as other:
         started = one.post("/v1/videos", files={"video": ("clip.mp4", clip.read_bytes())},
-                           data={"style": "wave"})
+                           data={"style": "starry"})
         assert started.status_code == 202, started.text
         job = wait_for(other, started.json())  # followed through the other server
         assert job["state"] == "done" and job["frames"] == 6, job
@@ -459,3 +459,24 @@ def frames_of_bytes(data: bytes, folder: Path) -> list:
     path = folder / "fetched.mp4"
     path.write_bytes(data)
     return frames_of(path)
+
+
+def test_a_job_whose_server_process_ended_reads_as_failed(tmp_path):
+    """A shared job folder holds a running job of a process that is gone: the others answer
+    for it as failed, with why."""
+    import subprocess
+    import sys
+
+    shared = tmp_path / "jobs"
+    shared.mkdir(mode=0o700)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = shared / "00112233aabbccdd"
+    folder.mkdir()
+    (folder / "job.json").write_text(json.dumps({
+        "id": folder.name, "kind": "video", "state": "running", "progress": 0.5, "message": "",
+        "frames": 3, "created": time.time(), "owner": gone.pid, "folder": str(folder),
+        "result_file": None, "run_folder": None}))
+    with TestClient(create_app(ServeSettings(job_dir=shared, shared_jobs=True))) as client:
+        job = client.get(f"/v1/jobs/{folder.name}").json()
+        assert job["state"] == "failed" and "ended" in job["message"] and job["frames"] == 3

@@ -26,32 +26,52 @@ def test_serve_refuses_what_it_cannot_do_safely(args, needle):
     _one_line_error(_run("serve", *args), needle)
 
 
+def _start_serve(tmp_path, *args):
+    """`engine serve --port 0 ARGS` in its own process group, TMPDIR in tmp_path; (process,
+    (host, port)) once it prints its address."""
+    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0",
+                                "--net", "fast", *args], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    address = None
+    deadline = time.time() + 240
+    while time.time() < deadline and address is None:
+        line = process.stderr.readline()
+        if not line and process.poll() is not None:
+            break
+        found = re.search(r"http://(127\.0\.0\.1):(\d+)/", line)
+        address = (found.group(1), int(found.group(2))) if found else None
+    if address is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"engine serve did not start: {process.stderr.read()}")
+    return process, address
+
+
+def _processes(address, count: int) -> set[int]:
+    """The server processes that answer /healthz, asked on new connections until `count`
+    different ones did (or 200 times): the kernel hands each connection to one of them."""
+    seen = set()
+    for _ in range(200):
+        connection = http.client.HTTPConnection(*address, timeout=60)
+        try:
+            connection.request("GET", "/healthz")
+            seen.add(json.loads(connection.getresponse().read())["process"])
+        except (ConnectionError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        if len(seen) >= count:
+            break
+    return seen
+
+
 def test_serve_with_two_processes_answers_from_both_and_stops_on_ctrl_c(tmp_path):
     """`engine serve --workers 2`: one address, two server processes behind it; Ctrl-C (the
     terminal's SIGINT to the process group) stops both, and the shared job folder goes."""
-    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0",
-                                "--workers", "2", "--net", "fast"], stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True, start_new_session=True,
-                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    process, address = _start_serve(tmp_path, "--workers", "2")
     try:
-        address = None
-        deadline = time.time() + 240
-        while time.time() < deadline and address is None:
-            line = process.stderr.readline()
-            if not line and process.poll() is not None:
-                break
-            found = re.search(r"http://(127\.0\.0\.1):(\d+)/", line)
-            address = (found.group(1), int(found.group(2))) if found else None
-        assert address is not None, f"engine serve did not start: {process.stderr.read()}"
         assert len(list(tmp_path.glob("engine-serve-*"))) == 1  # the one job folder
-        seen = set()
-        for _ in range(200):  # each a new connection; the kernel hands it to either process
-            connection = http.client.HTTPConnection(*address, timeout=60)
-            connection.request("GET", "/healthz")
-            seen.add(json.loads(connection.getresponse().read())["process"])
-            connection.close()
-            if len(seen) == 2:
-                break
+        seen = _processes(address, 2)
         assert len(seen) == 2 and process.pid not in seen
         connection = http.client.HTTPConnection(*address, timeout=120)
         connection.request("POST", "/v1/stylize/raw?style=starry&format=png", photo_bytes(),
@@ -65,6 +85,27 @@ def test_serve_with_two_processes_answers_from_both_and_stops_on_ctrl_c(tmp_path
         for pid in seen:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_server_process_that_ends_is_replaced(tmp_path):
+    """One of `engine serve --workers 2` killed: the parent says so and starts another; the
+    address keeps answering."""
+    process, address = _start_serve(tmp_path, "--workers", "2")
+    try:
+        before = _processes(address, 2)
+        os.kill(before.pop(), signal.SIGKILL)
+        deadline = time.time() + 120
+        seen = set()
+        while time.time() < deadline and not (seen - before):
+            seen |= _processes(address, 1)
+            time.sleep(0.2)
+        assert seen - before, "no new server process answered"
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+        assert "starting another" in process.stderr.read()
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
