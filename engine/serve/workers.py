@@ -108,18 +108,17 @@ def _wait_ready(workers, ready, count: int) -> None:
     deadline = time.monotonic() + START_SECONDS
     started = 0
     while started < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if time.monotonic() > deadline:
             raise EngineError(f"only {started} of {count} server processes started in "
                               f"{START_SECONDS} s")
-        wait([ready._reader] + [worker.sentinel for worker in workers], left)
-        while not ready.empty():
-            ready.get()
-            started += 1
         dead = [worker for worker in workers if worker.exitcode is not None]
         if dead:
             raise EngineError(f"server process {dead[0].name} ended as it started (exit code "
                               f"{dead[0].exitcode})")
+        while not ready.empty():
+            ready.get()
+            started += 1
+        time.sleep(0.05)
 
 
 def _worker(settings: ServeSettings, sock, config: dict, ready) -> None:
