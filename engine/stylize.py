@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import mlx.core as mx
@@ -186,10 +186,18 @@ class Stylizer:
 
     def uint8(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (B, H, W, 3) frames in, stylized uint8 frames out; converted on the device."""
+        return self.uint8_started(frames)()
+
+    def uint8_started(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
+        """`uint8`, its pass started: the answer waits for it and gives the frames. The device
+        computes while the caller goes on (on a GPU: copying out an earlier batch)."""
         frames = mx.array(frames)
         if self._compiled_whole(frames) and self.stroke == 1.0:
-            return np.array(self._whole_uint8(frames))
-        return np.array(_to_uint8(self(frames.astype(mx.float32) / 255.0)))
+            out = self._whole_uint8(frames)
+        else:
+            out = _to_uint8(self(frames.astype(mx.float32) / 255.0))
+        mx.async_eval(out)
+        return lambda: np.array(out)
 
     def frames(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """numpy (B, H, W, 3) float32 batches in, stylized numpy batches out."""

@@ -4,7 +4,8 @@ Requests for the same style and options and the same image size that wait togeth
 forward pass: the worker takes the oldest request and, while others are on their way (announced
 with `coming()`: their uploads being read and decoded), waits up to `wait` seconds (or until
 `max_batch` are there) for others of its kind, then runs them as one batch. A lone request runs
-at once. While a batch computes, the next ones gather, so under load batches fill on their own.
+at once. While a batch computes, the next ones gather, so under load batches fill on their own;
+and while the device computes one batch, the host copies the last one out.
 The queue of waiting requests is bounded: one more is refused (QueueFull) instead of waiting
 without end.
 """
@@ -42,13 +43,20 @@ class BatchStats:
     refused: int = 0
 
 
+Finish = Callable[[], np.ndarray]
+
+
 class Batcher:
     """`submit(key, frame)` -> a Future of the stylized frame. `run(key, frames)` computes one
     batch (uint8 (B, H, W, 3) in and out) on the worker thread; `key` says which requests may
-    share a batch (style, options and image size). `call(fn)` runs any other MLX work on the
-    same thread (loading a style, a painting's code)."""
+    share a batch (style, options and image size). `run` may instead start the batch's pass and
+    answer a function that waits for it and gives the frames: the worker then gathers and
+    starts the next batch before it waits, so the device computes one batch while the host
+    copies the last one out. `call(fn)` runs any other MLX work on the same thread (loading a
+    style, a painting's code)."""
 
-    def __init__(self, run: Callable[[Hashable, np.ndarray], np.ndarray], max_batch: int = 8,
+    def __init__(self, run: Callable[[Hashable, np.ndarray], np.ndarray | Finish],
+                 max_batch: int = 8,
                  wait: float = 0.002, max_queue: int = 64, setup: Callable[[], None] | None = None):
         if max_batch < 1 or max_queue < 1 or wait < 0:
             raise ValueError("max_batch and max_queue must be 1 or more, wait 0 or more")
@@ -115,28 +123,31 @@ class Batcher:
     def _work(self, setup: Callable[[], None] | None) -> None:
         if setup is not None:
             setup()
+        running = None  # a batch whose pass was started, not yet waited for
         while True:
+            call = batch = None
             with self._ready:
-                while not (self._pending or self._calls or self._stopping):
+                while running is None and not (self._pending or self._calls or self._stopping):
                     self._ready.wait()
                 if self._calls:
                     call = self._calls.popleft()
-                    batch = None
-                elif self._pending:
-                    call, batch = None, self._gather()
-                else:  # stopping, and nothing is left
+                elif self._pending:  # (with a pass running, no waiting for more)
+                    batch = self._gather(wait=running is None)
+                elif running is None:  # stopping, and nothing is left
                     return
             if call is not None:
                 _settle(call[1], call[0])
-            else:
-                self._compute(batch)
+            started = self._start(batch) if batch else None
+            if running is not None:
+                _finish(*running)
+            running = started
 
-    def _gather(self) -> list[_Request]:
-        """The oldest request and those of its kind, waiting up to `wait` for more while more
-        are on their way (the lock held; Condition.wait releases it)."""
+    def _gather(self, wait: bool = True) -> list[_Request]:
+        """The oldest request and those of its kind, waiting (with `wait`) up to `wait` seconds
+        for more while more are on their way (the lock held; Condition.wait releases it)."""
         key = self._pending[0].key
         deadline = self._pending[0].arrived + self.wait
-        while not self._stopping and not self._calls:
+        while wait and not self._stopping and not self._calls:
             same = sum(1 for request in self._pending if request.key == key)
             left = deadline - time.perf_counter()
             if same >= self.max_batch or left <= 0 or not self._coming:
@@ -151,10 +162,11 @@ class Batcher:
         self._pending = rest
         return batch
 
-    def _compute(self, batch: list[_Request]) -> None:
+    def _start(self, batch: list[_Request]) -> tuple[list[_Request], Finish] | None:
+        """The batch's pass started (or done): its live requests and what gives their frames."""
         live = [request for request in batch if request.future.set_running_or_notify_cancel()]
         if not live:
-            return
+            return None
         self.stats.batches += 1
         self.stats.largest = max(self.stats.largest, len(live))
         try:
@@ -162,11 +174,25 @@ class Batcher:
                       else np.stack([request.frame for request in live]))
             outputs = self._run(live[0].key, frames)
         except BaseException as error:  # every waiting request hears of it; the worker goes on
-            for request in live:
-                request.future.set_exception(error)
-            return
-        for request, output in zip(live, outputs):
-            request.future.set_result(output)
+            outputs = _raise(error)
+        return live, outputs if callable(outputs) else lambda: outputs
+
+
+def _finish(live: list[_Request], outputs: Finish) -> None:
+    try:
+        frames = outputs()
+    except BaseException as error:
+        for request in live:
+            request.future.set_exception(error)
+        return
+    for request, output in zip(live, frames):
+        request.future.set_result(output)
+
+
+def _raise(error: BaseException) -> Finish:
+    def finish():
+        raise error
+    return finish
 
 
 def _settle(future: Future, function: Callable) -> None:

@@ -226,9 +226,10 @@ class StyleService:
         self._stylizers.move_to_end(options)
         return stylizer
 
-    def _run(self, key, frames: np.ndarray) -> np.ndarray:
-        """On a GPU a batch is padded to a power of two (copies of its last frame): each image
-        size then has at most four batch shapes to compile, not one per count of requests."""
+    def _run(self, key, frames: np.ndarray):
+        """The batch's pass started (serve/batching.py). On a GPU a batch is padded to a power
+        of two (copies of its last frame): each image size then has at most four batch shapes
+        to compile, not one per count of requests."""
         from ..backend import on_cpu
 
         options, _ = key
@@ -237,7 +238,11 @@ class StyleService:
                                             max(count, self.settings.max_batch))
         if padded > count:
             frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
-        return self._stylizer(options).uint8(frames)[:count]
+        stylizer = self._stylizer(options)
+        if not hasattr(stylizer, "uint8_started"):  # (a stylizer that runs at once)
+            return stylizer.uint8(frames)[:count]
+        done = stylizer.uint8_started(frames)
+        return lambda: done()[:count]
 
 
 def _add_painting(painting: Path, name: str) -> Path:

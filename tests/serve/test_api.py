@@ -480,3 +480,45 @@ def test_a_job_whose_server_process_ended_reads_as_failed(tmp_path):
     with TestClient(create_app(ServeSettings(job_dir=shared, shared_jobs=True))) as client:
         job = client.get(f"/v1/jobs/{folder.name}").json()
         assert job["state"] == "failed" and "ended" in job["message"] and job["frames"] == 3
+
+
+def test_the_worker_starts_the_next_batch_before_it_waits_for_the_last():
+    """A `run` that starts its pass and answers how to wait for it: while one batch is
+    running, the next one is started, then the first is waited for; every frame comes back
+    to its own request, and an error reaches the requests of its batch only."""
+    events = []
+    release = threading.Event()
+
+    def run(key, frames):
+        events.append(("start", key))
+        if key == "bad":
+            raise ValueError("a broken pass")
+
+        def finish():
+            release.wait(60)
+            events.append(("finish", key))
+            return frames + 1
+        return finish
+
+    batcher = Batcher(run, wait=0.0)
+    try:
+        gate = threading.Event()
+        batcher.call(gate.wait, 60)  # the worker held while three requests queue
+        frame = np.zeros((2, 2, 3), np.uint8)
+        first = batcher.submit("a", frame)
+        second = batcher.submit("b", frame + 10)
+        bad = batcher.submit("bad", frame)
+        gate.set()
+        deadline = time.time() + 60
+        while len(events) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert events[:2] == [("start", "a"), ("start", "b")]  # "b" started before "a" waited
+        release.set()
+        assert first.result(60)[0, 0, 0] == 1 and second.result(60)[0, 0, 0] == 11
+        with pytest.raises(ValueError, match="broken"):
+            bad.result(60)
+        assert events.index(("finish", "a")) < events.index(("finish", "b"))
+    finally:
+        release.set()
+        batcher.close()
