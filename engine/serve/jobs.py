@@ -169,7 +169,6 @@ class JobStore:
         if not self.shared:
             return
         state = json.dumps({**job.public(), "created": job.created, "owner": os.getpid(),
-                            "folder": str(job.folder),
                             "result_file": str(job.result) if job.result else None,
                             "run_folder": str(job.run_folder) if job.run_folder else None})
         if self._saved.get(job.id) == state:
@@ -188,7 +187,7 @@ class JobStore:
         except (OSError, ValueError):
             return None
         known = {"id", "kind", "state", "progress", "message", "result", "preview",
-                 "loss_plot", "created", "owner", "folder", "result_file", "run_folder"}
+                 "loss_plot", "created", "owner", "result_file", "run_folder"}
         if state["state"] in ("queued", "running") and not _alive(state["owner"]):
             state["state"], state["message"] = "failed", "the server process running it ended"
         return Job(job_id, state["kind"], self.root / job_id, state["state"],

@@ -37,7 +37,8 @@ def run_workers(settings: ServeSettings, count: int, config: dict,
     stops them all."""
     import uvicorn
 
-    sock = uvicorn.Config(None, host=settings.host, port=settings.port).bind_socket()
+    sock = uvicorn.Config(None, host=settings.host, port=settings.port,
+                          log_level=config.get("log_level")).bind_socket()
     port = sock.getsockname()[1]
     if settings.job_dir is not None:
         Path(settings.job_dir).mkdir(parents=True, exist_ok=True)

@@ -475,8 +475,8 @@ def test_a_job_whose_server_process_ended_reads_as_failed(tmp_path):
     folder.mkdir()
     (folder / "job.json").write_text(json.dumps({
         "id": folder.name, "kind": "video", "state": "running", "progress": 0.5, "message": "",
-        "frames": 3, "created": time.time(), "owner": gone.pid, "folder": str(folder),
-        "result_file": None, "run_folder": None}))
+        "frames": 3, "created": time.time(), "owner": gone.pid, "result_file": None,
+        "run_folder": None}))
     with TestClient(create_app(ServeSettings(job_dir=shared, shared_jobs=True))) as client:
         job = client.get(f"/v1/jobs/{folder.name}").json()
         assert job["state"] == "failed" and "ended" in job["message"] and job["frames"] == 3
