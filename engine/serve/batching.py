@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MAX_BATCH_PIXELS = 2**23  # of one batch (a pass's memory grows with them): four 1080p frames
+
 
 class QueueFull(Exception):
     """The server has as many requests waiting as it takes; try again shortly."""
@@ -107,6 +109,10 @@ class Batcher:
             self._ready.notify()
         return future
 
+    def largest(self, frame: np.ndarray) -> int:
+        """The most frames of this one's size that share a pass."""
+        return max(1, min(self.max_batch, MAX_BATCH_PIXELS // (frame.shape[0] * frame.shape[1])))
+
     @property
     def waiting(self) -> int:
         return len(self._pending)
@@ -147,15 +153,16 @@ class Batcher:
         for more while more are on their way (the lock held; Condition.wait releases it)."""
         key = self._pending[0].key
         deadline = self._pending[0].arrived + self.wait
+        largest = self.largest(self._pending[0].frame)
         while wait and not self._stopping and not self._calls:
             same = sum(1 for request in self._pending if request.key == key)
             left = deadline - time.perf_counter()
-            if same >= self.max_batch or left <= 0 or not self._coming:
+            if same >= largest or left <= 0 or not self._coming:
                 break
             self._ready.wait(left)
         batch, rest = [], deque()
         for request in self._pending:
-            if request.key == key and len(batch) < self.max_batch:
+            if request.key == key and len(batch) < largest:
                 batch.append(request)
             else:
                 rest.append(request)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import (
     APIRouter,
     File,
@@ -213,7 +214,7 @@ async def _stylized(request: Request, read: Callable[[int], Awaitable[bytes]],
         frame = await run_in_threadpool(decode_frame, data, max_size, state.settings.max_pixels)
         clock.append(time.perf_counter())
         queued = state.service.stylize(frame, options)
-    out = await asyncio.wrap_future(queued)
+    out = await _result(queued)
     clock.append(time.perf_counter())
     if fmt == "ppm":  # sent from the frame's memory as it is
         parts = ppm_parts(out)
@@ -227,6 +228,21 @@ async def _stylized(request: Request, read: Callable[[int], Awaitable[bytes]],
     timing = ", ".join([f"total;dur={1000 * (clock[-1] - request.state.arrived):.2f}",
                         *(f"{name};dur={1000 * (b - a):.2f}" for name, a, b in steps)])
     return _Parts(parts, FORMATS[fmt][1], {"Server-Timing": timing})
+
+
+async def _result(queued) -> np.ndarray:
+    """A stylized frame; a pass that failed is one line: 503 when the device ran out of
+    memory (others' passes hold it: try again), else 500."""
+    try:
+        return await asyncio.wrap_future(queued)
+    except (EngineError, ApiError):
+        raise
+    except Exception as error:
+        if "out of memory" in str(error).lower():
+            raise ApiError(503, "the GPU is out of memory for now; try again shortly",
+                           {"Retry-After": "1"}) from None
+        raise ApiError(500, f"the pass failed: {type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else ''}") from None
 
 
 class _Parts(Response):
@@ -388,7 +404,7 @@ async def webcam(socket: WebSocket):
                 else:
                     await socket.send_bytes(await _frame(state, options,
                                                          message.get("bytes") or b""))
-            except (EngineError, QueueFull, ValueError, TypeError) as error:
+            except (EngineError, ApiError, QueueFull, ValueError, TypeError) as error:
                 await socket.send_text(json.dumps({"error": str(error)}))
     except WebSocketDisconnect:
         return
@@ -409,5 +425,5 @@ async def _frame(state: Server, options: StyleOptions, data: bytes) -> bytes:
         raise UsageError("the frame is too large")
     frame = await run_in_threadpool(decode_frame, data, 1920, state.settings.max_pixels,
                                     "the frame")
-    out = await asyncio.wrap_future(state.service.stylize(frame, options))
+    out = await _result(state.service.stylize(frame, options))
     return await run_in_threadpool(encode_frame, out, "jpeg", 85)

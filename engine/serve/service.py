@@ -210,6 +210,8 @@ class StyleService:
 
         if self.settings.device == "cpu":
             mx.set_default_device(mx.cpu)
+        if self.settings.shared_jobs:  # one of several server processes on one GPU: MLX keeps
+            mx.set_cache_limit(2**31)  # little freed memory for itself
 
     def _stylizer(self, options: StyleOptions):
         stylizer = self._stylizers.get(options)
@@ -235,7 +237,7 @@ class StyleService:
         options, _ = key
         count = len(frames)
         padded = count if on_cpu() else min(1 << (count - 1).bit_length(),
-                                            max(count, self.settings.max_batch))
+                                            max(count, self.batcher.largest(frames[0])))
         if padded > count:
             frames = np.concatenate([frames, np.repeat(frames[-1:], padded - count, axis=0)])
         stylizer = self._stylizer(options)

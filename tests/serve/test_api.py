@@ -522,3 +522,27 @@ def test_the_worker_starts_the_next_batch_before_it_waits_for_the_last():
     finally:
         release.set()
         batcher.close()
+
+
+def test_a_pass_that_fails_is_one_json_line_and_big_frames_share_smaller_batches(serve):
+    """The device out of memory: 503 with Retry-After (try again); another failure: 500; each
+    one line, and the server goes on. Frames of 1080p share a pass four at most."""
+    with serve() as client:
+        service = client.app.state.server.service
+        assert service.batcher.largest(np.zeros((1080, 1920, 3), np.uint8)) == 4
+        assert service.batcher.largest(np.zeros((512, 512, 3), np.uint8)) == 8
+        real = service._run
+        for message, status in (("cudaMallocAsync(&data) failed: out of memory", 503),
+                                ("something broke\nin two lines", 500)):
+            def broken(key, frames, message=message):
+                raise RuntimeError(message)
+            service.batcher._run = broken
+            answer = client.post("/v1/stylize", files={"image": ("c.png", photo_bytes())},
+                                 data={"style": "starry"})
+            assert answer.status_code == status, answer.text
+            assert "\n" not in answer.json()["error"]
+            if status == 503:
+                assert answer.headers["retry-after"] == "1" and "memory" in answer.json()["error"]
+        service.batcher._run = real
+        assert client.post("/v1/stylize", files={"image": ("c.png", photo_bytes())},
+                           data={"style": "starry"}).status_code == 200
