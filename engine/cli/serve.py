@@ -84,11 +84,13 @@ def serve(
             run_workers(settings, workers, config, lambda port: _announce(settings, port),
                         err.print)
         else:
-            server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
-                                                   **config))
+            from ..serve.workers import bind
+
+            sock = bind(host, port)
+            server = uvicorn.Server(uvicorn.Config(create_app(settings), **config))
             _on_listening(server, lambda port: _announce(settings, port))
             try:  # until Ctrl-C or SIGTERM: requests finished, jobs stopped, files gone
-                server.run()
+                server.run(sockets=[sock])
             except KeyboardInterrupt:  # (uvicorn hands the signal back once it has shut down)
                 pass
         err.print("stopped")

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,11 +24,26 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..errors import EngineError
+from ..errors import EngineError, UsageError
 from .service import ServeSettings
 
 START_SECONDS = 600  # a worker's start: MLX, the styles loaded, first passes compiled
 STEADY_SECONDS = 60  # a worker that ends sooner than this after its start ended "as it started"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The server's listening socket (UsageError, one line, when the address is taken)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host} port {port}: {error.strerror or error}; "
+                         "choose another --port (0: any free port)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_workers(settings: ServeSettings, count: int, config: dict,
@@ -35,10 +51,7 @@ def run_workers(settings: ServeSettings, count: int, config: dict,
     """Run `count` workers until a signal stops them. `config`: uvicorn.Config's keywords. A
     worker that ends on its own is replaced (`say` tells); one that keeps ending as it starts
     stops them all."""
-    import uvicorn
-
-    sock = uvicorn.Config(None, host=settings.host, port=settings.port,
-                          log_level=config.get("log_level")).bind_socket()
+    sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     if settings.job_dir is not None:
         Path(settings.job_dir).mkdir(parents=True, exist_ok=True)

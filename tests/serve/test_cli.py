@@ -109,3 +109,18 @@ def test_a_server_process_that_ends_is_replaced(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_taken_port_is_one_line(workers):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        _one_line_error(_run("serve", "--port", port, "--workers", workers),
+                        "choose another --port")
+    finally:
+        taken.close()
