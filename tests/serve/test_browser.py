@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import pytest
 from PIL import Image
 
 from engine.io import examples
+
+from .running import start_serve
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
@@ -49,21 +50,9 @@ def y4m_clip(path: Path, frames=30, size=(640, 480)) -> Path:
 def server(tmp_path, tiny_vgg_file):
     """`engine serve --port 0` as a process (train jobs on a tiny random VGG); yields
     (address, process)."""
-    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0"],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                               cwd=tmp_path, env={**os.environ,
-                                                  "ENGINE_VGG_WEIGHTS": str(tiny_vgg_file)})
-    address = None
-    deadline = time.time() + 120
-    while time.time() < deadline and address is None:
-        line = process.stderr.readline()
-        if not line and process.poll() is not None:
-            break
-        found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
-        address = found.group(1) if found else None
-    if address is None:
-        process.kill()
-        pytest.fail(f"engine serve did not start: {process.stderr.read()}")
+    process, host, port = start_serve(cwd=tmp_path, timeout=120,
+                                      env={"ENGINE_VGG_WEIGHTS": str(tiny_vgg_file)})
+    address = f"http://{host}:{port}"
     yield address, process
     if process.poll() is None:
         process.kill()

@@ -4,15 +4,13 @@ processes behind one address."""
 import http.client
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from ..test_cli import _one_line_error, _run
+from .running import start_serve
 from .test_api import photo_bytes
 
 
@@ -27,24 +25,9 @@ def test_serve_refuses_what_it_cannot_do_safely(args, needle):
 
 
 def _start_serve(tmp_path, *args):
-    """`engine serve --port 0 ARGS` in its own process group, TMPDIR in tmp_path; (process,
-    (host, port)) once it prints its address."""
-    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", "0",
-                                "--net", "fast", *args], stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True, start_new_session=True,
-                               env={**os.environ, "TMPDIR": str(tmp_path)})
-    address = None
-    deadline = time.time() + 240
-    while time.time() < deadline and address is None:
-        line = process.stderr.readline()
-        if not line and process.poll() is not None:
-            break
-        found = re.search(r"http://(127\.0\.0\.1):(\d+)/", line)
-        address = (found.group(1), int(found.group(2))) if found else None
-    if address is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"engine serve did not start: {process.stderr.read()}")
-    return process, address
+    """`engine serve --net fast ARGS`, TMPDIR in tmp_path: (process, (host, port))."""
+    process, host, port = start_serve("--net", "fast", *args, env={"TMPDIR": str(tmp_path)})
+    return process, (host, port)
 
 
 def _processes(address, count: int) -> set[int]:
