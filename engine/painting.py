@@ -8,7 +8,6 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from .backend import on_cpu
 from .errors import ImageError
 from .io.images import resize
 from .io.painting_files import PaintingNetworkInfo, load_painting_network
@@ -16,7 +15,7 @@ from .losses import gram
 from .nets.config import STATS_LAYERS
 from .nets.transformer import TransformerNet
 from .nets.universal import UniversalNet
-from .nets.vgg import VGG, features_cpu
+from .nets.vgg import VGG
 
 CODE_SIZE = 384  # the painting's longest side when its code is taken (the training crops' scale)
 
@@ -62,9 +61,6 @@ class PaintingNetwork:
         return grams
 
     def _features(self, image: mx.array, layers) -> dict[str, mx.array]:
-        """The encoder's features (on the CPU through its faster convolutions)."""
-        if on_cpu():
-            return features_cpu(self.encoder, image, layers)
         return self.encoder(image, layers)
 
     def style_net(self, code: mx.array) -> TransformerNet:

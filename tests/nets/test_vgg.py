@@ -19,6 +19,7 @@ from engine.io.vgg_weights import (
     load_vgg,
     resolve_weights,
 )
+from engine.losses import gram
 from engine.nets.vgg import VGG16, VGGSpec, max_pool2_views, tiny_spec
 
 from .. import reference
@@ -219,12 +220,22 @@ def test_gpu_max_pooling_matches_max_pool2d():
     np.testing.assert_allclose(np.array(ours), np.array(theirs))
 
 
-def test_cpu_features_are_vggs(tiny_vgg):
-    from engine.nets.vgg import features_cpu
-
-    x = mx.random.uniform(shape=(1, 30, 38, 3))
+def test_cpu_convolutions_are_conv2d_forward_and_back(tiny_vgg):
+    """On the CPU, VGG's matrix-product convolutions and their input gradient give what
+    mx.conv2d and autodiff give."""
+    x = mx.random.uniform(shape=(2, 30, 38, 3))
     taps = ["relu1_1", "relu2_2", "relu4_1"]
-    plain, fast = tiny_vgg(x, taps), features_cpu(tiny_vgg, x, taps)
-    for tap in taps:
-        assert fast[tap].shape == plain[tap].shape
-        assert np.allclose(np.array(fast[tap]), np.array(plain[tap]), atol=1e-4)
+    with mx.stream(mx.cpu):
+        def loss(x, conv):
+            features = tiny_vgg(x, taps, conv=conv)
+            return sum((gram(features[tap]) ** 2).sum() for tap in taps), features
+
+        conv2d = lambda layer, x: layer(x)  # noqa: E731
+        (_, plain), plain_grad = mx.value_and_grad(lambda x: loss(x, conv2d))(x)
+        (_, fast), fast_grad = mx.value_and_grad(lambda x: loss(x, None))(x)
+        for tap in taps:
+            assert fast[tap].shape == plain[tap].shape
+            assert np.allclose(np.array(fast[tap]), np.array(plain[tap]), atol=1e-4)
+        assert float(mx.abs(plain_grad).max()) > 0
+        np.testing.assert_allclose(np.array(fast_grad), np.array(plain_grad), rtol=1e-3,
+                                   atol=1e-4 * float(mx.abs(plain_grad).max()))
