@@ -48,20 +48,17 @@ class PaintingNetwork:
     def code(self, painting: mx.array, longest: int = CODE_SIZE, check: bool = True
              ) -> mx.array:
         """(1, code): the painting's style code (`check`: refuse a painting too small)."""
-        code = self.model.code(self._features(self.sized(painting, longest, check), STATS_LAYERS))
+        code = self.model.code(self.encoder(self.sized(painting, longest, check), STATS_LAYERS))
         mx.eval(code)
         return code
 
     def targets(self, painting: mx.array, longest: int = CODE_SIZE) -> dict[str, mx.array]:
         """The painting's Gram matrices on the network's style layers (for --refine)."""
         layers = self.info.training.get("style_layers") or list(STATS_LAYERS)
-        features = self._features(self.sized(painting, longest), layers)
+        features = self.encoder(self.sized(painting, longest), layers)
         grams = {layer: gram(features[layer]) for layer in layers}
         mx.eval(grams)
         return grams
-
-    def _features(self, image: mx.array, layers) -> dict[str, mx.array]:
-        return self.encoder(image, layers)
 
     def style_net(self, code: mx.array) -> TransformerNet:
         """The ordinary style network of a code (1, code)."""

@@ -92,10 +92,10 @@ def tiny_spec(blocks: Sequence[Sequence[int]] = ((4, 4), (8, 8), (8, 8, 8), (8, 
 def _conv_cpu(layer: nn.Conv2d, x: mx.array) -> mx.array:
     """A 3x3 'same' convolution of the frozen VGG as shifted matrix products over the
     zero-padded image (transformer.conv2d_cpu): 1.5-1.8x faster on the CPU than mx.conv2d's
-    im2col forward (VGG16 to relu4_1 at 384x300: 1.5 -> 0.8-1.0 s on 2 cores), and 1.4x
-    forward and back (batch 2 at 192 px to relu4_1: 1.75 -> 1.23 s). Its gradient, for the
-    input only (the weights are frozen), is the same convolution of the output's gradient with
-    the flipped kernel, instead of autodiff's nine zero-filled copies of the input."""
+    im2col forward (VGG16 to relu4_1 at 384x300: 1.5 -> 0.8-1.0 s on 2 cores), and 1.8x
+    forward and back (benchmarks/bench_vgg_cpu.py; a CPU training step 1.5x). Its gradient,
+    for the input only (the weights are frozen), is the same convolution of the output's
+    gradient with the flipped kernel, instead of autodiff's nine zero-filled input copies."""
     return _input_only_conv(layer.weight)(x) + layer.bias
 
 
