@@ -49,6 +49,10 @@ def train_universal(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of this name.")
                       ] = False,
     overwrite: OverwriteRun = False,
+    start_from: Annotated[str | None, typer.Option(
+        "--from", help="Go on training a painting network (a name, say universal, or a "
+                       ".safetensors file) of the same shape: its weights and step count.")
+                          ] = None,
     out: Annotated[Path | None, typer.Option(
         help="Where to write the network (default: your engine folder's painting-networks/).")
                    ] = None,
@@ -69,6 +73,7 @@ def train_universal(
             learning_rate=learning_rate, lr_decay=lr_decay, width=width, precision=precision,
             seed=seed, checkpoint_every=checkpoint_every, preview_every=checkpoint_every)
         settings.check()
+        origin = _network_path(start_from) if start_from else None
         photos = [p for folder in content for p in _images(folder, find_images)]
         art = [p for folder in paintings for p in _images(folder, find_images)]
         vgg = load_vgg(path=vgg_weights)
@@ -76,7 +81,7 @@ def train_universal(
 
         try:
             result = run(vgg, name, photos, art, settings, resume=resume, overwrite=overwrite,
-                         out=out, on_step=progress.step,
+                         out=out, on_step=progress.step, start_from=origin,
                          on_ready=lambda step: progress.ready(step, "compiling the step"))
         finally:
             progress.stop()
@@ -85,6 +90,16 @@ def train_universal(
                   f"{result.style_path} (checkpoints, previews and loss.png in {run_dir(name)})")
         if result.interrupted:
             raise typer.Exit(130)
+
+
+def _network_path(name: str) -> Path:
+    """A registered painting network's file, or a .safetensors path given directly."""
+    from ..registry import painting_networks
+
+    candidate = Path(name)
+    if candidate.suffix == ".safetensors" and candidate.is_file():
+        return candidate
+    return Path(painting_networks().get(name).item.path)
 
 
 def _images(folder: Path, find_images) -> list[Path]:

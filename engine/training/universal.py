@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from mlx.utils import tree_map
 from ..backend import on_cpu
 from ..errors import UsageError
 from ..io.images import load_image, resize, save_image
-from ..io.painting_files import encoder_arrays, save_painting_network
+from ..io.painting_files import encoder_arrays, load_painting_network, save_painting_network
 from ..io.style_files import check_name
 from ..losses import gram
 from ..nets.config import STATS_LAYERS
@@ -42,7 +42,7 @@ from .runs import (
     run_dir,
     run_folders,
 )
-from .settings import UniversalSettings
+from .settings import STAGE_KEYS, UniversalSettings
 from .style import (
     TrainResult,
     TrainStep,
@@ -108,8 +108,11 @@ def train_universal(vgg: VGG, name: str, content: Sequence[Path], paintings: Seq
                     settings: UniversalSettings, resume: bool = False,
                     overwrite: bool = False, out: Path | None = None,
                     on_step: Callable[[TrainStep], None] | None = None,
-                    on_ready: Callable[[int], None] | None = None) -> TrainResult:
-    """Train an any-painting network; write <name>.safetensors (float16) and its preview."""
+                    on_ready: Callable[[int], None] | None = None,
+                    start_from: Path | None = None) -> TrainResult:
+    """Train an any-painting network; write <name>.safetensors (float16) and its preview.
+    `start_from`, a painting network file of the same shape (the shipped one, say), is where
+    training begins: its weights, its step count, a fresh Adam state."""
     started = time.perf_counter()
     settings.check()
     if settings.precision != "float32" and on_cpu():
@@ -121,16 +124,41 @@ def train_universal(vgg: VGG, name: str, content: Sequence[Path], paintings: Seq
         raise UsageError(f"found {len(paintings)} painting(s); the network needs a folder of "
                          "many (hundreds)")
     sha = _sources_sha(paintings)
+    if resume and start_from is not None:
+        raise UsageError("use either --resume (this run's checkpoint) or --from")
     if resume:
         settings = _check_resume(name, settings, Path("these paintings"), sha)
-    photos = ContentSet(content, settings.size)
-    art = PaintingSet(paintings, settings.size)
     mx.random.seed(settings.seed)
     model = UniversalNet(universal_config(settings, vgg))
+    if start_from is not None:
+        settings = _go_on_from(model, Path(start_from), settings)
+    photos = ContentSet(content, settings.size)
+    art = PaintingSet(paintings, settings.size)
     shown = [load_image(paintings[i]).rgb for i in
              np.linspace(0, len(paintings) - 1, PREVIEW_PAINTINGS).astype(int)]
     run = _UniversalRun(vgg, model, settings, name, target, sha, photos, shown, resume)
     return run.train(PairedData(photos, art), settings.batch, started, on_step, on_ready)
+
+
+def _go_on_from(model: UniversalNet, start_from: Path, settings: UniversalSettings
+                ) -> UniversalSettings:
+    """--from: a painting network's weights into `model`; the settings with its stage recorded
+    (the schedule and the step count go on from its steps, as train-style's --from does)."""
+    start, _, info = load_painting_network(start_from)
+    if start.config != model.config:
+        have, want = start.config, model.config
+        raise UsageError(
+            f"{start_from} is a network of width {have.net.width}, --hidden {have.hidden} and "
+            f"--code {have.code} (with its own layout); train with the same shape, or leave "
+            f"--from out (this run: width {want.net.width}, --hidden {want.hidden}, --code "
+            f"{want.code})")
+    if settings.steps <= info.steps:
+        raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
+                         f"from 0, so give more than {info.steps} (or use --minutes)")
+    model.update(start.parameters())
+    stage = {key: info.training.get(key) for key in STAGE_KEYS}
+    return replace(settings, earlier=(*info.training.get("earlier", ()),
+                                      {**stage, "steps": info.steps}))
 
 
 def _sources_sha(paintings: Sequence[Path]) -> str:
@@ -148,11 +176,15 @@ class _UniversalRun(_StyleRun):
         self.encoder = encoder_arrays(vgg)
         self.processes = 1
         self.horizon = {"steps": mx.array(float(settings.steps))} if settings.seconds else None
-        self.optimizer = optim.Adam(learning_rate=settings.schedule(0, self.horizon))
+        # --from (or its resumption): a fresh Adam state with bias correction, the schedule
+        # shifted to the step where the run began (as in _StyleRun)
+        began = settings.earlier[-1]["steps"] if settings.earlier else 0
+        self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
+                                    bias_correction=bool(settings.earlier))
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = target
         run_folders(self.run, target.parent)
-        step, self.losses = 0, []
+        step, self.losses = began, []
         if resume:
             step, self.losses = load_checkpoint(self.checkpoint, model, self.optimizer)
         mx.eval(model.parameters())

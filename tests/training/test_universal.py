@@ -3,6 +3,7 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 from engine.errors import UsageError, WeightsError
 from engine.io.painting_files import load_painting_network, read_painting_info
@@ -77,3 +78,30 @@ def test_a_damaged_network_file_is_one_clear_error(tmp_path, tiny_vgg):
     truncated.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(WeightsError):
         load_painting_network(truncated)
+
+
+def test_from_goes_on_training_a_network_of_the_same_shape(tmp_path, tiny_vgg):
+    content, art = folders(tmp_path)
+    train_universal(tiny_vgg, "u", content, art, settings(steps=4))
+    start = painting_network_dir() / "u.safetensors"
+    first, _, _ = load_painting_network(start)
+    # steps count from 0: the new run goes on from step 4 with the first run's weights
+    with pytest.raises(UsageError, match="already trained 4 steps"):
+        train_universal(tiny_vgg, "v", content, art, settings(steps=4), start_from=start)
+    more = train_universal(tiny_vgg, "v", content, art, settings(steps=6, learning_rate=0.0),
+                           start_from=start)
+    assert more.steps == 6 and len(more.losses) == 2
+    went_on, _, info = load_painting_network(painting_network_dir() / "v.safetensors")
+    assert info.steps == 6 and info.training["earlier"][-1]["steps"] == 4
+    # a learning rate of 0 leaves the weights as they were (float16 in the file)
+    for (key, a), (_, b) in zip(tree_flatten(first.parameters()),
+                                tree_flatten(went_on.parameters())):
+        assert np.array_equal(np.array(a), np.array(b)), key
+    # another shape is refused before training; so is --from with --resume
+    with pytest.raises(UsageError, match="same shape"):
+        train_universal(tiny_vgg, "w", content, art, settings(steps=8, code=7),
+                        start_from=start)
+    with pytest.raises(UsageError, match="either --resume"):
+        train_universal(tiny_vgg, "v", content, art, settings(steps=8), resume=True,
+                        start_from=start)
+    assert not (painting_network_dir() / "w.safetensors").exists()
