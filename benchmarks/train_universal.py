@@ -2,7 +2,8 @@
 function, with a log line every few hundred steps (the CLI's progress bar needs a terminal).
 
     python benchmarks/train_universal.py --content DIR --paintings DIR [--vgg-weights F]
-        [--steps N] [--minutes M] [--lr-decay F] [--precision bfloat16] [--resume]
+        [--steps N] [--minutes M] [--lr-decay F] [--learning-rate F] [--precision bfloat16]
+        [--resume | --from NETWORK.safetensors] [--out FILE]
 
 The shipped network was trained on ../shared/data/content (692 photos) and on
 ../shared/data/{paintings,textures,styles} less the held-out paintings of
@@ -33,7 +34,11 @@ def main() -> None:
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--every", type=int, default=500)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--from", dest="start_from", type=Path,
+                        help="go on training this painting network file")
+    parser.add_argument("--out", type=Path, help="where to write the network")
     args = parser.parse_args()
 
     from engine.io.images import find_images
@@ -42,7 +47,8 @@ def main() -> None:
     from engine.training.universal import train_universal
 
     settings = UniversalSettings(steps=args.steps, seconds=args.minutes * 60,
-                                 lr_decay=args.lr_decay, precision=args.precision,
+                                 lr_decay=args.lr_decay, learning_rate=args.learning_rate,
+                                 precision=args.precision,
                                  batch=args.batch, checkpoint_every=2000, preview_every=2000)
     started = time.perf_counter()
 
@@ -59,7 +65,8 @@ def main() -> None:
     print(environment(), flush=True)
     result = train_universal(load_vgg(path=args.vgg_weights), args.name,
                              find_images(args.content), find_images(args.paintings), settings,
-                             resume=args.resume, on_step=on_step, on_ready=on_ready)
+                             resume=args.resume, on_step=on_step, on_ready=on_ready,
+                             start_from=args.start_from, out=args.out)
     print(f"{'interrupted' if result.interrupted else 'done'} at step {result.steps}; first "
           f"step {result.first_step_seconds:.1f} s; total {time.perf_counter() - started:.0f} s; "
           f"-> {result.style_path}", flush=True)
