@@ -105,3 +105,29 @@ def test_from_goes_on_training_a_network_of_the_same_shape(tmp_path, tiny_vgg):
         train_universal(tiny_vgg, "v", content, art, settings(steps=8), resume=True,
                         start_from=start)
     assert not (painting_network_dir() / "w.safetensors").exists()
+
+
+def test_train_universal_from_a_registered_network_on_the_command_line(tmp_path, tiny_vgg_file):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    content, art = folders(tmp_path)
+    photos, paintings = tmp_path / "photos", tmp_path / "paintings"
+    for folder, files in ((photos, content), (paintings, art)):
+        folder.mkdir()
+        for file in files:
+            file.rename(folder / file.name)
+    base = ["train-universal", "--content", str(photos), "--paintings", str(paintings),
+            "--batch", "2", "--size", "32", "--width", "8", "--vgg-weights", str(tiny_vgg_file)]
+    runner = CliRunner()
+    first = runner.invoke(app, [*base, "--name", "u", "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    # by its registered name; the new network goes on from its step 2
+    more = runner.invoke(app, [*base, "--name", "v", "--steps", "3", "--from", "u"])
+    assert more.exit_code == 0, more.output
+    assert read_painting_info(painting_network_dir() / "v.safetensors").steps == 3
+    unknown = runner.invoke(app, [*base, "--name", "w", "--steps", "3", "--from", "nosuch"])
+    assert unknown.exit_code == 2 and "unknown painting network 'nosuch'" in unknown.output
+    assert "Traceback" not in unknown.output
+    assert not (painting_network_dir() / "w.safetensors").exists()
