@@ -361,13 +361,38 @@ def _go_on_from(net: TransformerNet, start_from: Path, settings: TrainSettings,
     if list(settings.dilations[:len(had)]) != had:
         raise UsageError(f"{start_from} has dilated blocks {_listed(had)}: --dilations must "
                          f"begin with them (blocks may be added, not taken away)")
-    if settings.steps <= info.steps:
-        raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
-                         f"from 0, so give more than {info.steps}")
+    settings = went_on(settings, start_from, info.steps, info.training)
     net.update(start.parameters())
-    stage = {key: info.training.get(key) for key in STAGE_KEYS}
-    return replace(settings, earlier=(*info.training.get("earlier", ()),
-                                      {**stage, "steps": info.steps}))
+    return settings
+
+
+def went_on(settings: TrainSettings, start_from: Path, steps: int, training: dict,
+            hint: str = "") -> TrainSettings:
+    """--from (a style's, or a painting network's): `settings` with the trained run's stage
+    recorded after its own earlier ones; refused where --steps does not go past its `steps`
+    (they count from 0). `hint` ends the refusal."""
+    if settings.steps <= steps:
+        raise UsageError(f"{start_from} is already trained {steps} steps; --steps counts "
+                         f"from 0, so give more than {steps}{hint}")
+    stage = {key: training.get(key) for key in STAGE_KEYS}
+    return replace(settings, earlier=(*training.get("earlier", ()), {**stage, "steps": steps}))
+
+
+def going_on_optimizer(settings: TrainSettings, horizon: dict | None
+                       ) -> tuple[optim.Adam, int]:
+    """Adam for a run, and the global step it begins at (a --from run's: where the trained
+    one ended).
+
+    A run that goes on from a trained network (--from, or its resumption) has a fresh Adam
+    state: its count starts at 0, so the schedule is shifted to the global step where the run
+    began, and the moments get bias correction. Without it a fresh state moves every weight by
+    up to ~6x the learning rate for hundreds of steps (MLX's default has none): on a trained
+    style the held-out loss rose, then stalled, where with it it fell
+    (benchmarks/adam_from_steps.py). A warm start is a trained network too."""
+    began = settings.earlier[-1]["steps"] if settings.earlier else 0
+    optimizer = optim.Adam(learning_rate=settings.schedule(began, horizon),
+                           bias_correction=bool(settings.earlier or settings.warm_start))
+    return optimizer, began
 
 
 def _check_resume(name: str, settings: TrainSettings, style_path: Path, style_sha: str
@@ -409,17 +434,9 @@ class _StyleRun(TrainingLoop):
         self.overrides, self.preview_image = overrides, preview_image
         self.processes = distributed.size()
         timed = settings.seconds > 0
-        # A run that goes on from a trained style (--from, or its resumption) has a fresh Adam
-        # state: its count starts at 0, so the schedule is shifted to the global step where the
-        # run began, and the moments get bias correction. Without it a fresh state moves every
-        # weight by up to ~6x the learning rate for hundreds of steps (MLX's default has none):
-        # on a trained style the held-out loss rose, then stalled, where with it it fell
-        # (benchmarks/adam_from_steps.py).
-        began = settings.earlier[-1]["steps"] if settings.earlier else 0
         # a timed run's planned total steps, as the compiled step reads it (first: --steps)
         self.horizon = {"steps": mx.array(float(settings.steps))} if timed else None
-        self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
-                                    bias_correction=bool(settings.earlier or settings.warm_start))
+        self.optimizer, began = going_on_optimizer(settings, self.horizon)
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = (out_dir or style_dir()) / f"{name}.safetensors"
         run_folders(self.run, out_dir or style_dir())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from .runs import (
     run_dir,
     run_folders,
 )
-from .settings import STAGE_KEYS, UniversalSettings
+from .settings import UniversalSettings
 from .style import (
     TrainResult,
     TrainStep,
@@ -50,9 +50,11 @@ from .style import (
     _checkpoint_path,
     _StyleRun,
     checkpoint_snapshot,
+    going_on_optimizer,
     load_checkpoint,
     save_checkpoint,
     training_loss,
+    went_on,
 )
 
 PREVIEW_PAINTINGS = 4
@@ -152,13 +154,10 @@ def _go_on_from(model: UniversalNet, start_from: Path, settings: UniversalSettin
             f"--code {have.code} (with its own layout); train with the same shape, or leave "
             f"--from out (this run: width {want.net.width}, --hidden {want.hidden}, --code "
             f"{want.code})")
-    if settings.steps <= info.steps:
-        raise UsageError(f"{start_from} is already trained {info.steps} steps; --steps counts "
-                         f"from 0, so give more than {info.steps} (or use --minutes)")
+    settings = went_on(settings, start_from, info.steps, info.training,
+                       hint=" (or use --minutes)")
     model.update(start.parameters())
-    stage = {key: info.training.get(key) for key in STAGE_KEYS}
-    return replace(settings, earlier=(*info.training.get("earlier", ()),
-                                      {**stage, "steps": info.steps}))
+    return settings
 
 
 def _sources_sha(paintings: Sequence[Path]) -> str:
@@ -176,11 +175,7 @@ class _UniversalRun(_StyleRun):
         self.encoder = encoder_arrays(vgg)
         self.processes = 1
         self.horizon = {"steps": mx.array(float(settings.steps))} if settings.seconds else None
-        # --from (or its resumption): a fresh Adam state with bias correction, the schedule
-        # shifted to the step where the run began (as in _StyleRun)
-        began = settings.earlier[-1]["steps"] if settings.earlier else 0
-        self.optimizer = optim.Adam(learning_rate=settings.schedule(began, self.horizon),
-                                    bias_correction=bool(settings.earlier))
+        self.optimizer, began = going_on_optimizer(settings, self.horizon)
         self.checkpoint, self.run = _checkpoint_path(name), run_dir(name)
         self.style_file = target
         run_folders(self.run, target.parent)
