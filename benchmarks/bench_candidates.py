@@ -35,30 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import emit, timed  # noqa: E402
 
-from engine.backend import on_cpu  # noqa: E402
 from engine.nets.ops import upsample2x  # noqa: E402
-from engine.nets.transformer import conv2d_cpu, reflect_pad  # noqa: E402
+from engine.nets.transformer import ConvLayer  # noqa: E402
 from engine.nets.vgg import VGG  # noqa: E402
 
 LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-
-class Conv(nn.Module):
-    """A reflection-padded 3x3 (or 1x1) convolution, as the engine's networks run it."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3):
-        super().__init__()
-        self.weight = mx.random.normal((cout, k, k, cin)) * (2.0 / (k * k * cin)) ** 0.5
-        self.bias = mx.zeros((cout,))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        p = self.weight.shape[1] // 2
-        if p == 0:
-            return x @ self.weight[:, 0, 0, :].T + self.bias
-        if on_cpu():
-            return conv2d_cpu(reflect_pad(x, p, spare_row=True), self.weight,
-                              spare_row=True) + self.bias
-        return mx.conv2d(reflect_pad(x, p), self.weight) + self.bias
 
 
 class Decoder(nn.Module):
@@ -69,7 +50,7 @@ class Decoder(nn.Module):
         self.plan, self.convs = plan, []
         for item in plan:
             if item != "up":
-                self.convs.append(Conv(cin, item))
+                self.convs.append(ConvLayer(cin, item, 3))
                 cin = item
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -161,11 +142,11 @@ class Linear(nn.Module):
     def __init__(self, vgg: VGG):
         super().__init__()
         self.vgg = vgg
-        self.content_net = [Conv(256, 128), Conv(128, 64), Conv(64, 32)]
-        self.style_net = [Conv(256, 128), Conv(128, 64), Conv(64, 32)]
+        self.content_net = [ConvLayer(256, 128, 3), ConvLayer(128, 64, 3), ConvLayer(64, 32, 3)]
+        self.style_net = [ConvLayer(256, 128, 3), ConvLayer(128, 64, 3), ConvLayer(64, 32, 3)]
         self.style_fc = nn.Linear(32 * 32, 32 * 32)
         self.content_fc = nn.Linear(32 * 32, 32 * 32)
-        self.compress, self.unzip = Conv(256, 32, 1), Conv(32, 256, 1)
+        self.compress, self.unzip = ConvLayer(256, 32, 1), ConvLayer(32, 256, 1)
         self.decoder = Decoder(256, DECODERS["relu3_1"])
 
     @staticmethod
@@ -200,11 +181,11 @@ class SANet(nn.Module):
     def __init__(self, vgg: VGG):
         super().__init__()
         self.vgg = vgg
-        self.q = {level: Conv(512, 512, 1) for level in ("relu4_1", "relu5_1")}
-        self.k = {level: Conv(512, 512, 1) for level in ("relu4_1", "relu5_1")}
-        self.v = {level: Conv(512, 512, 1) for level in ("relu4_1", "relu5_1")}
-        self.out = {level: Conv(512, 512, 1) for level in ("relu4_1", "relu5_1")}
-        self.merge = Conv(512, 512)
+        self.q = {level: ConvLayer(512, 512, 1) for level in ("relu4_1", "relu5_1")}
+        self.k = {level: ConvLayer(512, 512, 1) for level in ("relu4_1", "relu5_1")}
+        self.v = {level: ConvLayer(512, 512, 1) for level in ("relu4_1", "relu5_1")}
+        self.out = {level: ConvLayer(512, 512, 1) for level in ("relu4_1", "relu5_1")}
+        self.merge = ConvLayer(512, 512, 3)
         self.decoder = Decoder(512, DECODERS["relu4_1"])
 
     def prepare(self, painting: mx.array):
