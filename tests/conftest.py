@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 from unittest import mock
 
@@ -14,6 +15,12 @@ from engine.nets.vgg import VGG, tiny_spec
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+# A suite started in the background (`pytest &` in a script) inherits SIGINT ignored, and so
+# would every engine process it starts, which then never sees Ctrl-C. With a handler here the
+# children start with the default disposition, and the signal tests check the engine.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
